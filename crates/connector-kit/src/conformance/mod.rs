@@ -1,0 +1,160 @@
+//! The conformance suite every connector runs against its real target.
+//!
+//! Each case is a plain `async fn` taking a [`ConformanceTarget`]: a gRPC
+//! client of a running connector plus a [`Fixture`] saying what is valid on
+//! that target. Cases pick themselves from `Describe`'s capabilities (a case
+//! whose capability is missing is skipped, never faked), work under a fresh
+//! random prefix per run, and delete what they created, pass or fail.
+//!
+//! A connector crate runs the whole suite, one named test per case, with
+//! [`conformance_tests!`](crate::conformance_tests):
+//!
+//! ```ignore
+//! async fn target() -> connector_kit::conformance::ConformanceTarget { /* start server, build fixture */ }
+//! connector_kit::conformance_tests!(target);
+//! ```
+
+mod cases;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use jml_contract::v1 as pb;
+
+use crate::client::ConnectorClient;
+
+pub use cases::*;
+
+/// Direct access to the target, bypassing the connector, so the suite can
+/// check that `Read` really reads the target.
+pub trait Backdoor: Send + Sync {
+    /// Grants `entitlement` to the account directly on the target (an ad hoc edit).
+    fn grant_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        entitlement: &'a pb::Entitlement,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+/// What is valid on one target.
+pub struct Fixture {
+    /// Attribute values for a new account named `account_name` (every
+    /// required attribute included).
+    pub attributes: Box<dyn Fn(&str) -> BTreeMap<String, String> + Send + Sync>,
+    /// Attribute values after a change (a mover's new title, say).
+    pub changed_attributes: Box<dyn Fn(&str) -> BTreeMap<String, String> + Send + Sync>,
+    /// At least three entitlements that exist on the target and are not
+    /// privileged, plus optionally privileged ones.
+    pub entitlements: Vec<pb::Entitlement>,
+    /// The attribute in which hostile values are tried, if any.
+    pub hostile_attribute: Option<String>,
+    /// How many accounts the `List` case creates.
+    pub list_accounts: usize,
+    /// The page size the `List` case asks for (small, so several pages stream).
+    pub list_page_size: u32,
+    /// Direct access to the target, if the test can provide it.
+    pub backdoor: Option<Arc<dyn Backdoor>>,
+    /// Transforms a generated account name into a valid one for this target
+    /// (identity by default).
+    pub account_name: Box<dyn Fn(String) -> String + Send + Sync>,
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Self {
+            attributes: Box::new(|_| BTreeMap::new()),
+            changed_attributes: Box::new(|_| BTreeMap::new()),
+            entitlements: Vec::new(),
+            hostile_attribute: None,
+            list_accounts: 25,
+            list_page_size: 7,
+            backdoor: None,
+            account_name: Box::new(|name| name),
+        }
+    }
+}
+
+/// A running connector and what is valid on its target.
+pub struct ConformanceTarget {
+    /// A client of the connector over gRPC.
+    pub client: ConnectorClient,
+    /// What is valid on the target.
+    pub fixture: Fixture,
+    /// Keeps servers and processes alive for the length of the case.
+    pub guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// How a case ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check held.
+    Passed,
+    /// The connector does not declare the capability the case needs.
+    Skipped(String),
+}
+
+/// A rule the connector broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The case that found it.
+    pub case: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conformance case `{}` failed: {}", self.case, self.message)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// Runs one case and panics with the violation, for use in `#[test]`s.
+pub fn expect_pass(case: &'static str, result: Result<Outcome, Violation>) {
+    match result {
+        Ok(Outcome::Passed) => eprintln!("conformance case `{case}`: passed"),
+        Ok(Outcome::Skipped(why)) => eprintln!("conformance case `{case}`: skipped ({why})"),
+        Err(violation) => panic!("{violation}"),
+    }
+}
+
+/// One named test per conformance case, for a connector crate's test file.
+///
+/// `$setup` is an `async fn() -> ConformanceTarget` that starts the
+/// connector (over real gRPC) against its real target.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($setup:path) => {
+        $crate::conformance_tests!(@cases $setup;
+            describe_is_complete,
+            create_then_read_back_matches,
+            reapply_same_command_is_idempotent,
+            command_id_reuse_with_other_state_is_refused,
+            mover_swaps_entitlements_and_attributes,
+            disable_then_enable,
+            revoke_credentials,
+            delete_removes_account,
+            read_is_fresh_from_target,
+            list_finds_exactly_what_was_created,
+            hostile_values_round_trip_or_are_refused,
+            hostile_lookups_match_nothing,
+            invalid_desired_state_is_refused,
+            unknown_entitlement_is_a_typed_error
+        );
+    };
+    (@cases $setup:path; $($case:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let target = $setup().await;
+                $crate::conformance::expect_pass(
+                    stringify!($case),
+                    $crate::conformance::$case(&target).await,
+                );
+            }
+        )+
+    };
+}

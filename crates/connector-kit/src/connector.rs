@@ -1,0 +1,45 @@
+//! The `Connector` trait a connector implements once for its target.
+
+use std::future::Future;
+
+use futures::stream::BoxStream;
+use jml_contract::v1::{AccountRef, AccountState, ApplyResponse, DescribeResponse, DesiredAccount};
+
+use crate::ConnectorError;
+
+/// A stream of pages of managed accounts, as `List` produces them.
+pub type AccountStream = BoxStream<'static, Result<Vec<AccountState>, ConnectorError>>;
+
+/// One target's implementation of the provisioning contract.
+///
+/// The gRPC adapter validates every request against [`Connector::describe`]
+/// before calling the connector (see [`crate::validate`]), so an implementation
+/// receives a desired state whose presence, credential action, attribute names
+/// and entitlement kinds are known to be well formed. It must still escape
+/// every value it places in a DN, filter, URL path or target name.
+pub trait Connector: Send + Sync + 'static {
+    /// What this connector is. Must not call the target.
+    fn describe(&self) -> DescribeResponse;
+
+    /// A real check against the target (a bind, a GET). Health reports
+    /// SERVING only after it succeeds.
+    fn preflight(&self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+
+    /// Converge one account to `desired`. Idempotent: applying the same state
+    /// again makes no change and reports none. `command_id` is for logs and
+    /// target-side idempotency keys; the adapter fills it into the answer.
+    fn apply(
+        &self,
+        command_id: &str,
+        desired: &DesiredAccount,
+    ) -> impl Future<Output = Result<ApplyResponse, ConnectorError>> + Send;
+
+    /// Read one account fresh from the target, normalised by the declared
+    /// comparison rules. An account that does not exist is `exists: false`,
+    /// not an error.
+    fn read(&self, account: &AccountRef) -> impl Future<Output = Result<AccountState, ConnectorError>> + Send;
+
+    /// Every managed account, paged from the target in pages of about
+    /// `page_size`, in bounded memory.
+    fn list(&self, page_size: u32) -> AccountStream;
+}

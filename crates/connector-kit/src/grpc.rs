@@ -1,0 +1,159 @@
+//! The gRPC adapter: serves any [`Connector`] as `jml.v1.Connector`.
+//!
+//! It validates every request against the connector's `Describe` (see
+//! [`crate::validate`]), remembers recent command ids so that a command id
+//! reused with a different desired state is refused, fills the command id into
+//! each acknowledgement, and maps [`ConnectorError`] to `tonic::Status` through
+//! its one mapping ([`ConnectorError::to_status`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use jml_contract::v1 as pb;
+use jml_contract::v1::connector_server::{self, ConnectorServer as GeneratedServer};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use crate::{Connector, ConnectorError, validate};
+
+/// How many recent command ids the adapter remembers per process.
+const REMEMBERED_COMMANDS: usize = 65_536;
+/// Default and largest `List` page size.
+const DEFAULT_PAGE_SIZE: u32 = 500;
+const MAX_PAGE_SIZE: u32 = 5_000;
+
+/// Recent command ids and the digest of the desired state each carried.
+#[derive(Default)]
+struct CommandLedger {
+    digests: HashMap<String, [u8; 32]>,
+    order: VecDeque<String>,
+}
+
+impl CommandLedger {
+    /// Records `command_id` with `digest`; refuses a known id with another digest.
+    fn admit(&mut self, command_id: &str, digest: [u8; 32]) -> Result<(), ConnectorError> {
+        if let Some(known) = self.digests.get(command_id) {
+            if *known != digest {
+                return Err(ConnectorError::invalid_argument(
+                    "command_id",
+                    "this command id was already used with a different desired state",
+                ));
+            }
+            return Ok(());
+        }
+        if self.order.len() >= REMEMBERED_COMMANDS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.digests.remove(&oldest);
+        }
+        self.digests.insert(command_id.to_owned(), digest);
+        self.order.push_back(command_id.to_owned());
+        Ok(())
+    }
+
+    fn forget(&mut self, command_id: &str) {
+        if self.digests.remove(command_id).is_some() {
+            self.order.retain(|id| id != command_id);
+        }
+    }
+}
+
+/// The gRPC service for one connector.
+pub struct ConnectorService<C> {
+    connector: Arc<C>,
+    description: pb::DescribeResponse,
+    ledger: Mutex<CommandLedger>,
+}
+
+impl<C: Connector> ConnectorService<C> {
+    /// Wraps a connector.
+    pub fn new(connector: Arc<C>) -> Self {
+        let description = connector.describe();
+        Self { connector, description, ledger: Mutex::new(CommandLedger::default()) }
+    }
+
+    /// The tonic server for this service, with generous message limits for `List` pages.
+    pub fn into_server(self) -> GeneratedServer<Self> {
+        GeneratedServer::new(self).max_decoding_message_size(1 << 20).max_encoding_message_size(64 << 20)
+    }
+
+    fn admit(&self, command_id: &str, desired: &pb::DesiredAccount) -> Result<(), ConnectorError> {
+        let digest: [u8; 32] = Sha256::digest(desired.encode_to_vec()).into();
+        self.ledger.lock().map_err(|_| ConnectorError::internal("command ledger poisoned"))?.admit(command_id, digest)
+    }
+}
+
+#[tonic::async_trait]
+impl<C: Connector> connector_server::Connector for ConnectorService<C> {
+    async fn describe(&self, _request: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
+        Ok(Response::new(self.description.clone()))
+    }
+
+    #[tracing::instrument(name = "connector.apply", skip_all, fields(command_id, person_id))]
+    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+        let request = request.into_inner();
+        validate::command_id(&request.command_id)?;
+        validate::desired_account(&self.description, request.desired.as_ref())?;
+        let desired = request.desired.unwrap_or_default();
+        let span = tracing::Span::current();
+        span.record("command_id", request.command_id.as_str());
+        span.record("person_id", desired.account.as_ref().map(|a| a.person_id.as_str()).unwrap_or_default());
+        self.admit(&request.command_id, &desired)?;
+        match self.connector.apply(&request.command_id, &desired).await {
+            Ok(mut acknowledgement) => {
+                acknowledgement.command_id = request.command_id;
+                Ok(Response::new(acknowledgement))
+            }
+            Err(error) => {
+                // A failed command may be retried with the same id and state;
+                // forgetting it also lets a corrected state reuse the id.
+                if let Ok(mut ledger) = self.ledger.lock() {
+                    ledger.forget(&request.command_id);
+                }
+                tracing::warn!(kind = %error.kind, retryable = error.retryable, "apply failed: {}", error.message);
+                Err(error.to_status())
+            }
+        }
+    }
+
+    #[tracing::instrument(name = "connector.read", skip_all, fields(person_id))]
+    async fn read(&self, request: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
+        let request = request.into_inner();
+        validate::account_ref("account", request.account.as_ref())?;
+        let account = request.account.unwrap_or_default();
+        tracing::Span::current().record("person_id", account.person_id.as_str());
+        let state = self.connector.read(&account).await?;
+        Ok(Response::new(pb::ReadResponse { state: Some(state) }))
+    }
+
+    type ListStream = futures::stream::BoxStream<'static, Result<pb::ListResponse, Status>>;
+
+    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<Self::ListStream>, Status> {
+        let page_size = match request.into_inner().page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size => size.min(MAX_PAGE_SIZE),
+        };
+        let pages = self
+            .connector
+            .list(page_size)
+            .map(|page| page.map(|accounts| pb::ListResponse { accounts }).map_err(|error| error.to_status()));
+        Ok(Response::new(pages.boxed()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_refuses_reuse_with_other_state_and_forgets_oldest() {
+        let mut ledger = CommandLedger::default();
+        assert!(ledger.admit("c1", [1; 32]).is_ok());
+        assert!(ledger.admit("c1", [1; 32]).is_ok());
+        assert!(ledger.admit("c1", [2; 32]).is_err());
+        ledger.forget("c1");
+        assert!(ledger.admit("c1", [2; 32]).is_ok());
+    }
+}

@@ -1,0 +1,32 @@
+//! The connector kit: everything a Lifecycle Mesh connector shares.
+//!
+//! - [`Connector`]: the trait a connector implements once for its target.
+//! - [`grpc::ConnectorService`]: the gRPC adapter serving any [`Connector`] over
+//!   the `jml.v1.Connector` contract, validating requests and mapping
+//!   [`ConnectorError`] to stable `tonic::Status` codes.
+//! - [`server::ConnectorServer`]: the one server builder every connector binary
+//!   uses (health gated on a real preflight, reflection, tracing, graceful
+//!   shutdown, TLS and mutual TLS, bound address returned).
+//! - [`client::ConnectorClient`]: the coordinator's side, a tower stack with
+//!   per-call timeout, retry with jittered exponential backoff honouring
+//!   retry-after, and a concurrency limit.
+//! - [`readback`]: normalisation and comparison of desired state with read-back.
+//! - [`conformance`]: the shared conformance suite every connector runs against
+//!   its real target.
+
+pub mod cli;
+pub mod client;
+pub mod conformance;
+mod connector;
+mod error;
+pub mod grpc;
+pub mod readback;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+pub mod validate;
+
+pub use connector::{AccountStream, Connector};
+pub use error::{ConnectorError, ErrorKind};
+pub use jml_contract::v1 as contract;
+pub use jml_contract::CONTRACT_VERSION;

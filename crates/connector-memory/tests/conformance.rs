@@ -1,0 +1,54 @@
+//! The whole conformance suite against the in-memory reference connector,
+//! served over real gRPC on loopback; `List` over 10,000 accounts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use connector_kit::client::{ClientOptions, ConnectorClient};
+use connector_kit::conformance::{Backdoor, ConformanceTarget, Fixture};
+use connector_kit::contract as pb;
+use connector_kit::server::ConnectorServer;
+use connector_memory::{MemoryConfig, MemoryConnector, MemoryTarget};
+use futures::future::BoxFuture;
+
+struct MemoryBackdoor(Arc<MemoryTarget>);
+
+impl Backdoor for MemoryBackdoor {
+    fn grant_directly<'a>(&'a self, account: &'a pb::AccountRef, entitlement: &'a pb::Entitlement) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            anyhow::ensure!(self.0.grant_directly(&account.account_name, &entitlement.kind, &entitlement.id), "no such account");
+            Ok(())
+        })
+    }
+}
+
+fn group(id: &str) -> pb::Entitlement {
+    pb::Entitlement { kind: "group".into(), id: id.into(), privileged: false }
+}
+
+async fn target() -> ConformanceTarget {
+    let config = MemoryConfig::default();
+    let store = Arc::new(MemoryTarget::new(&config.entitlements, None));
+    let server = ConnectorServer::new(MemoryConnector::new("memory-conformance", store.clone()))
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("server binds");
+    let client = ConnectorClient::connect(&server.endpoint(), ClientOptions::default()).expect("client");
+    let fixture = Fixture {
+        attributes: Box::new(|name| {
+            BTreeMap::from([("display_name".into(), format!("Person {name}")), ("mail".into(), format!("{name}@Example.org"))])
+        }),
+        changed_attributes: Box::new(|name| {
+            BTreeMap::from([("display_name".into(), format!("Moved {name}")), ("title".into(), "Engineer".into())])
+        }),
+        entitlements: vec![group("staff"), group("engineering"), group("sales"), group("admins")],
+        hostile_attribute: Some("display_name".into()),
+        list_accounts: 10_000,
+        list_page_size: 500,
+        backdoor: Some(Arc::new(MemoryBackdoor(store))),
+        ..Fixture::default()
+    };
+    ConformanceTarget { client, fixture, guard: Some(Box::new(server)) }
+}
+
+connector_kit::conformance_tests!(target);
