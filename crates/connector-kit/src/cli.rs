@@ -5,9 +5,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::Connector;
 use crate::server::{ConnectorServer, ServeError};
 use crate::tls::ServerTlsFiles;
-use crate::Connector;
 
 /// Flags every connector binary accepts.
 #[derive(Debug, Clone, clap::Args)]

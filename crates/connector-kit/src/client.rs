@@ -102,9 +102,13 @@ impl Service<Call> for GrpcCall {
                 }
                 Call::Apply(request) => Reply::Apply(client.apply(request).await.map_err(status)?.into_inner()),
                 Call::Read(request) => Reply::Read(
-                    client.read(request).await.map_err(status)?.into_inner().state.ok_or_else(|| {
-                        ConnectorError::internal("connector answered Read without a state")
-                    })?,
+                    client
+                        .read(request)
+                        .await
+                        .map_err(status)?
+                        .into_inner()
+                        .state
+                        .ok_or_else(|| ConnectorError::internal("connector answered Read without a state"))?,
                 ),
             })
         })
@@ -223,7 +227,11 @@ impl ConnectorClient {
     }
 
     /// `Apply`: converge one account; the answer is the acknowledgement.
-    pub async fn apply(&self, command_id: &str, desired: pb::DesiredAccount) -> Result<pb::ApplyResponse, ConnectorError> {
+    pub async fn apply(
+        &self,
+        command_id: &str,
+        desired: pb::DesiredAccount,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
         let request = pb::ApplyRequest { command_id: command_id.to_owned(), desired: Some(desired) };
         match self.call(Call::Apply(request)).await? {
             Reply::Apply(acknowledgement) => Ok(acknowledgement),

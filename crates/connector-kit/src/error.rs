@@ -250,7 +250,8 @@ mod tests {
 
     #[test]
     fn status_round_trip_keeps_every_field() {
-        let error = ConnectorError::throttled("slow down", Some(Duration::from_millis(1500))).with_field("desired.account");
+        let error =
+            ConnectorError::throttled("slow down", Some(Duration::from_millis(1500))).with_field("desired.account");
         let status = error.to_status();
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(ConnectorError::from_status(&status), error);

@@ -28,5 +28,5 @@ pub mod validate;
 
 pub use connector::{AccountStream, Connector};
 pub use error::{ConnectorError, ErrorKind};
-pub use jml_contract::v1 as contract;
 pub use jml_contract::CONTRACT_VERSION;
+pub use jml_contract::v1 as contract;

@@ -252,8 +252,14 @@ mod tests {
         assert_eq!(
             differences,
             vec![
-                Difference::MissingEntitlement { kind: "group".into(), id: "cn=Staff,ou=Groups,dc=example,dc=org".into() },
-                Difference::ExcessEntitlement { kind: "group".into(), id: "cn=admins,ou=groups,dc=example,dc=org".into() },
+                Difference::MissingEntitlement {
+                    kind: "group".into(),
+                    id: "cn=Staff,ou=Groups,dc=example,dc=org".into()
+                },
+                Difference::ExcessEntitlement {
+                    kind: "group".into(),
+                    id: "cn=admins,ou=groups,dc=example,dc=org".into()
+                },
             ]
         );
     }

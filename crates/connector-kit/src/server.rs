@@ -19,9 +19,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::Connector;
 use crate::grpc::ConnectorService;
 use crate::tls::ServerTlsFiles;
-use crate::Connector;
 
 /// The service name health reports under, besides the overall "" entry.
 pub const CONNECTOR_SERVICE_NAME: &str = "jml.v1.Connector";
@@ -84,9 +84,8 @@ impl<C: Connector> ConnectorServer<C> {
             .build_v1()
             .map_err(|e| ServeError::Transport(e.to_string()))?;
 
-        let mut builder = Server::builder().trace_fn(|request| {
-            tracing::info_span!("grpc.request", rpc.method = %request.uri().path())
-        });
+        let mut builder = Server::builder()
+            .trace_fn(|request| tracing::info_span!("grpc.request", rpc.method = %request.uri().path()));
         if let Some(files) = &self.tls {
             builder = builder.tls_config(files.load()?).map_err(|e| ServeError::Transport(e.to_string()))?;
         }

@@ -73,7 +73,9 @@ pub fn desired_account(description: &DescribeResponse, desired: Option<&DesiredA
     }
     let caps = description.capabilities.unwrap_or_default();
     if desired.credentials == CredentialAction::RevokeAll as i32 && !caps.credential_revocation {
-        return Err(ConnectorError::unsupported("this target cannot revoke credentials").with_field("desired.credentials"));
+        return Err(
+            ConnectorError::unsupported("this target cannot revoke credentials").with_field("desired.credentials")
+        );
     }
     if desired.presence == Presence::Present as i32 && !desired.enabled && !caps.disable {
         return Err(ConnectorError::unsupported("this target cannot disable accounts").with_field("desired.enabled"));
@@ -137,7 +139,12 @@ mod tests {
 
     fn description() -> DescribeResponse {
         DescribeResponse {
-            capabilities: Some(Capabilities { disable: true, delete: true, credential_revocation: true, ..Default::default() }),
+            capabilities: Some(Capabilities {
+                disable: true,
+                delete: true,
+                credential_revocation: true,
+                ..Default::default()
+            }),
             entitlement_kinds: vec![EntitlementKind { kind: "group".into(), comparison: 0 }],
             attributes: vec![AttributeSpec { name: "mail".into(), comparison: 0, required: false }],
             ..Default::default()
@@ -162,14 +169,31 @@ mod tests {
 
     #[test]
     fn names_the_field_at_fault() {
-        let cases: Vec<(Box<dyn Fn(&mut DesiredAccount)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut DesiredAccount)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|d| d.presence = 0), "desired.presence"),
             (Box::new(|d| d.credentials = 7), "desired.credentials"),
             (Box::new(|d| d.account = None), "desired.account"),
-            (Box::new(|d| d.account.as_mut().map(|a| a.account_name = "a\0b".into()).unwrap_or(())), "desired.account.account_name"),
-            (Box::new(|d| d.account.as_mut().map(|a| a.person_id = " p".into()).unwrap_or(())), "desired.account.person_id"),
-            (Box::new(|d| { d.attributes.insert("title".into(), "x".into()); }), "desired.attributes.title"),
-            (Box::new(|d| { d.attributes.insert("mail".into(), "x".repeat(5000)); }), "desired.attributes.mail"),
+            (
+                Box::new(|d| d.account.as_mut().map(|a| a.account_name = "a\0b".into()).unwrap_or(())),
+                "desired.account.account_name",
+            ),
+            (
+                Box::new(|d| d.account.as_mut().map(|a| a.person_id = " p".into()).unwrap_or(())),
+                "desired.account.person_id",
+            ),
+            (
+                Box::new(|d| {
+                    d.attributes.insert("title".into(), "x".into());
+                }),
+                "desired.attributes.title",
+            ),
+            (
+                Box::new(|d| {
+                    d.attributes.insert("mail".into(), "x".repeat(5000));
+                }),
+                "desired.attributes.mail",
+            ),
             (Box::new(|d| d.entitlements[0].kind = "role".into()), "desired.entitlements[0].kind"),
             (Box::new(|d| d.entitlements.push(d.entitlements[0].clone())), "desired.entitlements[1].id"),
         ];

@@ -37,16 +37,31 @@ fn default_target_id() -> String {
 /// example policy and the benchmarks.
 pub fn default_catalogue() -> Vec<CatalogueEntry> {
     let groups = [
-        "staff", "engineering", "sales", "finance", "marketing", "support", "hr", "legal", "contractors", "eu-staff",
-        "us-staff", "managers", "vpn-users", "wiki-editors",
+        "staff",
+        "engineering",
+        "sales",
+        "finance",
+        "marketing",
+        "support",
+        "hr",
+        "legal",
+        "contractors",
+        "eu-staff",
+        "us-staff",
+        "managers",
+        "vpn-users",
+        "wiki-editors",
     ];
     let privileged_groups = ["admins", "it-ops", "prod-access", "db-admins"];
     let roles = ["viewer", "editor", "auditor"];
     let privileged_roles = ["owner", "break-glass"];
     let mut entries = Vec::new();
-    for (list, kind, privileged) in
-        [(&groups[..], "group", false), (&privileged_groups[..], "group", true), (&roles[..], "role", false), (&privileged_roles[..], "role", true)]
-    {
+    for (list, kind, privileged) in [
+        (&groups[..], "group", false),
+        (&privileged_groups[..], "group", true),
+        (&roles[..], "role", false),
+        (&privileged_roles[..], "role", true),
+    ] {
         entries.extend(list.iter().map(|id| CatalogueEntry { kind: kind.into(), id: (*id).into(), privileged }));
     }
     entries

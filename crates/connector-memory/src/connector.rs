@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use connector_kit::contract as pb;
-use connector_kit::{AccountStream, Connector, ConnectorError, CONTRACT_VERSION};
+use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError};
 
 use crate::target::{MemoryTarget, StoredAccount};
 
@@ -59,12 +59,18 @@ impl MemoryConnector {
             entitlements.pop();
         }
         pb::AccountState {
-            account: Some(pb::AccountRef { person_id: stored.person_id.clone(), account_name: stored.account_name.clone() }),
+            account: Some(pb::AccountRef {
+                person_id: stored.person_id.clone(),
+                account_name: stored.account_name.clone(),
+            }),
             exists: true,
             enabled: stored.enabled,
             attributes: stored.attributes.clone().into_iter().collect(),
             entitlements,
-            credentials: Some(pb::CredentialState { active: stored.credentials.iter().cloned().collect(), complete: true }),
+            credentials: Some(pb::CredentialState {
+                active: stored.credentials.iter().cloned().collect(),
+                complete: true,
+            }),
             target_native_id: stored.native_id.clone(),
             last_activity: Some(prost_types::Timestamp::from(stored.changed_at)),
         }
@@ -94,7 +100,11 @@ impl Connector for MemoryConnector {
                 .collect(),
             attributes: ATTRIBUTES
                 .iter()
-                .map(|(name, comparison)| pb::AttributeSpec { name: (*name).into(), comparison: *comparison as i32, required: false })
+                .map(|(name, comparison)| pb::AttributeSpec {
+                    name: (*name).into(),
+                    comparison: *comparison as i32,
+                    required: false,
+                })
                 .collect(),
             account_name_comparison: pb::ValueComparison::Exact as i32,
             limitations: vec!["in-memory reference target: state is lost when the process stops".into()],
@@ -196,11 +206,7 @@ impl Connector for MemoryConnector {
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {
         Ok(match self.owned(account)? {
             Some(stored) => self.state(&stored, self.target.faults().read_disagrees),
-            None => pb::AccountState {
-                account: Some(account.clone()),
-                exists: false,
-                ..Default::default()
-            },
+            None => pb::AccountState { account: Some(account.clone()), exists: false, ..Default::default() },
         })
     }
 

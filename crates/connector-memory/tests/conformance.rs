@@ -14,9 +14,16 @@ use futures::future::BoxFuture;
 struct MemoryBackdoor(Arc<MemoryTarget>);
 
 impl Backdoor for MemoryBackdoor {
-    fn grant_directly<'a>(&'a self, account: &'a pb::AccountRef, entitlement: &'a pb::Entitlement) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn grant_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        entitlement: &'a pb::Entitlement,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            anyhow::ensure!(self.0.grant_directly(&account.account_name, &entitlement.kind, &entitlement.id), "no such account");
+            anyhow::ensure!(
+                self.0.grant_directly(&account.account_name, &entitlement.kind, &entitlement.id),
+                "no such account"
+            );
             Ok(())
         })
     }
@@ -36,7 +43,10 @@ async fn target() -> ConformanceTarget {
     let client = ConnectorClient::connect(&server.endpoint(), ClientOptions::default()).expect("client");
     let fixture = Fixture {
         attributes: Box::new(|name| {
-            BTreeMap::from([("display_name".into(), format!("Person {name}")), ("mail".into(), format!("{name}@Example.org"))])
+            BTreeMap::from([
+                ("display_name".into(), format!("Person {name}")),
+                ("mail".into(), format!("{name}@Example.org")),
+            ])
         }),
         changed_attributes: Box::new(|name| {
             BTreeMap::from([("display_name".into(), format!("Moved {name}")), ("title".into(), "Engineer".into())])

@@ -17,9 +17,32 @@ use crate::{CONTRACT_VERSION, ConnectorError, ErrorKind};
 /// path specials, NUL, surrounding spaces, non-ASCII, and a 10 kB string.
 pub fn hostile_values() -> Vec<String> {
     let mut values: Vec<String> = [
-        "*", "(", ")", "\\", ",", "=", "+", "\"", "#", ";", "<", ">", "\0", " leading", "trailing ", "Zoë Ünïcødé 名前",
-        "*)(uid=*", ")(|(objectClass=*)", "cn=admin,dc=example,dc=org", "a\\2a", "\" or userName pr or \"", "../../x",
-        "a/b?c#d", "%2e%2e%2f", "#hash", "x\r\ny",
+        "*",
+        "(",
+        ")",
+        "\\",
+        ",",
+        "=",
+        "+",
+        "\"",
+        "#",
+        ";",
+        "<",
+        ">",
+        "\0",
+        " leading",
+        "trailing ",
+        "Zoë Ünïcødé 名前",
+        "*)(uid=*",
+        ")(|(objectClass=*)",
+        "cn=admin,dc=example,dc=org",
+        "a\\2a",
+        "\" or userName pr or \"",
+        "../../x",
+        "a/b?c#d",
+        "%2e%2e%2f",
+        "#hash",
+        "x\r\ny",
     ]
     .iter()
     .map(|v| v.to_string())
@@ -40,11 +63,8 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     async fn start(case: &'static str, target: &'a ConformanceTarget) -> Result<Run<'a>, Violation> {
-        let description = target
-            .client
-            .describe()
-            .await
-            .map_err(|e| Violation { case, message: format!("Describe failed: {e}") })?;
+        let description =
+            target.client.describe().await.map_err(|e| Violation { case, message: format!("Describe failed: {e}") })?;
         let prefix = format!("cf{:08x}", rand::rng().random::<u32>());
         Ok(Self { case, target, description, prefix, created: Mutex::default(), commands: AtomicU64::new(0) })
     }
@@ -107,7 +127,11 @@ impl<'a> Run<'a> {
         }
     }
 
-    async fn try_apply_as(&self, command_id: &str, desired: &pb::DesiredAccount) -> Result<pb::ApplyResponse, ConnectorError> {
+    async fn try_apply_as(
+        &self,
+        command_id: &str,
+        desired: &pb::DesiredAccount,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
         self.track(desired);
         self.target.client.apply(command_id, desired.clone()).await
     }
@@ -116,8 +140,16 @@ impl<'a> Run<'a> {
         self.try_apply_as(&self.command_id(), desired).await
     }
 
-    async fn apply_as(&self, command_id: &str, desired: &pb::DesiredAccount, step: &str) -> Result<pb::ApplyResponse, Violation> {
-        let acknowledgement = self.try_apply_as(command_id, desired).await.map_err(|e| self.fail(format!("{step}: Apply failed: {e}")))?;
+    async fn apply_as(
+        &self,
+        command_id: &str,
+        desired: &pb::DesiredAccount,
+        step: &str,
+    ) -> Result<pb::ApplyResponse, Violation> {
+        let acknowledgement = self
+            .try_apply_as(command_id, desired)
+            .await
+            .map_err(|e| self.fail(format!("{step}: Apply failed: {e}")))?;
         if acknowledgement.command_id != command_id {
             return Err(self.fail(format!(
                 "{step}: the acknowledgement names command {:?}, not {command_id:?}",
@@ -159,7 +191,8 @@ impl<'a> Run<'a> {
         if acknowledgement.changes.is_empty() {
             Ok(())
         } else {
-            let changes: Vec<String> = acknowledgement.changes.iter().map(|c| format!("{} {}", c.action, c.subject)).collect();
+            let changes: Vec<String> =
+                acknowledgement.changes.iter().map(|c| format!("{} {}", c.action, c.subject)).collect();
             Err(self.fail(format!("{step}: re-applying the same state reported changes: {}", changes.join(", "))))
         }
     }
@@ -174,7 +207,8 @@ impl<'a> Run<'a> {
 
     /// Deletes (or, without delete, disables) every account this run touched.
     async fn cleanup(&self) {
-        let accounts: Vec<pb::AccountRef> = self.created.lock().map(|c| c.values().cloned().collect()).unwrap_or_default();
+        let accounts: Vec<pb::AccountRef> =
+            self.created.lock().map(|c| c.values().cloned().collect()).unwrap_or_default();
         let caps = self.capabilities();
         for account in accounts {
             let mut desired = self.absent(&account);
@@ -362,10 +396,8 @@ pub async fn revoke_credentials(target: &ConformanceTarget) -> Result<Outcome, V
         }
         let differences = compare(&run.description, &desired, &state);
         let tolerated = !caps.credential_revocation_verifiable;
-        let unexplained: Vec<Difference> = differences
-            .into_iter()
-            .filter(|d| !(tolerated && *d == Difference::CredentialsUnproven))
-            .collect();
+        let unexplained: Vec<Difference> =
+            differences.into_iter().filter(|d| !(tolerated && *d == Difference::CredentialsUnproven)).collect();
         if !unexplained.is_empty() {
             return Err(run.fail(format!("after revoke: {}", join(&unexplained))));
         }
@@ -453,9 +485,8 @@ pub async fn list_finds_exactly_what_was_created(target: &ConformanceTarget) -> 
         let count = target.fixture.list_accounts;
         let entitlement = run.entitlement(0)?;
         let mut wanted = BTreeMap::new();
-        let desired_states: Vec<pb::DesiredAccount> = (0..count)
-            .map(|n| run.desired(&run.account(&format!("l{n:05}")), vec![entitlement.clone()]))
-            .collect();
+        let desired_states: Vec<pb::DesiredAccount> =
+            (0..count).map(|n| run.desired(&run.account(&format!("l{n:05}")), vec![entitlement.clone()])).collect();
         let run_ref = &run;
         let results: Vec<Result<pb::ApplyResponse, Violation>> = futures::stream::iter(desired_states.iter())
             .map(|desired| async move { run_ref.apply(desired, "create for list").await })
@@ -481,7 +512,10 @@ pub async fn list_finds_exactly_what_was_created(target: &ConformanceTarget) -> 
             };
             pages += 1;
             if page.accounts.len() > page_size as usize {
-                return Err(run.fail(format!("a List page held {} accounts, more than the {page_size} asked", page.accounts.len())));
+                return Err(run.fail(format!(
+                    "a List page held {} accounts, more than the {page_size} asked",
+                    page.accounts.len()
+                )));
             }
             for state in page.accounts {
                 let person_id = state.account.as_ref().map(|a| a.person_id.clone()).unwrap_or_default();
@@ -496,13 +530,16 @@ pub async fn list_finds_exactly_what_was_created(target: &ConformanceTarget) -> 
                 }
                 let differences = compare(&run.description, desired, &state);
                 if !differences.is_empty() {
-                    return Err(run.fail(format!("List shows {person_id:?} unlike its desired state: {}", join(&differences))));
+                    return Err(
+                        run.fail(format!("List shows {person_id:?} unlike its desired state: {}", join(&differences)))
+                    );
                 }
             }
         }
         if seen.len() != count {
             let missing: Vec<&String> = wanted.keys().filter(|k| !seen.contains(*k)).take(5).collect();
-            return Err(run.fail(format!("List found {} of the {count} accounts created; missing e.g. {missing:?}", seen.len())));
+            return Err(run
+                .fail(format!("List found {} of the {count} accounts created; missing e.g. {missing:?}", seen.len())));
         }
         if count > page_size as usize && pages < 2 {
             return Err(run.fail("List returned everything in one page"));
@@ -550,7 +587,9 @@ pub async fn hostile_values_round_trip_or_are_refused(target: &ConformanceTarget
                         accepted.insert(account.person_id);
                     }
                     Err(error) if error.kind == ErrorKind::InvalidArgument && !error.retryable => refused += 1,
-                    Err(error) => return Err(run.fail(format!("{step}: neither accepted nor refused as invalid: {error}"))),
+                    Err(error) => {
+                        return Err(run.fail(format!("{step}: neither accepted nor refused as invalid: {error}")));
+                    }
                 }
             }
         }
@@ -560,7 +599,10 @@ pub async fn hostile_values_round_trip_or_are_refused(target: &ConformanceTarget
             while let Some(page) = stream.message().await.map_err(|s| run.fail(format!("List stream failed: {s}")))? {
                 for state in page.accounts {
                     let person_id = state.account.map(|a| a.person_id).unwrap_or_default();
-                    if person_id.starts_with(&run.prefix) && person_id != sentinel.person_id && !accepted.contains(&person_id) {
+                    if person_id.starts_with(&run.prefix)
+                        && person_id != sentinel.person_id
+                        && !accepted.contains(&person_id)
+                    {
                         return Err(run.fail(format!("an account the run did not create was found: {person_id:?}")));
                     }
                 }
@@ -665,16 +707,25 @@ pub async fn unknown_entitlement_is_a_typed_error(target: &ConformanceTarget) ->
     with_cleanup!(run, {
         let account = run.account("unknownent");
         let known = run.entitlement(0)?;
-        let missing = pb::Entitlement { kind: known.kind.clone(), id: format!("{}-no-such-entitlement", run.prefix), privileged: false };
+        let missing = pb::Entitlement {
+            kind: known.kind.clone(),
+            id: format!("{}-no-such-entitlement", run.prefix),
+            privileged: false,
+        };
         let desired = run.desired(&account, vec![known, missing]);
         match run.try_apply(&desired).await {
-            Err(error) if matches!(error.kind, ErrorKind::NotFound | ErrorKind::InvalidArgument) && !error.retryable => {}
-            Err(error) => return Err(run.fail(format!("expected a non-retryable NOT_FOUND or INVALID_ARGUMENT, got {error}"))),
+            Err(error)
+                if matches!(error.kind, ErrorKind::NotFound | ErrorKind::InvalidArgument) && !error.retryable => {}
+            Err(error) => {
+                return Err(run.fail(format!("expected a non-retryable NOT_FOUND or INVALID_ARGUMENT, got {error}")));
+            }
             Ok(_) => return Err(run.fail("an entitlement that does not exist was acknowledged")),
         }
         let state = run.read(&account, "after the refused apply").await?;
         if state.exists {
-            return Err(run.fail("the account was created although its entitlements could not be granted (half-written)"));
+            return Err(
+                run.fail("the account was created although its entitlements could not be granted (half-written)")
+            );
         }
         Ok(Outcome::Passed)
     })

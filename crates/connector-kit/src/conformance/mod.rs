@@ -38,13 +38,16 @@ pub trait Backdoor: Send + Sync {
     ) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
+/// Attribute values for an account, by account name.
+pub type AttributeValues = Box<dyn Fn(&str) -> BTreeMap<String, String> + Send + Sync>;
+
 /// What is valid on one target.
 pub struct Fixture {
     /// Attribute values for a new account named `account_name` (every
     /// required attribute included).
-    pub attributes: Box<dyn Fn(&str) -> BTreeMap<String, String> + Send + Sync>,
+    pub attributes: AttributeValues,
     /// Attribute values after a change (a mover's new title, say).
-    pub changed_attributes: Box<dyn Fn(&str) -> BTreeMap<String, String> + Send + Sync>,
+    pub changed_attributes: AttributeValues,
     /// At least three entitlements that exist on the target and are not
     /// privileged, plus optionally privileged ones.
     pub entitlements: Vec<pb::Entitlement>,
