@@ -62,5 +62,7 @@ pub async fn serve<C: Connector>(args: &ServeArgs, connector: C) -> Result<(), S
     let _ = writeln!(stdout, "listening on {}", running.local_addr());
     let _ = stdout.flush();
     tracing::info!(addr = %running.local_addr(), "connector serving");
-    running.serve_until_signal().await
+    let result = running.serve_until_signal().await;
+    crate::telemetry::shutdown();
+    result
 }

@@ -22,9 +22,13 @@ use jml_contract::v1::connector_client::ConnectorClient as GeneratedClient;
 use rand::Rng;
 use tonic::transport::{Channel, Endpoint};
 use tower::util::BoxCloneService;
-use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
+use crate::telemetry::{ClientTrace, ClientTraceLayer};
 use crate::tls::ClientTlsFiles;
+
+/// The channel every call goes through: W3C trace context injected.
+type TracedChannel = ClientTrace<Channel>;
 use crate::{ConnectorError, ErrorKind};
 
 /// How the client calls a connector.
@@ -80,7 +84,7 @@ enum Reply {
 /// The innermost service: one gRPC call.
 #[derive(Clone)]
 struct GrpcCall {
-    client: GeneratedClient<Channel>,
+    client: GeneratedClient<TracedChannel>,
 }
 
 impl Service<Call> for GrpcCall {
@@ -169,7 +173,7 @@ fn typed(error: BoxError) -> ConnectorError {
 #[derive(Clone)]
 pub struct ConnectorClient {
     stack: BoxCloneService<Call, Reply, ConnectorError>,
-    raw: GeneratedClient<Channel>,
+    raw: GeneratedClient<TracedChannel>,
     endpoint: String,
 }
 
@@ -198,7 +202,7 @@ impl ConnectorClient {
 
     /// A client over an existing channel (e.g. one wrapped in more tower layers).
     pub fn from_channel(endpoint: &str, channel: Channel, options: ClientOptions) -> Self {
-        let raw = GeneratedClient::new(channel).max_decoding_message_size(64 << 20);
+        let raw = GeneratedClient::new(ClientTraceLayer.layer(channel)).max_decoding_message_size(64 << 20);
         let options = Arc::new(options);
         let stack = ServiceBuilder::new()
             .concurrency_limit(options.concurrency_limit)

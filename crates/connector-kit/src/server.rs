@@ -90,6 +90,7 @@ impl<C: Connector> ConnectorServer<C> {
             builder = builder.tls_config(files.load()?).map_err(|e| ServeError::Transport(e.to_string()))?;
         }
         let router = builder
+            .layer(crate::telemetry::ServerTraceLayer)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(ConnectorService::new(self.connector.clone()).into_server());
