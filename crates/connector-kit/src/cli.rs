@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// CA that the coordinator's client certificate must chain to (mutual TLS).
     #[arg(long, env = "JML_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Address to serve Prometheus metrics on (`GET /metrics`); off when unset.
+    #[arg(long, env = "JML_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Serve without TLS. Only for local development; logs a warning.
     #[arg(long, conflicts_with = "tls_cert")]
     pub insecure_plaintext: bool,
@@ -58,6 +61,10 @@ impl ServeArgs {
 /// until SIGTERM or SIGINT.
 pub async fn serve<C: Connector>(args: &ServeArgs, connector: C) -> Result<(), ServeError> {
     let running = ConnectorServer::new(connector).tls(args.tls_files()?).bind(args.listen).await?;
+    if let Some(addr) = args.metrics_listen {
+        let bound = crate::metrics::serve(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+    }
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on {}", running.local_addr());
     let _ = stdout.flush();

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jml_contract::v1 as pb;
@@ -16,6 +17,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
+use crate::metrics::ConnectorMetrics;
 use crate::{Connector, ConnectorError, validate};
 
 /// How many recent command ids the adapter remembers per process.
@@ -88,6 +90,7 @@ impl<C: Connector> ConnectorService<C> {
 #[tonic::async_trait]
 impl<C: Connector> connector_server::Connector for ConnectorService<C> {
     async fn describe(&self, _request: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
+        ConnectorMetrics::get().observe("describe", "ok", Duration::ZERO);
         Ok(Response::new(self.description.clone()))
     }
 
@@ -101,8 +104,12 @@ impl<C: Connector> connector_server::Connector for ConnectorService<C> {
         span.record("command_id", request.command_id.as_str());
         span.record("person_id", desired.account.as_ref().map(|a| a.person_id.as_str()).unwrap_or_default());
         self.admit(&request.command_id, &desired)?;
-        match self.connector.apply(&request.command_id, &desired).await {
+        let started = Instant::now();
+        let result = self.connector.apply(&request.command_id, &desired).await;
+        observe("apply", started, result.as_ref().map(|_| ()));
+        match result {
             Ok(mut acknowledgement) => {
+                ConnectorMetrics::get().changes.inc_by(acknowledgement.changes.len() as u64);
                 acknowledgement.command_id = request.command_id;
                 Ok(Response::new(acknowledgement))
             }
@@ -124,7 +131,10 @@ impl<C: Connector> connector_server::Connector for ConnectorService<C> {
         validate::account_ref("account", request.account.as_ref())?;
         let account = request.account.unwrap_or_default();
         tracing::Span::current().record("person_id", account.person_id.as_str());
-        let state = self.connector.read(&account).await?;
+        let started = Instant::now();
+        let result = self.connector.read(&account).await;
+        observe("read", started, result.as_ref().map(|_| ()));
+        let state = result?;
         Ok(Response::new(pb::ReadResponse { state: Some(state) }))
     }
 
@@ -135,12 +145,23 @@ impl<C: Connector> connector_server::Connector for ConnectorService<C> {
             0 => DEFAULT_PAGE_SIZE,
             size => size.min(MAX_PAGE_SIZE),
         };
-        let pages = self
-            .connector
-            .list(page_size)
-            .map(|page| page.map(|accounts| pb::ListResponse { accounts }).map_err(|error| error.to_status()));
+        let started = Instant::now();
+        let pages = self.connector.list(page_size).map(move |page| {
+            if let Err(error) = &page {
+                observe("list", started, Err(error));
+            }
+            page.map(|accounts| pb::ListResponse { accounts }).map_err(|error| error.to_status())
+        });
         Ok(Response::new(pages.boxed()))
     }
+}
+
+fn observe(operation: &'static str, started: Instant, result: Result<(), &ConnectorError>) {
+    let outcome = match result {
+        Ok(()) => "ok",
+        Err(error) => error.kind.as_str(),
+    };
+    ConnectorMetrics::get().observe(operation, outcome, started.elapsed());
 }
 
 #[cfg(test)]

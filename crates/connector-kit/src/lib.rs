@@ -11,6 +11,7 @@
 //!   per-call timeout, retry with jittered exponential backoff honouring
 //!   retry-after, and a concurrency limit.
 //! - [`readback`]: normalisation and comparison of desired state with read-back.
+//! - [`metrics`]: Prometheus metrics on an HTTP endpoint.
 //! - [`conformance`]: the shared conformance suite every connector runs against
 //!   its real target.
 
@@ -20,6 +21,7 @@ pub mod conformance;
 mod connector;
 mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod readback;
 pub mod server;
 pub mod telemetry;
