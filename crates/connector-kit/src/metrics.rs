@@ -102,16 +102,45 @@ impl ConnectorMetrics {
     }
 }
 
-/// Serves `GET /metrics` on `addr` in the background; returns the bound address.
+static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets what `GET /readyz` answers. The connector server sets it from every
+/// preflight, so it mirrors the gRPC health status.
+pub fn set_ready(ready: bool) {
+    READY.store(ready, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Serves, in the background, on `addr`:
+/// - `GET /metrics`: the registry in the Prometheus text format;
+/// - `GET /healthz`: 200 while the process runs (liveness);
+/// - `GET /readyz`: 200 while ready (for a connector: the last preflight
+///   against its target succeeded, as gRPC health says), else 503.
+///
+/// The HTTP probes exist because kubelet's gRPC probes cannot present the
+/// client certificate that mutual TLS on the gRPC port demands.
+///
+/// Returns the bound address.
 pub async fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], encode())
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|| async {
+                ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], encode())
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(|| async {
+                if READY.load(std::sync::atomic::Ordering::SeqCst) {
+                    (http::StatusCode::OK, "ready")
+                } else {
+                    (http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }),
+        );
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::warn!(%error, "metrics endpoint stopped");

@@ -119,6 +119,7 @@ impl<C: Connector> ConnectorServer<C> {
                 };
                 let now_serving = status == ServingStatus::Serving;
                 crate::metrics::ConnectorMetrics::get().target_up.set(i64::from(now_serving));
+                crate::metrics::set_ready(now_serving);
                 if now_serving != serving {
                     tracing::info!(serving = now_serving, "health changed");
                 }
