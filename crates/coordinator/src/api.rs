@@ -1,0 +1,272 @@
+//! The `jml.v1.Lifecycle` gRPC service over the [`Engine`], with the one
+//! mapping from [`EngineError`] to `tonic::Status`.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use jml_contract::v1 as pb;
+use jml_contract::v1::lifecycle_server::{Lifecycle, LifecycleServer};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::engine::{Engine, EngineError};
+use crate::event::{format_time, now_ms, validate};
+use crate::evidence::{event_status, evidence_json, in_plan_order, task_status};
+use crate::store::{EventRecord, verify_audit};
+
+/// The request metadata header naming the calling principal, until
+/// authentication proper replaces it.
+pub const PRINCIPAL_HEADER: &str = "x-jml-principal";
+
+/// The calling principal. The single place where callers are identified:
+/// swapped for certificate or token authentication later.
+pub fn principal<T>(request: &Request<T>) -> Option<String> {
+    let value = request.metadata().get(PRINCIPAL_HEADER)?.to_str().ok()?.trim();
+    let valid = !value.is_empty()
+        && value.len() <= 256
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c));
+    valid.then(|| value.to_owned())
+}
+
+impl From<EngineError> for Status {
+    fn from(error: EngineError) -> Self {
+        match &error {
+            EngineError::InvalidArgument(_) => Status::invalid_argument(error.to_string()),
+            EngineError::NotFound(_) => Status::not_found(error.to_string()),
+            EngineError::PermissionDenied(_) => Status::permission_denied(error.to_string()),
+            EngineError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
+            EngineError::Target { .. } => Status::unavailable(error.to_string()),
+            EngineError::Store(inner) => {
+                tracing::error!(error = %inner, "storage failure");
+                Status::internal("storage failure; see the coordinator's log")
+            }
+        }
+    }
+}
+
+fn receipt(event: &EventRecord, duplicate: bool) -> pb::Receipt {
+    pb::Receipt {
+        event_id: event.event_id.clone(),
+        duplicate,
+        received_at: format_time(Some(event.received_at)),
+        policy_hash: event.policy_hash.clone(),
+        plan_hash: event.plan_hash.clone(),
+        targets: event.plan.targets.iter().map(|t| t.target_id.clone()).collect(),
+        initiator: event.initiator.clone(),
+        trace_id: event.trace_id.clone(),
+    }
+}
+
+/// The lifecycle service.
+#[derive(Debug, Clone)]
+pub struct LifecycleService {
+    engine: Engine,
+}
+
+impl LifecycleService {
+    /// A service over `engine`.
+    pub fn new(engine: Engine) -> Self {
+        Self { engine }
+    }
+
+    /// The tonic server wrapper.
+    pub fn into_server(self) -> LifecycleServer<Self> {
+        LifecycleServer::new(self)
+    }
+
+    async fn status(&self, event_id: &str) -> Result<pb::EventStatus, Status> {
+        let store = self.engine.store();
+        let event = store
+            .event(event_id)
+            .await
+            .map_err(EngineError::from)?
+            .ok_or_else(|| Status::not_found(format!("event {event_id:?} not found")))?;
+        let tasks = store.tasks(event_id).await.map_err(EngineError::from)?;
+        let approvals = store.approvals(event_id).await.map_err(EngineError::from)?;
+        Ok(event_status(&event, &in_plan_order(&event, tasks), &approvals))
+    }
+
+    async fn decide(
+        &self,
+        request: Request<pb::ApprovalRequest>,
+        approve: bool,
+    ) -> Result<pb::ApprovalResponse, Status> {
+        let principal = principal(&request)
+            .ok_or_else(|| Status::unauthenticated(format!("approvals need a principal ({PRINCIPAL_HEADER})")))?;
+        let request = request.into_inner();
+        if request.event_id.is_empty() {
+            return Err(Status::invalid_argument("event_id: is required"));
+        }
+        if request.target_id.is_empty() {
+            return Err(Status::invalid_argument("target_id: is required"));
+        }
+        if request.comment.len() > 1024 {
+            return Err(Status::invalid_argument("comment: longer than 1024 bytes"));
+        }
+        let (task, approvals) =
+            self.engine.decide(&request.event_id, &request.target_id, &principal, approve, &request.comment).await?;
+        let recorded = self.engine.store().approvals(&request.event_id).await.map_err(EngineError::from)?;
+        Ok(pb::ApprovalResponse {
+            required: task.planned.approvals_required,
+            task: Some(task_status(&task, &recorded)),
+            approvals,
+        })
+    }
+}
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::EventStatus, Status>> + Send + 'static>>;
+
+fn terminal(status: &pb::EventStatus) -> bool {
+    status.state != pb::EventState::InProgress as i32 && status.state != pb::EventState::Unspecified as i32
+}
+
+#[tonic::async_trait]
+impl Lifecycle for LifecycleService {
+    async fn submit_event(
+        &self,
+        request: Request<pb::SubmitEventRequest>,
+    ) -> Result<Response<pb::SubmitEventResponse>, Status> {
+        let caller = principal(&request);
+        let request = request.into_inner();
+        let event = validate(request.event.as_ref(), self.engine.policy()).map_err(EngineError::from)?;
+        let initiator = caller.unwrap_or_else(|| format!("source:{}", event.source_system));
+        let outcome = self.engine.submit(event, initiator).await?;
+        Ok(Response::new(pb::SubmitEventResponse { receipt: Some(receipt(&outcome.event, outcome.duplicate)) }))
+    }
+
+    async fn get_event(&self, request: Request<pb::GetEventRequest>) -> Result<Response<pb::EventStatus>, Status> {
+        let event_id = request.into_inner().event_id;
+        if event_id.is_empty() {
+            return Err(Status::invalid_argument("event_id: is required"));
+        }
+        Ok(Response::new(self.status(&event_id).await?))
+    }
+
+    type WatchEventStream = StatusStream;
+
+    async fn watch_event(&self, request: Request<pb::GetEventRequest>) -> Result<Response<StatusStream>, Status> {
+        let event_id = request.into_inner().event_id;
+        if event_id.is_empty() {
+            return Err(Status::invalid_argument("event_id: is required"));
+        }
+        let mut updates = self.engine.subscribe();
+        let first = self.status(&event_id).await?;
+        let service = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut last = first.encode_to_vec();
+            let done = terminal(&first);
+            if tx.send(Ok(first)).await.is_err() || done {
+                return;
+            }
+            loop {
+                // Wake on a change to this event, or poll now and then.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    loop {
+                        match updates.recv().await {
+                            Ok(id) if id == event_id => break,
+                            Ok(_) => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    }
+                })
+                .await;
+                let status = match service.status(&event_id).await {
+                    Ok(status) => status,
+                    Err(error) => {
+                        let _ = tx.send(Err(error)).await;
+                        return;
+                    }
+                };
+                let encoded = status.encode_to_vec();
+                if encoded == last {
+                    continue;
+                }
+                last = encoded;
+                let done = terminal(&status);
+                if tx.send(Ok(status)).await.is_err() || done {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn plan(&self, request: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
+        let request = request.into_inner();
+        let event = validate(request.event.as_ref(), self.engine.policy()).map_err(EngineError::from)?;
+        let dry_run = self.engine.dry_run(&event).await?;
+        Ok(Response::new(pb::PlanResponse {
+            plan: Some(dry_run.plan),
+            plan_hash: dry_run.plan_hash,
+            policy_hash: dry_run.policy_hash,
+        }))
+    }
+
+    async fn approve(&self, request: Request<pb::ApprovalRequest>) -> Result<Response<pb::ApprovalResponse>, Status> {
+        Ok(Response::new(self.decide(request, true).await?))
+    }
+
+    async fn reject(&self, request: Request<pb::ApprovalRequest>) -> Result<Response<pb::ApprovalResponse>, Status> {
+        Ok(Response::new(self.decide(request, false).await?))
+    }
+
+    async fn export_evidence(
+        &self,
+        request: Request<pb::ExportEvidenceRequest>,
+    ) -> Result<Response<pb::ExportEvidenceResponse>, Status> {
+        let event_id = request.into_inner().event_id;
+        if event_id.is_empty() {
+            return Err(Status::invalid_argument("event_id: is required"));
+        }
+        let store = self.engine.store();
+        let event = store
+            .event(&event_id)
+            .await
+            .map_err(EngineError::from)?
+            .ok_or_else(|| Status::not_found(format!("event {event_id:?} not found")))?;
+        let tasks = in_plan_order(&event, store.tasks(&event_id).await.map_err(EngineError::from)?);
+        let approvals = store.approvals(&event_id).await.map_err(EngineError::from)?;
+        let audit = store.event_audit(&event_id).await.map_err(EngineError::from)?;
+        let document = evidence_json(&event, &tasks, &approvals, &audit);
+        let json = serde_json::to_string_pretty(&document).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ExportEvidenceResponse { json }))
+    }
+
+    async fn verify_audit(
+        &self,
+        _request: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let verdict = verify_audit(self.engine.store().as_ref()).await.map_err(EngineError::from)?;
+        let (first_broken_seq, reason) = verdict.broken.clone().unwrap_or_default();
+        Ok(Response::new(pb::VerifyAuditResponse {
+            intact: verdict.broken.is_none(),
+            records: verdict.records,
+            first_broken_seq: u64::try_from(first_broken_seq).unwrap_or_default(),
+            reason,
+        }))
+    }
+
+    async fn list_overdue(
+        &self,
+        _request: Request<pb::ListOverdueRequest>,
+    ) -> Result<Response<pb::ListOverdueResponse>, Status> {
+        let overdue = self.engine.store().overdue(now_ms()).await.map_err(EngineError::from)?;
+        Ok(Response::new(pb::ListOverdueResponse {
+            tasks: overdue
+                .into_iter()
+                .map(|o| pb::OverdueTask {
+                    event_id: o.event_id,
+                    person_id: o.person_id,
+                    target_id: o.target_id,
+                    state: o.state.to_proto() as i32,
+                    deadline_at: format_time(Some(o.deadline_at)),
+                })
+                .collect(),
+        }))
+    }
+}

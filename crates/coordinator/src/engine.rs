@@ -1,0 +1,1023 @@
+//! The propagation engine: accepts events, plans them, and drives every
+//! (event, target) task through planned -> (awaiting approval) -> dispatched
+//! -> acknowledged -> verified | failed, persisting each state *before* the
+//! next step.
+//!
+//! One scheduler task owns the queue (no locks): per person and target, a
+//! *lane* of unfinished tasks ordered by (effective time, arrival). Only the
+//! latest task whose effective time has come runs; the earlier ones in its
+//! lane, not yet started, are *superseded* (each plan is a complete desired
+//! state, so applying the latest one is what applying them all in order would
+//! leave). A task arriving older than one already dispatched for the same
+//! lane is superseded on arrival: a stale event never re-grants what a newer
+//! one removed. An urgent leaver supersedes every other unstarted task of the
+//! person and jumps ahead of every queued task of its target. Tasks whose
+//! effective time is in the future wait for it.
+//!
+//! Workers apply through [`ConnectorClient`] (timeouts, in-call retries,
+//! concurrency limit), then read back and compare with the target's cached
+//! `Describe`; a mismatch or a retryable error is retried with jittered
+//! exponential backoff honouring retry-after until the attempts are spent.
+//! The command id is derived from (event, target, desired state), so a task
+//! re-dispatched after a crash is idempotent on the connector.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use connector_kit::client::{ClientOptions, ConnectorClient};
+use connector_kit::tls::ClientTlsFiles;
+use connector_kit::{ConnectorError, ErrorKind};
+use jml_contract::v1 as pb;
+use rand::Rng;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, OnceCell, broadcast, mpsc};
+
+use crate::event::{ValidEvent, format_time, kind_name, now_ms};
+use crate::evidence::{acknowledgement_json, entitlement_json, read_back_json};
+use crate::planner::{PlanInput, message_hash, plan, plan_hash};
+use crate::policy::{EventKindName, Policy};
+use crate::store::{
+    ApprovalRecord, AuditEntry, EventRecord, EventState, InsertOutcome, Store, StoreError, TaskRecord, TaskState,
+};
+
+/// An engine operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request is invalid; names the field.
+    #[error("{0}")]
+    InvalidArgument(#[from] crate::event::InvalidEvent),
+    /// Not found.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The caller may not do this (separation of duties, group membership).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The task is not in a state allowing this.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A connector endpoint or TLS setting could not be used.
+    #[error("target {target}: {message}")]
+    Target {
+        /// The target.
+        target: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// How the engine retries and protects targets.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Apply + read-back attempts per task before it fails.
+    pub max_attempts: u32,
+    /// First backoff between attempts; doubles per attempt, with jitter.
+    pub base_backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+    /// Consecutive unavailable/timeout errors that open a target's breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker stops dispatch to its target.
+    pub breaker_cooldown: Duration,
+    /// Deadline of one connector call.
+    pub call_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What the caller gets back for a submitted event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmitOutcome {
+    /// The stored event (the first one for a duplicate id).
+    pub event: EventRecord,
+    /// Whether the id had been submitted before.
+    pub duplicate: bool,
+}
+
+/// A planned dry run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DryRun {
+    /// The plan.
+    pub plan: pb::Plan,
+    /// Its hash.
+    pub plan_hash: String,
+    /// The policy hash.
+    pub policy_hash: String,
+}
+
+struct TargetRuntime {
+    client: ConnectorClient,
+    description: OnceCell<pb::DescribeResponse>,
+    concurrency: usize,
+}
+
+impl TargetRuntime {
+    async fn describe(&self) -> Result<&pb::DescribeResponse, ConnectorError> {
+        self.description.get_or_try_init(|| self.client.describe()).await
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    policy: Arc<Policy>,
+    targets: BTreeMap<String, Arc<TargetRuntime>>,
+    config: EngineConfig,
+    scheduler: mpsc::UnboundedSender<SchedulerMessage>,
+    updates: broadcast::Sender<String>,
+    finished: broadcast::Sender<(String, EventState)>,
+    decisions: Mutex<()>,
+}
+
+/// The engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("targets", &self.inner.targets.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+/// The command id for a (event, target, desired state): deterministic, so a
+/// re-dispatch is idempotent; a new desired state (after a rejection) gets a
+/// new id.
+pub fn command_id(event_id: &str, target_id: &str, desired: &pb::DesiredAccount) -> String {
+    let mut digest = Sha256::new();
+    digest.update(event_id.as_bytes());
+    digest.update([0]);
+    digest.update(target_id.as_bytes());
+    digest.update([0]);
+    digest.update(message_hash(desired).as_bytes());
+    format!("jml-{}", &hex::encode(digest.finalize())[..40])
+}
+
+fn subject_principals(event: &EventRecord) -> BTreeSet<String> {
+    let mut names = BTreeSet::from([event.person_id.clone()]);
+    if let Some(username) = event.attributes.get("username") {
+        names.insert(username.clone());
+    }
+    names
+}
+
+impl Engine {
+    /// Builds connector clients from the policy, recovers every unfinished
+    /// task from the store and starts the scheduler.
+    pub async fn start(store: Arc<dyn Store>, policy: Arc<Policy>, config: EngineConfig) -> Result<Self, EngineError> {
+        let mut targets = BTreeMap::new();
+        for target in &policy.file.targets {
+            let tls = target.tls.as_ref().map(|tls| ClientTlsFiles {
+                server_ca: tls.ca.clone(),
+                server_name: tls.server_name.clone(),
+                identity: tls.cert.clone().zip(tls.key.clone()),
+            });
+            let options = ClientOptions {
+                call_timeout: config.call_timeout,
+                concurrency_limit: target.concurrency.max(1) * 2,
+                tls,
+                ..ClientOptions::default()
+            };
+            let client = ConnectorClient::connect(&target.endpoint, options)
+                .map_err(|e| EngineError::Target { target: target.id.clone(), message: e.to_string() })?;
+            targets.insert(
+                target.id.clone(),
+                Arc::new(TargetRuntime {
+                    client,
+                    description: OnceCell::new(),
+                    concurrency: target.concurrency.max(1),
+                }),
+            );
+        }
+        let (scheduler_tx, scheduler_rx) = mpsc::unbounded_channel();
+        let (updates, _) = broadcast::channel(8192);
+        let (finished, _) = broadcast::channel(8192);
+        let inner = Arc::new(Inner {
+            store,
+            policy,
+            targets,
+            config,
+            scheduler: scheduler_tx,
+            updates,
+            finished,
+            decisions: Mutex::new(()),
+        });
+        let watermarks = inner.store.started_watermarks().await?.into_iter().collect();
+        let mut unfinished = inner.store.unfinished_tasks().await?;
+        for task in &mut unfinished {
+            // Dispatched or acknowledged when the previous process stopped:
+            // dispatched again with the same command id (idempotent).
+            if matches!(task.state, TaskState::Dispatched | TaskState::Acknowledged) {
+                task.state = TaskState::Planned;
+            }
+        }
+        tracing::info!(recovered = unfinished.len(), "engine starting");
+        let scheduler = Scheduler::new(inner.clone(), watermarks);
+        tokio::spawn(scheduler.run(scheduler_rx));
+        let _ = inner.scheduler.send(SchedulerMessage::Enqueue(unfinished));
+        Ok(Self { inner })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Event ids whose status changed.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.inner.updates.subscribe()
+    }
+
+    /// Events as they finish (verified, failed or superseded).
+    pub fn subscribe_finished(&self) -> broadcast::Receiver<(String, EventState)> {
+        self.inner.finished.subscribe()
+    }
+
+    async fn plan_for(&self, event: &ValidEvent) -> Result<(BTreeMap<String, String>, pb::Plan), EngineError> {
+        let context = self.inner.store.person_context(&event.person_id).await?;
+        let mut attributes = event.attributes.clone();
+        if event.kind == EventKindName::Leaver
+            && let Some(latest) = context.latest_attributes
+        {
+            for (name, value) in latest {
+                attributes.entry(name).or_insert(value);
+            }
+        }
+        let input = PlanInput {
+            person_id: &event.person_id,
+            kind: event.kind,
+            attributes: &attributes,
+            provisioned: &context.provisioned,
+        };
+        let plan = plan(input, &self.inner.policy)?;
+        Ok((attributes, plan))
+    }
+
+    /// A dry run: nothing is written.
+    pub async fn dry_run(&self, event: &ValidEvent) -> Result<DryRun, EngineError> {
+        let (_, plan) = self.plan_for(event).await?;
+        Ok(DryRun { plan_hash: plan_hash(&plan), plan, policy_hash: self.inner.policy.hash.clone() })
+    }
+
+    /// Accepts an event: plans it and stores it with its tasks and audit
+    /// records in one transaction, then queues the tasks. A duplicate id
+    /// returns the first event unchanged.
+    pub async fn submit(&self, event: ValidEvent, initiator: String) -> Result<SubmitOutcome, EngineError> {
+        if let Some(first) = self.inner.store.event(&event.event_id).await? {
+            return Ok(SubmitOutcome { event: first, duplicate: true });
+        }
+        let (attributes, plan) = self.plan_for(&event).await?;
+        let now = now_ms();
+        let effective_at = event.effective_at_ms.unwrap_or(now);
+        let hash = plan_hash(&plan);
+        let mut tasks = Vec::with_capacity(plan.targets.len());
+        for planned in &plan.targets {
+            let desired = planned.desired.clone().unwrap_or_default();
+            let deadline_ms = i64::try_from(planned.deadline_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+            tasks.push(TaskRecord {
+                event_id: event.event_id.clone(),
+                target_id: planned.target_id.clone(),
+                event_seq: 0,
+                person_id: event.person_id.clone(),
+                effective_at,
+                urgent: event.urgent,
+                state: if planned.approvals_required > 0 { TaskState::AwaitingApproval } else { TaskState::Planned },
+                grants_access: desired.enabled,
+                command_id: command_id(&event.event_id, &planned.target_id, &desired),
+                planned: planned.clone(),
+                attempts: 0,
+                next_attempt_at: None,
+                last_error: String::new(),
+                acknowledgement: None,
+                read_back: None,
+                differences: Vec::new(),
+                deadline_at: now.max(effective_at).saturating_add(deadline_ms),
+                deadline_breached: false,
+                planned_at: now,
+                dispatched_at: None,
+                acknowledged_at: None,
+                finished_at: None,
+            });
+        }
+        let record = EventRecord {
+            seq: 0,
+            event_id: event.event_id.clone(),
+            kind: event.kind,
+            person_id: event.person_id.clone(),
+            attributes,
+            effective_at,
+            source_system: event.source_system.clone(),
+            initiator: initiator.clone(),
+            urgent: event.urgent,
+            received_at: now,
+            policy_hash: self.inner.policy.hash.clone(),
+            plan: plan.clone(),
+            plan_hash: hash.clone(),
+            trace_id: uuid::Uuid::new_v4().simple().to_string(),
+            state: if tasks.is_empty() { EventState::Verified } else { EventState::InProgress },
+            finished_at: tasks.is_empty().then_some(now),
+        };
+        let audit = vec![AuditEntry {
+            at: now,
+            principal: initiator,
+            event_id: event.event_id.clone(),
+            action: "event.accepted".into(),
+            payload: json!({
+                "kind": kind_name(event.kind),
+                "person_id": event.person_id,
+                "source_system": event.source_system,
+                "urgent": event.urgent,
+                "effective_at": format_time(Some(effective_at)),
+                "workflows": plan.workflows.iter().map(|w| json!({ "name": w.name, "owner": w.owner })).collect::<Vec<_>>(),
+                "policy_hash": self.inner.policy.hash,
+                "plan_hash": hash,
+                "tasks": tasks.iter().map(|t| json!({
+                    "target_id": t.target_id,
+                    "state": t.state.as_str(),
+                    "command_id": t.command_id,
+                    "desired_hash": message_hash(&t.desired()),
+                    "deadline_at": format_time(Some(t.deadline_at)),
+                    "awaiting_approval": t.planned.awaiting_approval.iter().map(entitlement_json).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            }),
+        }];
+        match self.inner.store.insert_event(record.clone(), tasks.clone(), audit).await? {
+            InsertOutcome::Duplicate(first) => Ok(SubmitOutcome { event: *first, duplicate: true }),
+            InsertOutcome::Inserted(seq) => {
+                for task in &mut tasks {
+                    task.event_seq = seq;
+                }
+                let _ = self.inner.scheduler.send(SchedulerMessage::Enqueue(tasks));
+                let _ = self.inner.updates.send(event.event_id.clone());
+                Ok(SubmitOutcome { event: EventRecord { seq, ..record }, duplicate: false })
+            }
+        }
+    }
+
+    /// Approves (or rejects) the grants awaiting approval on one target of
+    /// an event, as `principal`. Separation of duties: the initiator and the
+    /// subject can never decide; the approver must belong to the task's
+    /// approver group; each approver decides once.
+    pub async fn decide(
+        &self,
+        event_id: &str,
+        target_id: &str,
+        principal: &str,
+        approve: bool,
+        comment: &str,
+    ) -> Result<(TaskRecord, u32), EngineError> {
+        let _serialised = self.inner.decisions.lock().await;
+        let store = &self.inner.store;
+        let event = store.event(event_id).await?.ok_or_else(|| EngineError::NotFound(format!("event {event_id:?}")))?;
+        let mut task = store
+            .task(event_id, target_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("task for target {target_id:?} of event {event_id:?}")))?;
+        if task.state != TaskState::AwaitingApproval {
+            return Err(EngineError::FailedPrecondition(format!(
+                "the task is {}, not awaiting approval",
+                task.state.as_str()
+            )));
+        }
+        if principal == event.initiator {
+            return Err(EngineError::PermissionDenied("the initiator of an event cannot approve or reject it".into()));
+        }
+        if subject_principals(&event).contains(principal) {
+            return Err(EngineError::PermissionDenied("the subject of an event cannot approve or reject it".into()));
+        }
+        let group = task.planned.approver_group.clone();
+        if !self.inner.policy.group_members(&group).iter().any(|member| member == principal) {
+            return Err(EngineError::PermissionDenied(format!("{principal:?} is not in approver group {group:?}")));
+        }
+        let now = now_ms();
+        let decision = if approve { "approve" } else { "reject" };
+        store
+            .record_approval(
+                ApprovalRecord {
+                    event_id: event_id.to_owned(),
+                    target_id: target_id.to_owned(),
+                    approver: principal.to_owned(),
+                    decision: decision.into(),
+                    comment: comment.to_owned(),
+                    at: now,
+                },
+                AuditEntry {
+                    at: now,
+                    principal: principal.to_owned(),
+                    event_id: event_id.to_owned(),
+                    action: format!("approval.{decision}"),
+                    payload: json!({
+                        "target_id": target_id,
+                        "group": group,
+                        "comment": comment,
+                        "grants": task.planned.awaiting_approval.iter().map(entitlement_json).collect::<Vec<_>>(),
+                    }),
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(message) => EngineError::FailedPrecondition(message),
+                other => EngineError::Store(other),
+            })?;
+        let approvals = store.approvals(event_id).await?;
+        let approved = approvals
+            .iter()
+            .filter(|a| a.target_id == target_id && a.decision == "approve")
+            .map(|a| a.approver.as_str())
+            .collect::<BTreeSet<_>>()
+            .len() as u32;
+        let released = if !approve {
+            let removed = std::mem::take(&mut task.planned.awaiting_approval);
+            let removed_keys: HashSet<(String, String)> =
+                removed.iter().map(|e| (e.kind.clone(), e.id.clone())).collect();
+            if let Some(desired) = task.planned.desired.as_mut() {
+                desired.entitlements.retain(|e| !removed_keys.contains(&(e.kind.clone(), e.id.clone())));
+            }
+            task.planned.approvals_required = 0;
+            task.command_id = command_id(event_id, target_id, &task.desired());
+            task.state = TaskState::Planned;
+            Some(AuditEntry {
+                at: now,
+                principal: principal.to_owned(),
+                event_id: event_id.to_owned(),
+                action: "task.replanned_without_rejected_grants".into(),
+                payload: json!({
+                    "target_id": target_id,
+                    "removed": removed.iter().map(entitlement_json).collect::<Vec<_>>(),
+                    "desired_hash": message_hash(&task.desired()),
+                    "command_id": task.command_id,
+                }),
+            })
+        } else if approved >= task.planned.approvals_required {
+            task.state = TaskState::Planned;
+            Some(AuditEntry {
+                at: now,
+                principal: principal.to_owned(),
+                event_id: event_id.to_owned(),
+                action: "task.approved".into(),
+                payload: json!({ "target_id": target_id, "approvals": approved, "required": task.planned.approvals_required }),
+            })
+        } else {
+            None
+        };
+        if let Some(audit) = released {
+            store.save_task(task.clone(), vec![audit]).await?;
+            let _ = self.inner.scheduler.send(SchedulerMessage::Released(Box::new(task.clone())));
+        }
+        let _ = self.inner.updates.send(event_id.to_owned());
+        Ok((task, approved))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scheduler
+
+type TaskKey = (String, String);
+type LaneKey = (String, String);
+type Order = (i64, i64);
+
+enum SchedulerMessage {
+    Enqueue(Vec<TaskRecord>),
+    Finished(Box<TaskRecord>, Outcome),
+    Released(Box<TaskRecord>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    /// The target could not be reached (counts towards the breaker).
+    Unreachable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotStatus {
+    Waiting,
+    Queued,
+    InFlight,
+}
+
+struct Slot {
+    record: TaskRecord,
+    status: SlotStatus,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ReadyItem {
+    urgent: bool,
+    order: Reverse<Order>,
+    key: TaskKey,
+}
+
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: i64,
+}
+
+struct Scheduler {
+    inner: Arc<Inner>,
+    slots: HashMap<TaskKey, Slot>,
+    lanes: HashMap<LaneKey, BTreeSet<(Order, TaskKey)>>,
+    watermarks: HashMap<LaneKey, Order>,
+    ready: HashMap<String, BinaryHeap<ReadyItem>>,
+    in_flight: HashMap<String, usize>,
+    breakers: HashMap<String, Breaker>,
+    timers: BinaryHeap<Reverse<(i64, LaneKey)>>,
+    dirty: HashSet<LaneKey>,
+    last_sweep: i64,
+}
+
+fn order(task: &TaskRecord) -> Order {
+    (task.effective_at, task.event_seq)
+}
+
+fn lane(task: &TaskRecord) -> LaneKey {
+    (task.person_id.clone(), task.target_id.clone())
+}
+
+fn key(task: &TaskRecord) -> TaskKey {
+    (task.event_id.clone(), task.target_id.clone())
+}
+
+impl Scheduler {
+    fn new(inner: Arc<Inner>, watermarks: HashMap<LaneKey, Order>) -> Self {
+        Self {
+            inner,
+            slots: HashMap::new(),
+            lanes: HashMap::new(),
+            watermarks,
+            ready: HashMap::new(),
+            in_flight: HashMap::new(),
+            breakers: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dirty: HashSet::new(),
+            last_sweep: 0,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SchedulerMessage>) {
+        loop {
+            let now = now_ms();
+            let next_timer = self.timers.peek().map(|Reverse((at, _))| *at).unwrap_or(now + 250);
+            let wait = Duration::from_millis(u64::try_from((next_timer - now).clamp(1, 250)).unwrap_or(250));
+            tokio::select! {
+                message = rx.recv() => {
+                    let Some(message) = message else { return };
+                    self.handle(message);
+                    while let Ok(message) = rx.try_recv() {
+                        self.handle(message);
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let now = now_ms();
+            while let Some(Reverse((at, _))) = self.timers.peek() {
+                if *at > now {
+                    break;
+                }
+                if let Some(Reverse((_, lane))) = self.timers.pop() {
+                    self.dirty.insert(lane);
+                }
+            }
+            let dirty: Vec<LaneKey> = self.dirty.drain().collect();
+            for lane in dirty {
+                self.evaluate(&lane, now);
+            }
+            self.dispatch(now);
+            if now - self.last_sweep >= 1000 {
+                self.last_sweep = now;
+                self.sweep_deadlines(now);
+            }
+        }
+    }
+
+    fn handle(&mut self, message: SchedulerMessage) {
+        match message {
+            SchedulerMessage::Enqueue(tasks) => {
+                for task in tasks {
+                    self.enqueue(task);
+                }
+            }
+            SchedulerMessage::Finished(task, outcome) => {
+                let target = task.target_id.clone();
+                if let Some(count) = self.in_flight.get_mut(&target) {
+                    *count = count.saturating_sub(1);
+                }
+                let breaker = self.breakers.entry(target).or_default();
+                if outcome == Outcome::Unreachable {
+                    breaker.failures += 1;
+                    if breaker.failures >= self.inner.config.breaker_threshold {
+                        let cooldown = i64::try_from(self.inner.config.breaker_cooldown.as_millis()).unwrap_or(5000);
+                        breaker.open_until = now_ms() + cooldown;
+                        tracing::warn!(target = %task.target_id, "circuit breaker open");
+                    }
+                } else {
+                    breaker.failures = 0;
+                }
+                self.settle(*task);
+            }
+            SchedulerMessage::Released(task) => {
+                if let Some(slot) = self.slots.get_mut(&key(&task))
+                    && slot.record.state == TaskState::AwaitingApproval
+                {
+                    slot.record = *task;
+                    self.dirty.insert(lane(&slot.record));
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, task: TaskRecord) {
+        let lane_key = lane(&task);
+        if task.state.is_terminal() || self.slots.contains_key(&key(&task)) {
+            return;
+        }
+        if self.watermarks.get(&lane_key).is_some_and(|mark| *mark > order(&task)) {
+            self.supersede(
+                task,
+                "stale: a later-effective event for this person was already dispatched to this target",
+            );
+            return;
+        }
+        if task.urgent {
+            let others: Vec<TaskKey> =
+                self.lanes.get(&lane_key).map(|lane| lane.iter().map(|(_, k)| k.clone()).collect()).unwrap_or_default();
+            for other in others {
+                if self.slots.get(&other).is_some_and(|s| s.status != SlotStatus::InFlight) {
+                    self.remove_and_supersede(&other, "superseded by an urgent leaver");
+                }
+            }
+        }
+        self.lanes.entry(lane_key.clone()).or_default().insert((order(&task), key(&task)));
+        self.slots.insert(key(&task), Slot { record: task, status: SlotStatus::Waiting });
+        self.dirty.insert(lane_key);
+    }
+
+    fn remove_and_supersede(&mut self, task_key: &TaskKey, reason: &str) {
+        if let Some(slot) = self.slots.remove(task_key) {
+            if let Some(lane) = self.lanes.get_mut(&lane(&slot.record)) {
+                lane.remove(&(order(&slot.record), task_key.clone()));
+            }
+            self.supersede(slot.record, reason);
+        }
+    }
+
+    /// Persists a task as superseded, in the background.
+    fn supersede(&self, mut task: TaskRecord, reason: &str) {
+        let inner = self.inner.clone();
+        let now = now_ms();
+        task.state = TaskState::Superseded;
+        task.finished_at = Some(now);
+        task.next_attempt_at = None;
+        task.last_error = reason.to_owned();
+        let audit = AuditEntry {
+            at: now,
+            principal: "coordinator".into(),
+            event_id: task.event_id.clone(),
+            action: "task.superseded".into(),
+            payload: json!({ "target_id": task.target_id, "reason": reason }),
+        };
+        tokio::spawn(async move {
+            let event_id = task.event_id.clone();
+            match inner.store.save_task(task, vec![audit]).await {
+                Ok(Some(state)) => {
+                    let _ = inner.finished.send((event_id.clone(), state));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(%error, %event_id, "cannot record a superseded task; it is retried on restart");
+                }
+            }
+            let _ = inner.updates.send(event_id);
+        });
+    }
+
+    /// A task came back from a worker.
+    fn settle(&mut self, task: TaskRecord) {
+        let task_key = key(&task);
+        let lane_key = lane(&task);
+        if task.state.is_terminal() {
+            self.slots.remove(&task_key);
+            if let Some(lane) = self.lanes.get_mut(&lane_key) {
+                lane.remove(&(order(&task), task_key));
+                if lane.is_empty() {
+                    self.lanes.remove(&lane_key);
+                }
+            }
+        } else if let Some(slot) = self.slots.get_mut(&task_key) {
+            slot.record = task;
+            slot.status = SlotStatus::Waiting;
+        }
+        self.dirty.insert(lane_key);
+    }
+
+    fn evaluate(&mut self, lane_key: &LaneKey, now: i64) {
+        let Some(lane) = self.lanes.get(lane_key) else { return };
+        if lane.is_empty() {
+            self.lanes.remove(lane_key);
+            return;
+        }
+        let entries: Vec<(Order, TaskKey)> = lane.iter().cloned().collect();
+        if entries.iter().any(|(_, k)| self.slots.get(k).is_some_and(|s| s.status == SlotStatus::InFlight)) {
+            return;
+        }
+        let due: Vec<&(Order, TaskKey)> = entries.iter().filter(|((effective, _), _)| *effective <= now).collect();
+        let Some(((_, _), latest)) = due.last().map(|e| (*e).clone()) else {
+            if let Some(((effective, _), _)) = entries.first() {
+                self.timers.push(Reverse((*effective, lane_key.clone())));
+            }
+            return;
+        };
+        for (_, earlier) in due.iter().take(due.len() - 1) {
+            self.remove_and_supersede(earlier, "superseded by a later-effective event for the same person and target");
+        }
+        let Some(slot) = self.slots.get_mut(&latest) else { return };
+        if slot.record.state == TaskState::AwaitingApproval || slot.status != SlotStatus::Waiting {
+            return;
+        }
+        if let Some(at) = slot.record.next_attempt_at
+            && at > now
+        {
+            self.timers.push(Reverse((at, lane_key.clone())));
+            return;
+        }
+        slot.status = SlotStatus::Queued;
+        self.ready.entry(slot.record.target_id.clone()).or_default().push(ReadyItem {
+            urgent: slot.record.urgent,
+            order: Reverse(order(&slot.record)),
+            key: latest,
+        });
+    }
+
+    fn dispatch(&mut self, now: i64) {
+        let targets: Vec<String> = self.ready.keys().cloned().collect();
+        for target in targets {
+            let Some(runtime) = self.inner.targets.get(&target).cloned() else {
+                // A task for a target no longer in the policy: it cannot run.
+                let stranded: Vec<TaskKey> =
+                    self.ready.remove(&target).map(|h| h.into_iter().map(|i| i.key).collect()).unwrap_or_default();
+                for task_key in stranded {
+                    if let Some(slot) = self.slots.get_mut(&task_key) {
+                        slot.status = SlotStatus::InFlight;
+                        let mut task = slot.record.clone();
+                        task.state = TaskState::Failed;
+                        task.last_error = format!("target {target:?} is not in the policy in force");
+                        task.finished_at = Some(now);
+                        self.in_flight.entry(target.clone()).and_modify(|c| *c += 1).or_insert(1);
+                        tokio::spawn(persist_and_report(self.inner.clone(), task, "task.failed"));
+                    }
+                }
+                continue;
+            };
+            if self.breakers.get(&target).is_some_and(|b| b.open_until > now) {
+                continue;
+            }
+            loop {
+                let running = self.in_flight.get(&target).copied().unwrap_or(0);
+                if running >= runtime.concurrency {
+                    break;
+                }
+                let Some(item) = self.ready.get_mut(&target).and_then(BinaryHeap::pop) else { break };
+                let Some(slot) = self.slots.get_mut(&item.key) else { continue };
+                if slot.status != SlotStatus::Queued {
+                    continue;
+                }
+                slot.status = SlotStatus::InFlight;
+                let lane_key = lane(&slot.record);
+                let mark = order(&slot.record);
+                let entry = self.watermarks.entry(lane_key).or_insert(mark);
+                if mark > *entry {
+                    *entry = mark;
+                }
+                self.in_flight.insert(target.clone(), running + 1);
+                tokio::spawn(run_task(self.inner.clone(), runtime.clone(), slot.record.clone()));
+            }
+        }
+        self.ready.retain(|_, heap| !heap.is_empty());
+    }
+
+    fn sweep_deadlines(&mut self, now: i64) {
+        for slot in self.slots.values_mut() {
+            let task = &mut slot.record;
+            if task.deadline_breached || task.deadline_at >= now {
+                continue;
+            }
+            task.deadline_breached = true;
+            let inner = self.inner.clone();
+            let (event_id, target_id) = (task.event_id.clone(), task.target_id.clone());
+            let audit = AuditEntry {
+                at: now,
+                principal: "coordinator".into(),
+                event_id: event_id.clone(),
+                action: "task.deadline_breached".into(),
+                payload: json!({
+                    "target_id": target_id,
+                    "state": task.state.as_str(),
+                    "deadline_at": format_time(Some(task.deadline_at)),
+                }),
+            };
+            tracing::warn!(%event_id, %target_id, "propagation deadline breached");
+            tokio::spawn(async move {
+                if let Err(error) = inner.store.mark_breached(event_id.clone(), target_id, audit).await {
+                    tracing::error!(%error, "cannot record a deadline breach");
+                }
+                let _ = inner.updates.send(event_id);
+            });
+        }
+    }
+}
+
+async fn persist_and_report(inner: Arc<Inner>, task: TaskRecord, action: &'static str) {
+    let audit = AuditEntry {
+        at: now_ms(),
+        principal: "coordinator".into(),
+        event_id: task.event_id.clone(),
+        action: action.into(),
+        payload: json!({ "target_id": task.target_id, "error": task.last_error }),
+    };
+    if let Err(error) = inner.store.save_task(task.clone(), vec![audit]).await {
+        tracing::error!(%error, "cannot record a task");
+    }
+    let _ = inner.updates.send(task.event_id.clone());
+    let _ = inner.scheduler.send(SchedulerMessage::Finished(Box::new(task), Outcome::Done));
+}
+
+// ---------------------------------------------------------------------------
+// Worker
+
+fn backoff(config: &EngineConfig, attempts: u32, retry_after: Option<Duration>) -> Duration {
+    let exponential = config.base_backoff.saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
+    let ceiling = exponential.min(config.max_backoff);
+    let half = ceiling / 2;
+    let jitter = rand::rng().random_range(0..=u64::try_from(half.as_micros()).unwrap_or(u64::MAX));
+    let computed = half + Duration::from_micros(jitter);
+    retry_after.map_or(computed, |after| after.max(computed))
+}
+
+struct TaskRun {
+    inner: Arc<Inner>,
+    task: TaskRecord,
+}
+
+impl TaskRun {
+    async fn save(&mut self, action: &str, payload: serde_json::Value) -> Result<(), StoreError> {
+        let audit = AuditEntry {
+            at: now_ms(),
+            principal: "coordinator".into(),
+            event_id: self.task.event_id.clone(),
+            action: action.into(),
+            payload,
+        };
+        let result = self.inner.store.save_task(self.task.clone(), vec![audit]).await;
+        let _ = self.inner.updates.send(self.task.event_id.clone());
+        if let Ok(Some(state)) = &result {
+            let _ = self.inner.finished.send((self.task.event_id.clone(), *state));
+        }
+        result.map(|_| ())
+    }
+
+    /// A failed attempt: retry later, or fail for good.
+    async fn failed_attempt(&mut self, error: String, retryable: bool, retry_after: Option<Duration>) {
+        let now = now_ms();
+        self.task.last_error = error;
+        let target_id = self.task.target_id.clone();
+        if retryable && self.task.attempts < self.inner.config.max_attempts {
+            let delay = backoff(&self.inner.config, self.task.attempts, retry_after);
+            self.task.state = TaskState::Planned;
+            self.task.next_attempt_at = Some(now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2));
+            let payload = json!({
+                "target_id": target_id,
+                "attempt": self.task.attempts,
+                "error": self.task.last_error,
+                "differences": self.task.differences,
+                "next_attempt_at": format_time(self.task.next_attempt_at),
+            });
+            if let Err(error) = self.save("task.retry_scheduled", payload).await {
+                tracing::error!(%error, "cannot record a retry");
+            }
+        } else {
+            self.task.state = TaskState::Failed;
+            self.task.finished_at = Some(now);
+            self.task.next_attempt_at = None;
+            self.task.deadline_breached |= now > self.task.deadline_at;
+            let payload = json!({
+                "target_id": target_id,
+                "attempts": self.task.attempts,
+                "error": self.task.last_error,
+                "differences": self.task.differences,
+                "read_back": self.task.read_back.as_ref().map(read_back_json),
+            });
+            if let Err(error) = self.save("task.failed", payload).await {
+                tracing::error!(%error, "cannot record a failed task");
+            }
+            tracing::warn!(event_id = %self.task.event_id, target = %target_id, error = %self.task.last_error, "task failed");
+        }
+    }
+
+    async fn connector_error(&mut self, stage: &str, error: ConnectorError) -> Outcome {
+        let retryable = ConnectorClient::is_retryable(&error);
+        let unreachable = matches!(error.kind, ErrorKind::Unavailable | ErrorKind::Timeout);
+        self.failed_attempt(format!("{stage}: {error}"), retryable, error.retry_after).await;
+        if unreachable { Outcome::Unreachable } else { Outcome::Done }
+    }
+
+    async fn attempt(&mut self, runtime: &TargetRuntime) -> Outcome {
+        let now = now_ms();
+        self.task.state = TaskState::Dispatched;
+        self.task.attempts += 1;
+        self.task.dispatched_at = Some(now);
+        self.task.next_attempt_at = None;
+        let payload = json!({
+            "target_id": self.task.target_id,
+            "attempt": self.task.attempts,
+            "command_id": self.task.command_id,
+        });
+        if let Err(error) = self.save("task.dispatched", payload).await {
+            // Not dispatched: try again later without spending an attempt.
+            tracing::error!(%error, "cannot record a dispatch");
+            self.task.attempts -= 1;
+            self.task.state = TaskState::Planned;
+            self.task.next_attempt_at = Some(now + 1000);
+            return Outcome::Done;
+        }
+        let description = match runtime.describe().await {
+            Ok(description) => description,
+            Err(error) => return self.connector_error("describe", error).await,
+        };
+        let desired = self.task.desired();
+        let acknowledgement = match runtime.client.apply(&self.task.command_id, desired.clone()).await {
+            Ok(ack) => ack,
+            Err(error) => return self.connector_error("apply", error).await,
+        };
+        self.task.state = TaskState::Acknowledged;
+        self.task.acknowledged_at = Some(now_ms());
+        let payload =
+            json!({ "target_id": self.task.target_id, "acknowledgement": acknowledgement_json(&acknowledgement) });
+        self.task.acknowledgement = Some(acknowledgement);
+        if let Err(error) = self.save("task.acknowledged", payload).await {
+            tracing::error!(%error, "cannot record an acknowledgement");
+        }
+        let account = desired.account.clone().unwrap_or_default();
+        let read_back = match runtime.client.read(account).await {
+            Ok(state) => state,
+            Err(error) => return self.connector_error("read", error).await,
+        };
+        let differences = connector_kit::readback::compare(description, &desired, &read_back);
+        self.task.differences = differences.iter().map(ToString::to_string).collect();
+        self.task.read_back = Some(read_back);
+        if differences.is_empty() {
+            let now = now_ms();
+            self.task.state = TaskState::Verified;
+            self.task.finished_at = Some(now);
+            self.task.last_error.clear();
+            self.task.deadline_breached |= now > self.task.deadline_at;
+            let payload = json!({
+                "target_id": self.task.target_id,
+                "attempts": self.task.attempts,
+                "read_back": self.task.read_back.as_ref().map(read_back_json),
+                "deadline_breached": self.task.deadline_breached,
+                "timings": {
+                    "planned_at": format_time(Some(self.task.planned_at)),
+                    "dispatched_at": format_time(self.task.dispatched_at),
+                    "acknowledged_at": format_time(self.task.acknowledged_at),
+                    "verified_at": format_time(Some(now)),
+                },
+            });
+            if let Err(error) = self.save("task.verified", payload).await {
+                tracing::error!(%error, "cannot record a verification");
+            }
+            Outcome::Done
+        } else {
+            let message = format!("read-back differs from the desired state: {}", self.task.differences.join("; "));
+            self.failed_attempt(message, true, None).await;
+            Outcome::Done
+        }
+    }
+}
+
+async fn run_task(inner: Arc<Inner>, runtime: Arc<TargetRuntime>, task: TaskRecord) {
+    let mut run = TaskRun { inner: inner.clone(), task };
+    let outcome = run.attempt(&runtime).await;
+    let _ = inner.scheduler.send(SchedulerMessage::Finished(Box::new(run.task), outcome));
+}

@@ -1,0 +1,27 @@
+//! The Lifecycle Mesh coordinator.
+//!
+//! - [`policy`]: policy as code (source of truth, targets, workflows) and its
+//!   checker, which reports every error with its path;
+//! - [`planner`]: the pure, deterministic planner (person, policy) -> desired
+//!   state per target, with a plan hash;
+//! - [`store`]: durable storage behind a backend-neutral trait, SQLite by
+//!   default, with the audit hash chain;
+//! - [`engine`]: durable propagation: ordering per person, approvals,
+//!   dispatch, acknowledgement, read-back, retries, deadlines;
+//! - [`api`]: the `jml.v1.Lifecycle` gRPC service;
+//! - [`server`]: the coordinator's gRPC server (health, reflection, graceful
+//!   shutdown);
+//! - [`evidence`]: status and evidence documents.
+
+pub mod api;
+pub mod engine;
+pub mod event;
+pub mod evidence;
+pub mod planner;
+pub mod policy;
+pub mod server;
+pub mod store;
+
+pub use engine::{Engine, EngineConfig, EngineError};
+pub use policy::{Policy, PolicyError};
+pub use store::sqlite::SqliteStore;

@@ -1,0 +1,512 @@
+//! Durable storage of events, tasks, approvals, identity records and the
+//! audit hash chain, behind one backend-neutral trait.
+//!
+//! [`Store`] is object-safe (boxed futures) so the engine holds an
+//! `Arc<dyn Store>`; [`sqlite::SqliteStore`] is the embedded default. Every
+//! write that changes state appends its audit records *in the same
+//! transaction*, and all writes go through one writer that chains the audit
+//! records (`hash = sha256(prev_hash || canonical record)`) and batches
+//! concurrent writes into one transaction.
+
+pub mod sqlite;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::future::BoxFuture;
+use jml_contract::v1 as pb;
+use sha2::{Digest, Sha256};
+
+use crate::policy::EventKindName;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be decoded.
+    #[error("corrupt stored value in {what}: {message}")]
+    Corrupt {
+        /// Which column.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The writer has stopped.
+    #[error("the store's writer has stopped")]
+    WriterGone,
+    /// The thing asked for does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A request conflicts with the stored state.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Where a task stands. Terminal: verified, failed, superseded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// Waiting for its turn.
+    Planned,
+    /// Holds grants waiting for approval.
+    AwaitingApproval,
+    /// Sent to the connector.
+    Dispatched,
+    /// Acknowledged, read-back pending.
+    Acknowledged,
+    /// Proven by read-back.
+    Verified,
+    /// Retries spent or a permanent error.
+    Failed,
+    /// Replaced by a newer event before it started.
+    Superseded,
+}
+
+impl TaskState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Planned => "planned",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Dispatched => "dispatched",
+            Self::Acknowledged => "acknowledged",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "planned" => Self::Planned,
+            "awaiting_approval" => Self::AwaitingApproval,
+            "dispatched" => Self::Dispatched,
+            "acknowledged" => Self::Acknowledged,
+            "verified" => Self::Verified,
+            "failed" => Self::Failed,
+            "superseded" => Self::Superseded,
+            _ => return None,
+        })
+    }
+
+    /// Whether nothing more happens to the task.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Verified | Self::Failed | Self::Superseded)
+    }
+
+    /// The API form.
+    pub fn to_proto(self) -> pb::TaskState {
+        match self {
+            Self::Planned => pb::TaskState::Planned,
+            Self::AwaitingApproval => pb::TaskState::AwaitingApproval,
+            Self::Dispatched => pb::TaskState::Dispatched,
+            Self::Acknowledged => pb::TaskState::Acknowledged,
+            Self::Verified => pb::TaskState::Verified,
+            Self::Failed => pb::TaskState::Failed,
+            Self::Superseded => pb::TaskState::Superseded,
+        }
+    }
+}
+
+/// Where an event stands overall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventState {
+    /// Some task unfinished.
+    InProgress,
+    /// Every task verified or superseded, at least one verified.
+    Verified,
+    /// Some task failed.
+    Failed,
+    /// Every task superseded.
+    Superseded,
+}
+
+impl EventState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "in_progress",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "in_progress" => Self::InProgress,
+            "verified" => Self::Verified,
+            "failed" => Self::Failed,
+            "superseded" => Self::Superseded,
+            _ => return None,
+        })
+    }
+
+    /// Whether the event is finished.
+    pub fn is_terminal(self) -> bool {
+        self != Self::InProgress
+    }
+
+    /// The API form.
+    pub fn to_proto(self) -> pb::EventState {
+        match self {
+            Self::InProgress => pb::EventState::InProgress,
+            Self::Verified => pb::EventState::Verified,
+            Self::Failed => pb::EventState::Failed,
+            Self::Superseded => pb::EventState::Superseded,
+        }
+    }
+
+    /// The event state from its tasks' states.
+    pub fn from_tasks(states: impl IntoIterator<Item = TaskState>) -> Self {
+        let (mut any, mut verified, mut failed) = (false, false, false);
+        for state in states {
+            any = true;
+            if !state.is_terminal() {
+                return Self::InProgress;
+            }
+            verified |= state == TaskState::Verified;
+            failed |= state == TaskState::Failed;
+        }
+        match (any, failed, verified) {
+            (false, _, _) => Self::Verified,
+            (_, true, _) => Self::Failed,
+            (_, false, true) => Self::Verified,
+            (_, false, false) => Self::Superseded,
+        }
+    }
+}
+
+/// An accepted event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Arrival order (assigned by the store).
+    pub seq: i64,
+    /// The idempotency key.
+    pub event_id: String,
+    /// Joiner, mover or leaver.
+    pub kind: EventKindName,
+    /// The person.
+    pub person_id: String,
+    /// The attributes planned from.
+    pub attributes: BTreeMap<String, String>,
+    /// When it takes effect (Unix ms).
+    pub effective_at: i64,
+    /// The source system.
+    pub source_system: String,
+    /// Who submitted it.
+    pub initiator: String,
+    /// An urgent leaver.
+    pub urgent: bool,
+    /// When it was received (Unix ms).
+    pub received_at: i64,
+    /// The policy's hash.
+    pub policy_hash: String,
+    /// The plan.
+    pub plan: pb::Plan,
+    /// The plan's hash.
+    pub plan_hash: String,
+    /// The trace id.
+    pub trace_id: String,
+    /// Overall state.
+    pub state: EventState,
+    /// When it finished (Unix ms).
+    pub finished_at: Option<i64>,
+}
+
+/// One (event, target) task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// The event.
+    pub event_id: String,
+    /// The target.
+    pub target_id: String,
+    /// The event's arrival order.
+    pub event_seq: i64,
+    /// The person.
+    pub person_id: String,
+    /// When the event takes effect (Unix ms).
+    pub effective_at: i64,
+    /// An urgent leaver's task.
+    pub urgent: bool,
+    /// Where it stands.
+    pub state: TaskState,
+    /// The plan for this target (desired state, approvals, deadline).
+    pub planned: pb::PlannedTarget,
+    /// Whether the desired state grants access (present and enabled).
+    pub grants_access: bool,
+    /// The idempotency key sent with `Apply`.
+    pub command_id: String,
+    /// Apply attempts made.
+    pub attempts: u32,
+    /// When the next attempt may start (Unix ms).
+    pub next_attempt_at: Option<i64>,
+    /// The last error.
+    pub last_error: String,
+    /// The last acknowledgement.
+    pub acknowledgement: Option<pb::ApplyResponse>,
+    /// The last read-back.
+    pub read_back: Option<pb::AccountState>,
+    /// How the last read-back differed.
+    pub differences: Vec<String>,
+    /// The deadline (Unix ms).
+    pub deadline_at: i64,
+    /// Whether the deadline was breached.
+    pub deadline_breached: bool,
+    /// When planned.
+    pub planned_at: i64,
+    /// When last dispatched.
+    pub dispatched_at: Option<i64>,
+    /// When last acknowledged.
+    pub acknowledged_at: Option<i64>,
+    /// When finished.
+    pub finished_at: Option<i64>,
+}
+
+impl TaskRecord {
+    /// The desired state.
+    pub fn desired(&self) -> pb::DesiredAccount {
+        self.planned.desired.clone().unwrap_or_default()
+    }
+}
+
+/// One approval decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    /// The event.
+    pub event_id: String,
+    /// The target.
+    pub target_id: String,
+    /// The approver's principal.
+    pub approver: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    /// The approver's comment.
+    pub comment: String,
+    /// When (Unix ms).
+    pub at: i64,
+}
+
+/// A person's latest verified identity record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRecord {
+    /// The person.
+    pub person_id: String,
+    /// Latest verified attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// The effective time of the event that set them.
+    pub effective_at: i64,
+    /// That event.
+    pub event_id: String,
+    /// Whether the person has left.
+    pub has_left: bool,
+    /// Targets where the person's account is enabled.
+    pub targets: BTreeSet<String>,
+    /// When updated (Unix ms).
+    pub updated_at: i64,
+}
+
+/// What the store knows of a person when a new event is planned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersonContext {
+    /// Targets where earlier events planned access.
+    pub provisioned: BTreeSet<String>,
+    /// The latest known attributes (verified identity first, else the latest
+    /// event by effective time).
+    pub latest_attributes: Option<BTreeMap<String, String>>,
+}
+
+/// An audit record to append (the store assigns seq and hashes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// When (Unix ms).
+    pub at: i64,
+    /// Who: an authenticated principal, the source system, or `coordinator`.
+    pub principal: String,
+    /// The event concerned.
+    pub event_id: String,
+    /// What happened, e.g. `event.accepted`, `task.verified`.
+    pub action: String,
+    /// Details (JSON): workflow, hashes, acknowledgement, read-back, ...
+    pub payload: serde_json::Value,
+}
+
+/// A stored audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// When (Unix ms).
+    pub at: i64,
+    /// Who.
+    pub principal: String,
+    /// The event concerned.
+    pub event_id: String,
+    /// What happened.
+    pub action: String,
+    /// Details, as stored (JSON text).
+    pub payload: String,
+    /// The previous record's hash (64 zeros for the first).
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+/// The hash before the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// `sha256(prev_hash || "\n" || canonical record)`, hex.
+pub fn audit_hash(
+    prev_hash: &str,
+    seq: i64,
+    at: i64,
+    principal: &str,
+    event_id: &str,
+    action: &str,
+    payload: &str,
+) -> String {
+    let canonical = serde_json::json!([seq, at, principal, event_id, action, payload]).to_string();
+    let mut digest = Sha256::new();
+    digest.update(prev_hash.as_bytes());
+    digest.update(b"\n");
+    digest.update(canonical.as_bytes());
+    hex::encode(digest.finalize())
+}
+
+/// The result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainVerdict {
+    /// Records checked.
+    pub records: u64,
+    /// The first broken record and why, if any.
+    pub broken: Option<(i64, String)>,
+}
+
+/// Checks a run of records continuing from `(prev_seq, prev_hash)`; returns
+/// the new head or the first broken record.
+pub fn verify_chain_segment(records: &[AuditRecord], head: (i64, String)) -> Result<(i64, String), (i64, String)> {
+    let (mut prev_seq, mut prev_hash) = head;
+    for record in records {
+        if record.seq != prev_seq + 1 {
+            return Err((record.seq, format!("sequence gap: expected record {} after {prev_seq}", prev_seq + 1)));
+        }
+        if record.prev_hash != prev_hash {
+            return Err((record.seq, "prev_hash does not match the previous record's hash".into()));
+        }
+        let expected = audit_hash(
+            &record.prev_hash,
+            record.seq,
+            record.at,
+            &record.principal,
+            &record.event_id,
+            &record.action,
+            &record.payload,
+        );
+        if expected != record.hash {
+            return Err((record.seq, "content does not match its hash (record altered)".into()));
+        }
+        prev_seq = record.seq;
+        prev_hash = record.hash.clone();
+    }
+    Ok((prev_seq, prev_hash))
+}
+
+/// The result of inserting an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertOutcome {
+    /// Stored; its arrival order.
+    Inserted(i64),
+    /// An event with this id exists: the first one.
+    Duplicate(Box<EventRecord>),
+}
+
+/// A task past its deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverdueRecord {
+    /// The event.
+    pub event_id: String,
+    /// The person.
+    pub person_id: String,
+    /// The target.
+    pub target_id: String,
+    /// Its state.
+    pub state: TaskState,
+    /// Its deadline (Unix ms).
+    pub deadline_at: i64,
+}
+
+/// A boxed store future.
+pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+/// Durable storage, backend-neutral.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new event, its tasks and audit records atomically, or
+    /// returns the first event with this id (writing nothing).
+    fn insert_event(
+        &self,
+        event: EventRecord,
+        tasks: Vec<TaskRecord>,
+        audit: Vec<AuditEntry>,
+    ) -> StoreFuture<'_, InsertOutcome>;
+    /// Writes a task's whole row (the breach flag only ever goes from false
+    /// to true) with its audit records. When that leaves every task of the
+    /// event terminal, the event's state is set and, when verified, the
+    /// person's identity record updated; the event's new state is returned.
+    fn save_task(&self, task: TaskRecord, audit: Vec<AuditEntry>) -> StoreFuture<'_, Option<EventState>>;
+    /// Flags a task's deadline as breached, with its audit record.
+    fn mark_breached(&self, event_id: String, target_id: String, audit: AuditEntry) -> StoreFuture<'_, ()>;
+    /// Records an approval decision with its audit record; refuses a second
+    /// decision by the same approver.
+    fn record_approval(&self, approval: ApprovalRecord, audit: AuditEntry) -> StoreFuture<'_, ()>;
+    /// One event.
+    fn event(&self, event_id: &str) -> StoreFuture<'_, Option<EventRecord>>;
+    /// An event's tasks.
+    fn tasks(&self, event_id: &str) -> StoreFuture<'_, Vec<TaskRecord>>;
+    /// One task.
+    fn task(&self, event_id: &str, target_id: &str) -> StoreFuture<'_, Option<TaskRecord>>;
+    /// An event's approval decisions.
+    fn approvals(&self, event_id: &str) -> StoreFuture<'_, Vec<ApprovalRecord>>;
+    /// Every task not terminal, for recovery after a restart.
+    fn unfinished_tasks(&self) -> StoreFuture<'_, Vec<TaskRecord>>;
+    /// Per (person, target), the latest (effective_at, event_seq) of a task
+    /// that was ever dispatched: older events must not apply after it.
+    fn started_watermarks(&self) -> StoreFuture<'_, Vec<((String, String), (i64, i64))>>;
+    /// What is known of a person for planning.
+    fn person_context(&self, person_id: &str) -> StoreFuture<'_, PersonContext>;
+    /// A person's identity record.
+    fn identity(&self, person_id: &str) -> StoreFuture<'_, Option<IdentityRecord>>;
+    /// Audit records with seq > `after`, at most `limit`, in order.
+    fn audit_records(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>>;
+    /// An event's audit records, in order.
+    fn event_audit(&self, event_id: &str) -> StoreFuture<'_, Vec<AuditRecord>>;
+    /// Tasks whose deadline is before `now` and that are unfinished or were
+    /// flagged breached.
+    fn overdue(&self, now: i64) -> StoreFuture<'_, Vec<OverdueRecord>>;
+}
+
+/// Walks the whole audit chain of a store.
+pub async fn verify_audit(store: &dyn Store) -> Result<ChainVerdict, StoreError> {
+    let mut head = (0i64, GENESIS_HASH.to_string());
+    let mut records = 0u64;
+    loop {
+        let page = store.audit_records(head.0, 5000).await?;
+        if page.is_empty() {
+            return Ok(ChainVerdict { records, broken: None });
+        }
+        match verify_chain_segment(&page, head.clone()) {
+            Ok(next) => {
+                records += page.len() as u64;
+                head = next;
+            }
+            Err((seq, reason)) => {
+                records += page.iter().take_while(|r| r.seq < seq).count() as u64;
+                return Ok(ChainVerdict { records, broken: Some((seq, reason)) });
+            }
+        }
+    }
+}

@@ -1,0 +1,743 @@
+//! The embedded SQLite store: one file, WAL mode, `synchronous = NORMAL`.
+//!
+//! Reads go through a small pool. Writes go through one writer task owning
+//! one connection: it takes every write waiting (up to a batch limit), runs
+//! them in one transaction, chains their audit records, commits, and only
+//! then answers each caller, so a state is on disk before the engine takes
+//! the next step. If a batch fails, each write is retried in its own
+//! transaction so one bad write cannot fail the others.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use prost::Message;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    ApprovalRecord, AuditEntry, AuditRecord, EventRecord, EventState, GENESIS_HASH, IdentityRecord, InsertOutcome,
+    OverdueRecord, PersonContext, Store, StoreError, StoreFuture, TaskRecord, TaskState, audit_hash,
+};
+use crate::event::{kind_from_name, kind_name};
+use crate::policy::EventKindName;
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+fn migrator() -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(vec![Migration::new(
+            1,
+            Cow::Borrowed("lifecycle"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("../../migrations/sqlite/0001_lifecycle.sql")),
+            false,
+        )]),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+enum WriteOp {
+    InsertEvent { event: EventRecord, tasks: Vec<TaskRecord>, audit: Vec<AuditEntry> },
+    SaveTask { task: TaskRecord, audit: Vec<AuditEntry> },
+    MarkBreached { event_id: String, target_id: String, audit: AuditEntry },
+    RecordApproval { approval: ApprovalRecord, audit: AuditEntry },
+}
+
+enum WriteResult {
+    Inserted(InsertOutcome),
+    Saved(Option<EventState>),
+    Done,
+}
+
+struct WriteRequest {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteResult, StoreError>>,
+}
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    writer: mpsc::Sender<WriteRequest>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(false)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating when needed) the database file and
+    /// starts the writer.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut writer_conn = SqliteConnection::connect_with(&options(path)).await?;
+        migrator().run_direct(&mut writer_conn).await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options(path)).await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut writer_conn)
+            .await?
+            .map(|row| Ok::<_, sqlx::Error>((row.try_get::<i64, _>("seq")?, row.try_get::<String, _>("hash")?)))
+            .transpose()?
+            .unwrap_or((0, GENESIS_HASH.to_string()));
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer_loop(writer_conn, head, rx));
+        Ok(Self { pool, writer: tx })
+    }
+
+    /// Opens an existing database file for reading only (offline audit
+    /// verification); never creates or migrates.
+    pub async fn open_read_only(path: &Path) -> Result<SqlitePool, StoreError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?.read_only(true);
+        Ok(SqlitePoolOptions::new().max_connections(1).connect_with(options).await?)
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(WriteRequest { op, reply }).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+async fn writer_loop(mut conn: SqliteConnection, mut head: (i64, String), mut rx: mpsc::Receiver<WriteRequest>) {
+    let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<&WriteOp> = batch.iter().map(|r| &r.op).collect();
+        match run_batch(&mut conn, &mut head, &ops).await {
+            Ok(results) => {
+                for (request, result) in batch.drain(..).zip(results) {
+                    let _ = request.reply.send(Ok(result));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, size = batch.len(), "write batch failed, retrying writes one by one");
+                for request in batch.drain(..) {
+                    let result = run_batch(&mut conn, &mut head, &[&request.op])
+                        .await
+                        .map(|mut results| results.pop().unwrap_or(WriteResult::Done));
+                    let _ = request.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Runs writes in one transaction; on failure nothing is written and the
+/// audit head is unchanged.
+async fn run_batch(
+    conn: &mut SqliteConnection,
+    head: &mut (i64, String),
+    ops: &[&WriteOp],
+) -> Result<Vec<WriteResult>, StoreError> {
+    let mut tentative = head.clone();
+    let mut tx = conn.begin().await?;
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        results.push(apply_op(&mut tx, &mut tentative, op).await?);
+    }
+    tx.commit().await?;
+    *head = tentative;
+    Ok(results)
+}
+
+async fn append_audit(
+    conn: &mut SqliteConnection,
+    head: &mut (i64, String),
+    entries: &[AuditEntry],
+) -> Result<(), StoreError> {
+    for entry in entries {
+        let seq = head.0 + 1;
+        let payload = entry.payload.to_string();
+        let hash = audit_hash(&head.1, seq, entry.at, &entry.principal, &entry.event_id, &entry.action, &payload);
+        sqlx::query(
+            "INSERT INTO audit (seq, at, principal, event_id, action, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(entry.at)
+        .bind(&entry.principal)
+        .bind(&entry.event_id)
+        .bind(&entry.action)
+        .bind(&payload)
+        .bind(&head.1)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?;
+        *head = (seq, hash);
+    }
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+async fn write_task(conn: &mut SqliteConnection, task: &TaskRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tasks (event_id, target_id, event_seq, person_id, effective_at, urgent, state, planned, grants_access, \
+         command_id, attempts, next_attempt_at, last_error, acknowledgement, read_back, differences, deadline_at, \
+         deadline_breached, planned_at, dispatched_at, acknowledged_at, finished_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (event_id, target_id) DO UPDATE SET state = excluded.state, planned = excluded.planned, \
+         grants_access = excluded.grants_access, command_id = excluded.command_id, attempts = excluded.attempts, \
+         next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, \
+         acknowledgement = excluded.acknowledgement, read_back = excluded.read_back, differences = excluded.differences, \
+         deadline_breached = CASE WHEN tasks.deadline_breached = 1 THEN 1 ELSE excluded.deadline_breached END, \
+         dispatched_at = excluded.dispatched_at, acknowledged_at = excluded.acknowledged_at, finished_at = excluded.finished_at",
+    )
+    .bind(&task.event_id)
+    .bind(&task.target_id)
+    .bind(task.event_seq)
+    .bind(&task.person_id)
+    .bind(task.effective_at)
+    .bind(i64::from(task.urgent))
+    .bind(task.state.as_str())
+    .bind(task.planned.encode_to_vec())
+    .bind(i64::from(task.grants_access))
+    .bind(&task.command_id)
+    .bind(i64::from(task.attempts))
+    .bind(task.next_attempt_at)
+    .bind(&task.last_error)
+    .bind(task.acknowledgement.as_ref().map(Message::encode_to_vec))
+    .bind(task.read_back.as_ref().map(Message::encode_to_vec))
+    .bind(json(&task.differences))
+    .bind(task.deadline_at)
+    .bind(i64::from(task.deadline_breached))
+    .bind(task.planned_at)
+    .bind(task.dispatched_at)
+    .bind(task.acknowledged_at)
+    .bind(task.finished_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn apply_op(
+    conn: &mut SqliteConnection,
+    head: &mut (i64, String),
+    op: &WriteOp,
+) -> Result<WriteResult, StoreError> {
+    match op {
+        WriteOp::InsertEvent { event, tasks, audit } => {
+            let existing = sqlx::query("SELECT * FROM events WHERE event_id = ?")
+                .bind(&event.event_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(row) = existing {
+                return Ok(WriteResult::Inserted(InsertOutcome::Duplicate(Box::new(event_from_row(&row)?))));
+            }
+            let seq: i64 = sqlx::query(
+                "INSERT INTO events (event_id, kind, person_id, attributes, effective_at, source_system, initiator, urgent, \
+                 received_at, policy_hash, plan, plan_hash, trace_id, state, finished_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            )
+            .bind(&event.event_id)
+            .bind(kind_name(event.kind))
+            .bind(&event.person_id)
+            .bind(json(&event.attributes))
+            .bind(event.effective_at)
+            .bind(&event.source_system)
+            .bind(&event.initiator)
+            .bind(i64::from(event.urgent))
+            .bind(event.received_at)
+            .bind(&event.policy_hash)
+            .bind(event.plan.encode_to_vec())
+            .bind(&event.plan_hash)
+            .bind(&event.trace_id)
+            .bind(event.state.as_str())
+            .bind(event.finished_at)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("seq")?;
+            for task in tasks {
+                let mut task = task.clone();
+                task.event_seq = seq;
+                write_task(conn, &task).await?;
+            }
+            append_audit(conn, head, audit).await?;
+            Ok(WriteResult::Inserted(InsertOutcome::Inserted(seq)))
+        }
+        WriteOp::SaveTask { task, audit } => {
+            write_task(conn, task).await?;
+            append_audit(conn, head, audit).await?;
+            if !task.state.is_terminal() {
+                return Ok(WriteResult::Saved(None));
+            }
+            let rows = sqlx::query("SELECT state, grants_access, target_id FROM tasks WHERE event_id = ?")
+                .bind(&task.event_id)
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut states = Vec::with_capacity(rows.len());
+            let mut targets = BTreeSet::new();
+            for row in &rows {
+                let state = task_state(&row.try_get::<String, _>("state")?)?;
+                if state == TaskState::Verified && row.try_get::<i64, _>("grants_access")? == 1 {
+                    targets.insert(row.try_get::<String, _>("target_id")?);
+                }
+                states.push(state);
+            }
+            let state = EventState::from_tasks(states);
+            if !state.is_terminal() {
+                return Ok(WriteResult::Saved(None));
+            }
+            let now = task.finished_at.unwrap_or_default();
+            let updated = sqlx::query("UPDATE events SET state = ?, finished_at = ? WHERE event_id = ? AND state = ?")
+                .bind(state.as_str())
+                .bind(now)
+                .bind(&task.event_id)
+                .bind(EventState::InProgress.as_str())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                return Ok(WriteResult::Saved(None));
+            }
+            let mut audit = vec![AuditEntry {
+                at: now,
+                principal: "coordinator".into(),
+                event_id: task.event_id.clone(),
+                action: format!("event.{}", state.as_str()),
+                payload: serde_json::json!({ "state": state.as_str() }),
+            }];
+            if state == EventState::Verified
+                && let Some(identity) = update_identity(conn, &task.event_id, targets, now).await?
+            {
+                audit.push(AuditEntry {
+                    at: now,
+                    principal: "coordinator".into(),
+                    event_id: task.event_id.clone(),
+                    action: "identity.updated".into(),
+                    payload: serde_json::json!({
+                        "person_id": identity.person_id,
+                        "has_left": identity.has_left,
+                        "effective_at": crate::event::format_time(Some(identity.effective_at)),
+                        "targets": identity.targets,
+                    }),
+                });
+            }
+            append_audit(conn, head, &audit).await?;
+            Ok(WriteResult::Saved(Some(state)))
+        }
+        WriteOp::MarkBreached { event_id, target_id, audit } => {
+            let updated = sqlx::query(
+                "UPDATE tasks SET deadline_breached = 1 WHERE event_id = ? AND target_id = ? AND deadline_breached = 0",
+            )
+            .bind(event_id)
+            .bind(target_id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if updated > 0 {
+                append_audit(conn, head, std::slice::from_ref(audit)).await?;
+            }
+            Ok(WriteResult::Done)
+        }
+        WriteOp::RecordApproval { approval, audit } => {
+            let exists = sqlx::query("SELECT 1 FROM approvals WHERE event_id = ? AND target_id = ? AND approver = ?")
+                .bind(&approval.event_id)
+                .bind(&approval.target_id)
+                .bind(&approval.approver)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if exists.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "{} has already decided on this task",
+                    connector_kit::validate::printable(&approval.approver)
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO approvals (event_id, target_id, approver, decision, comment, at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&approval.event_id)
+            .bind(&approval.target_id)
+            .bind(&approval.approver)
+            .bind(&approval.decision)
+            .bind(&approval.comment)
+            .bind(approval.at)
+            .execute(&mut *conn)
+            .await?;
+            append_audit(conn, head, std::slice::from_ref(audit)).await?;
+            Ok(WriteResult::Done)
+        }
+    }
+}
+
+/// Records a verified event's attributes as the person's identity, unless a
+/// later-effective event already did.
+async fn update_identity(
+    conn: &mut SqliteConnection,
+    event_id: &str,
+    targets: BTreeSet<String>,
+    now: i64,
+) -> Result<Option<IdentityRecord>, StoreError> {
+    let row = sqlx::query("SELECT * FROM events WHERE event_id = ?").bind(event_id).fetch_one(&mut *conn).await?;
+    let event = event_from_row(&row)?;
+    let current = sqlx::query("SELECT effective_at FROM identities WHERE person_id = ?")
+        .bind(&event.person_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(current) = current
+        && current.try_get::<i64, _>("effective_at")? > event.effective_at
+    {
+        return Ok(None);
+    }
+    let has_left = event.kind == EventKindName::Leaver;
+    let targets = if has_left { BTreeSet::new() } else { targets };
+    sqlx::query(
+        "INSERT INTO identities (person_id, attributes, effective_at, event_id, has_left, targets, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (person_id) DO UPDATE SET attributes = excluded.attributes, \
+         effective_at = excluded.effective_at, event_id = excluded.event_id, has_left = excluded.has_left, \
+         targets = excluded.targets, updated_at = excluded.updated_at",
+    )
+    .bind(&event.person_id)
+    .bind(json(&event.attributes))
+    .bind(event.effective_at)
+    .bind(&event.event_id)
+    .bind(i64::from(has_left))
+    .bind(json(&targets))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(IdentityRecord {
+        person_id: event.person_id,
+        attributes: event.attributes,
+        effective_at: event.effective_at,
+        event_id: event.event_id,
+        has_left,
+        targets,
+        updated_at: now,
+    }))
+}
+
+fn corrupt(what: &'static str, message: impl ToString) -> StoreError {
+    StoreError::Corrupt { what, message: message.to_string() }
+}
+
+fn task_state(name: &str) -> Result<TaskState, StoreError> {
+    TaskState::parse(name).ok_or_else(|| corrupt("tasks.state", name))
+}
+
+fn decode<M: Message + Default>(what: &'static str, bytes: Option<Vec<u8>>) -> Result<Option<M>, StoreError> {
+    bytes.map(|b| M::decode(b.as_slice()).map_err(|e| corrupt(what, e))).transpose()
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<EventRecord, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    let attributes: String = row.try_get("attributes")?;
+    Ok(EventRecord {
+        seq: row.try_get("seq")?,
+        event_id: row.try_get("event_id")?,
+        kind: kind_from_name(&kind).ok_or_else(|| corrupt("events.kind", &kind))?,
+        person_id: row.try_get("person_id")?,
+        attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("events.attributes", e))?,
+        effective_at: row.try_get("effective_at")?,
+        source_system: row.try_get("source_system")?,
+        initiator: row.try_get("initiator")?,
+        urgent: row.try_get::<i64, _>("urgent")? != 0,
+        received_at: row.try_get("received_at")?,
+        policy_hash: row.try_get("policy_hash")?,
+        plan: decode("events.plan", Some(row.try_get("plan")?))?.unwrap_or_default(),
+        plan_hash: row.try_get("plan_hash")?,
+        trace_id: row.try_get("trace_id")?,
+        state: EventState::parse(&state).ok_or_else(|| corrupt("events.state", &state))?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn task_from_row(row: &SqliteRow) -> Result<TaskRecord, StoreError> {
+    let differences: String = row.try_get("differences")?;
+    Ok(TaskRecord {
+        event_id: row.try_get("event_id")?,
+        target_id: row.try_get("target_id")?,
+        event_seq: row.try_get("event_seq")?,
+        person_id: row.try_get("person_id")?,
+        effective_at: row.try_get("effective_at")?,
+        urgent: row.try_get::<i64, _>("urgent")? != 0,
+        state: task_state(&row.try_get::<String, _>("state")?)?,
+        planned: decode("tasks.planned", Some(row.try_get("planned")?))?.unwrap_or_default(),
+        grants_access: row.try_get::<i64, _>("grants_access")? != 0,
+        command_id: row.try_get("command_id")?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+        acknowledgement: decode("tasks.acknowledgement", row.try_get("acknowledgement")?)?,
+        read_back: decode("tasks.read_back", row.try_get("read_back")?)?,
+        differences: serde_json::from_str(&differences).map_err(|e| corrupt("tasks.differences", e))?,
+        deadline_at: row.try_get("deadline_at")?,
+        deadline_breached: row.try_get::<i64, _>("deadline_breached")? != 0,
+        planned_at: row.try_get("planned_at")?,
+        dispatched_at: row.try_get("dispatched_at")?,
+        acknowledged_at: row.try_get("acknowledged_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+/// Reads audit records from any pool over the schema (also used offline).
+pub async fn read_audit(pool: &SqlitePool, after: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(audit_from_row).collect()
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        principal: row.try_get("principal")?,
+        event_id: row.try_get("event_id")?,
+        action: row.try_get("action")?,
+        payload: row.try_get("payload")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn insert_event(
+        &self,
+        event: EventRecord,
+        tasks: Vec<TaskRecord>,
+        audit: Vec<AuditEntry>,
+    ) -> StoreFuture<'_, InsertOutcome> {
+        Box::pin(async move {
+            match self.write(WriteOp::InsertEvent { event, tasks, audit }).await? {
+                WriteResult::Inserted(outcome) => Ok(outcome),
+                _ => Err(corrupt("writer", "mismatched reply")),
+            }
+        })
+    }
+
+    fn save_task(&self, task: TaskRecord, audit: Vec<AuditEntry>) -> StoreFuture<'_, Option<EventState>> {
+        Box::pin(async move {
+            match self.write(WriteOp::SaveTask { task, audit }).await? {
+                WriteResult::Saved(state) => Ok(state),
+                _ => Err(corrupt("writer", "mismatched reply")),
+            }
+        })
+    }
+
+    fn mark_breached(&self, event_id: String, target_id: String, audit: AuditEntry) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.write(WriteOp::MarkBreached { event_id, target_id, audit }).await?;
+            Ok(())
+        })
+    }
+
+    fn record_approval(&self, approval: ApprovalRecord, audit: AuditEntry) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.write(WriteOp::RecordApproval { approval, audit }).await?;
+            Ok(())
+        })
+    }
+
+    fn event(&self, event_id: &str) -> StoreFuture<'_, Option<EventRecord>> {
+        let event_id = event_id.to_owned();
+        Box::pin(async move {
+            sqlx::query("SELECT * FROM events WHERE event_id = ?")
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(event_from_row)
+                .transpose()
+        })
+    }
+
+    fn tasks(&self, event_id: &str) -> StoreFuture<'_, Vec<TaskRecord>> {
+        let event_id = event_id.to_owned();
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT * FROM tasks WHERE event_id = ?").bind(event_id).fetch_all(&self.pool).await?;
+            rows.iter().map(task_from_row).collect()
+        })
+    }
+
+    fn task(&self, event_id: &str, target_id: &str) -> StoreFuture<'_, Option<TaskRecord>> {
+        let (event_id, target_id) = (event_id.to_owned(), target_id.to_owned());
+        Box::pin(async move {
+            sqlx::query("SELECT * FROM tasks WHERE event_id = ? AND target_id = ?")
+                .bind(event_id)
+                .bind(target_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(task_from_row)
+                .transpose()
+        })
+    }
+
+    fn approvals(&self, event_id: &str) -> StoreFuture<'_, Vec<ApprovalRecord>> {
+        let event_id = event_id.to_owned();
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM approvals WHERE event_id = ? ORDER BY at, approver")
+                .bind(event_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ApprovalRecord {
+                        event_id: row.try_get("event_id")?,
+                        target_id: row.try_get("target_id")?,
+                        approver: row.try_get("approver")?,
+                        decision: row.try_get("decision")?,
+                        comment: row.try_get("comment")?,
+                        at: row.try_get("at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn unfinished_tasks(&self) -> StoreFuture<'_, Vec<TaskRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT * FROM tasks WHERE state NOT IN ('verified', 'failed', 'superseded') ORDER BY event_seq",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(task_from_row).collect()
+        })
+    }
+
+    fn started_watermarks(&self) -> StoreFuture<'_, Vec<((String, String), (i64, i64))>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT person_id, target_id, effective_at, event_seq FROM tasks \
+                 WHERE dispatched_at IS NOT NULL ORDER BY effective_at, event_seq",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            let mut marks: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+            for row in rows {
+                let key = (row.try_get("person_id")?, row.try_get("target_id")?);
+                let mark = (row.try_get("effective_at")?, row.try_get("event_seq")?);
+                let entry = marks.entry(key).or_insert(mark);
+                if mark > *entry {
+                    *entry = mark;
+                }
+            }
+            Ok(marks.into_iter().collect())
+        })
+    }
+
+    fn person_context(&self, person_id: &str) -> StoreFuture<'_, PersonContext> {
+        let person_id = person_id.to_owned();
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT DISTINCT target_id FROM tasks WHERE person_id = ? AND grants_access = 1 AND state <> 'superseded'",
+            )
+            .bind(&person_id)
+            .fetch_all(&self.pool)
+            .await?;
+            let provisioned = rows.iter().map(|r| r.try_get::<String, _>("target_id")).collect::<Result<_, _>>()?;
+            let identity = self.identity(&person_id).await?;
+            let latest_attributes = match identity {
+                Some(identity) => Some(identity.attributes),
+                None => {
+                    let row = sqlx::query(
+                        "SELECT attributes FROM events WHERE person_id = ? ORDER BY effective_at DESC, seq DESC LIMIT 1",
+                    )
+                    .bind(&person_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    row.map(|row| {
+                        let text: String = row.try_get("attributes")?;
+                        serde_json::from_str(&text).map_err(|e| corrupt("events.attributes", e))
+                    })
+                    .transpose()?
+                }
+            };
+            Ok(PersonContext { provisioned, latest_attributes })
+        })
+    }
+
+    fn identity(&self, person_id: &str) -> StoreFuture<'_, Option<IdentityRecord>> {
+        let person_id = person_id.to_owned();
+        Box::pin(async move {
+            let Some(row) = sqlx::query("SELECT * FROM identities WHERE person_id = ?")
+                .bind(person_id)
+                .fetch_optional(&self.pool)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let attributes: String = row.try_get("attributes")?;
+            let targets: String = row.try_get("targets")?;
+            Ok(Some(IdentityRecord {
+                person_id: row.try_get("person_id")?,
+                attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("identities.attributes", e))?,
+                effective_at: row.try_get("effective_at")?,
+                event_id: row.try_get("event_id")?,
+                has_left: row.try_get::<i64, _>("has_left")? != 0,
+                targets: serde_json::from_str(&targets).map_err(|e| corrupt("identities.targets", e))?,
+                updated_at: row.try_get("updated_at")?,
+            }))
+        })
+    }
+
+    fn audit_records(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
+        Box::pin(read_audit(&self.pool, after, limit))
+    }
+
+    fn event_audit(&self, event_id: &str) -> StoreFuture<'_, Vec<AuditRecord>> {
+        let event_id = event_id.to_owned();
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM audit WHERE event_id = ? ORDER BY seq")
+                .bind(event_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(audit_from_row).collect()
+        })
+    }
+
+    fn overdue(&self, now: i64) -> StoreFuture<'_, Vec<OverdueRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT event_id, person_id, target_id, state, deadline_at FROM tasks WHERE deadline_breached = 1 \
+                 OR (deadline_at < ? AND state NOT IN ('verified', 'failed', 'superseded')) ORDER BY deadline_at",
+            )
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(OverdueRecord {
+                        event_id: row.try_get("event_id")?,
+                        person_id: row.try_get("person_id")?,
+                        target_id: row.try_get("target_id")?,
+                        state: task_state(&row.try_get::<String, _>("state")?)?,
+                        deadline_at: row.try_get("deadline_at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
