@@ -21,7 +21,7 @@ use jml_contract::v1 as pb;
 use jml_contract::v1::connector_client::ConnectorClient as GeneratedClient;
 use rand::Rng;
 use tonic::transport::{Channel, Endpoint};
-use tower::util::BoxCloneService;
+use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::telemetry::{ClientTrace, ClientTraceLayer};
@@ -172,7 +172,7 @@ fn typed(error: BoxError) -> ConnectorError {
 /// A client of one connector, cheap to clone; clones share the concurrency limit.
 #[derive(Clone)]
 pub struct ConnectorClient {
-    stack: BoxCloneService<Call, Reply, ConnectorError>,
+    stack: BoxCloneSyncService<Call, Reply, ConnectorError>,
     raw: GeneratedClient<TracedChannel>,
     endpoint: String,
 }
@@ -210,7 +210,7 @@ impl ConnectorClient {
             .map_err(typed)
             .timeout(options.call_timeout)
             .service(GrpcCall { client: raw.clone() });
-        Self { stack: BoxCloneService::new(stack), raw, endpoint: endpoint.to_owned() }
+        Self { stack: BoxCloneSyncService::new(stack), raw, endpoint: endpoint.to_owned() }
     }
 
     /// The endpoint this client calls.
