@@ -1,0 +1,24 @@
+//! `connector-scim`: serves the SCIM 2.0 connector over the jml.v1 contract.
+
+use anyhow::Context;
+use clap::Parser;
+use connector_scim::{ScimConfig, ScimConnector};
+
+/// Serve the SCIM 2.0 connector over the jml.v1 contract.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    serve: connector_kit::cli::ServeArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    connector_kit::telemetry::init("connector-scim");
+    let path = args.serve.config.as_deref().context("--config (or JML_CONNECTOR_CONFIG) is required")?;
+    let config = ScimConfig::load(path)?;
+    let connector = ScimConnector::new(&config)?;
+    connector_kit::cli::serve(&args.serve, connector).await?;
+    Ok(())
+}
