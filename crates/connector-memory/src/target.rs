@@ -105,6 +105,34 @@ impl MemoryTarget {
         self.len() == 0
     }
 
+    /// Adds `count` synthetic accounts `seed-NNNNNNN` (person `pNNNNNNN`,
+    /// display name, group `staff`); every `drift_every`th also holds the
+    /// privileged group `admins`. For benchmarks.
+    pub fn seed(&self, count: usize, drift_every: usize) {
+        let Ok(mut accounts) = self.accounts.write() else { return };
+        let now = SystemTime::now();
+        for index in 0..count {
+            let account_name = format!("seed-{index:07}");
+            let mut entitlements: BTreeSet<(String, String)> = [("group".to_string(), "staff".to_string())].into();
+            if drift_every > 0 && index % drift_every == 0 {
+                entitlements.insert(("group".into(), "admins".into()));
+            }
+            accounts.insert(
+                account_name.clone(),
+                StoredAccount {
+                    person_id: format!("p{index:07}"),
+                    native_id: format!("native-{index}"),
+                    enabled: true,
+                    attributes: [("display_name".to_string(), format!("Person {index}"))].into(),
+                    entitlements,
+                    credentials: ["password".to_string()].into(),
+                    changed_at: now,
+                    account_name,
+                },
+            );
+        }
+    }
+
     /// Grants an entitlement directly, as an ad hoc edit on the target would.
     pub fn grant_directly(&self, account_name: &str, kind: &str, id: &str) -> bool {
         let Ok(mut accounts) = self.accounts.write() else { return false };
