@@ -1,0 +1,195 @@
+//! Shared set-up of the integration tests: the real slapd started by
+//! `deploy/local/slapd.sh start RUN_DIR` (its `RUN_DIR/slapd.env` sourced),
+//! a connector configured against it, and direct access to the directory
+//! with the admin account, bypassing the connector.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use connector_kit::client::{ClientOptions, ConnectorClient};
+use connector_kit::conformance::{Backdoor, ConformanceTarget, Fixture};
+use connector_kit::contract as pb;
+use connector_kit::server::ConnectorServer;
+use connector_ldap::config::TlsConfig;
+use connector_ldap::{LdapConfig, LdapConnector};
+use futures::future::BoxFuture;
+use ldap3::{LdapConnAsync, Mod, Scope, SearchEntry};
+
+/// The slapd the tests run against, from the environment.
+pub struct Slapd {
+    pub url: String,
+    pub ldaps_url: String,
+    pub ca_file: PathBuf,
+    pub base_dn: String,
+    pub bind_dn: String,
+    pub password_file: PathBuf,
+    pub run_dir: PathBuf,
+    pub script: PathBuf,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: start the test directory with `deploy/local/slapd.sh start RUN_DIR` and \
+             `source RUN_DIR/slapd.env` (or run .ci/run)"
+        )
+    })
+}
+
+impl Slapd {
+    pub fn from_env() -> Self {
+        Self {
+            url: var("JML_TEST_SLAPD_URL"),
+            ldaps_url: var("JML_TEST_SLAPD_LDAPS_URL"),
+            ca_file: var("JML_TEST_SLAPD_CA_FILE").into(),
+            base_dn: var("JML_TEST_SLAPD_BASE_DN"),
+            bind_dn: var("JML_TEST_SLAPD_BIND_DN"),
+            password_file: var("JML_TEST_SLAPD_BIND_PASSWORD_FILE").into(),
+            run_dir: var("JML_TEST_SLAPD_RUN_DIR").into(),
+            script: var("JML_TEST_SLAPD_SCRIPT").into(),
+        }
+    }
+
+    pub fn password(&self) -> String {
+        std::fs::read_to_string(&self.password_file).expect("bind password file").trim_end().to_owned()
+    }
+
+    pub fn people(&self) -> String {
+        format!("ou=people,{}", self.base_dn)
+    }
+
+    pub fn groups(&self) -> String {
+        format!("ou=groups,{}", self.base_dn)
+    }
+
+    /// A connector configuration for this slapd, from the example's shape.
+    pub fn config(&self) -> LdapConfig {
+        let yaml = format!(
+            "target_id: ldap-test\nurl: {}\nbind_dn: {}\nbind_password: {{ file: {} }}\nusers_base_dn: {}\n\
+             groups_base_dn: {}\nprivileged_groups: [admins, it-ops, prod-access, db-admins]\n\
+             empty_group_member: cn=nobody,{}\n",
+            self.url,
+            self.bind_dn,
+            self.password_file.display(),
+            self.people(),
+            self.groups(),
+            self.base_dn
+        );
+        let config: LdapConfig = serde_yaml_ng::from_str(&yaml).expect("test config parses");
+        config.check().expect("test config is valid");
+        assert_eq!(config.bind_password.file.as_ref(), Some(&self.password_file));
+        config
+    }
+
+    pub fn tls_config(&self, url: &str, starttls: bool) -> LdapConfig {
+        let mut config = self.config();
+        config.url = url.to_owned();
+        config.tls = TlsConfig { starttls, ca_file: Some(self.ca_file.clone()) };
+        config
+    }
+
+    pub fn connector(&self, config: LdapConfig) -> LdapConnector {
+        let password = config.bind_password().expect("bind password");
+        LdapConnector::new(config, password).expect("connector")
+    }
+
+    /// A bound admin connection, bypassing the connector.
+    pub async fn admin(&self) -> ldap3::Ldap {
+        let (driver, mut ldap) = LdapConnAsync::new(&self.url).await.expect("connect to slapd");
+        ldap3::drive!(driver);
+        ldap.simple_bind(&self.bind_dn, &self.password()).await.expect("bind").success().expect("admin bind");
+        ldap
+    }
+
+    /// The DN of the account named `name` (`uid`), found directly.
+    pub async fn account_dn(&self, name: &str) -> Option<String> {
+        let mut ldap = self.admin().await;
+        let filter = format!("(uid={})", ldap3::ldap_escape(name));
+        let (entries, _) = ldap
+            .search(&self.people(), Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .expect("search")
+            .success()
+            .expect("ok");
+        entries.into_iter().next().map(|e| SearchEntry::construct(e).dn)
+    }
+}
+
+/// Grants group memberships with the admin account, bypassing the connector.
+pub struct SlapdBackdoor(pub Arc<Slapd>);
+
+impl Backdoor for SlapdBackdoor {
+    fn grant_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        entitlement: &'a pb::Entitlement,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let dn =
+                self.0.account_dn(&account.account_name).await.ok_or_else(|| anyhow::anyhow!("no such account"))?;
+            let group = format!("cn={},{}", ldap3::dn_escape(&entitlement.id), self.0.groups());
+            let mut ldap = self.0.admin().await;
+            ldap.modify(&group, vec![Mod::Add("member", HashSet::from([dn.as_str()]))]).await?.success()?;
+            Ok(())
+        })
+    }
+}
+
+fn group(id: &str, privileged: bool) -> pb::Entitlement {
+    pb::Entitlement { kind: "group".into(), id: id.into(), privileged }
+}
+
+/// The connector served over real gRPC on loopback, with the conformance fixture.
+pub async fn conformance_target() -> ConformanceTarget {
+    let slapd = Arc::new(Slapd::from_env());
+    let connector = slapd.connector(slapd.config());
+    let server =
+        ConnectorServer::new(connector).bind("127.0.0.1:0".parse().expect("address")).await.expect("server binds");
+    let client = ConnectorClient::connect(&server.endpoint(), ClientOptions::default()).expect("client");
+    let fixture = Fixture {
+        attributes: Box::new(|name| {
+            BTreeMap::from([
+                ("display_name".into(), format!("Person {name}")),
+                ("mail".into(), format!("{name}@Example.org")),
+            ])
+        }),
+        changed_attributes: Box::new(|name| {
+            BTreeMap::from([("display_name".into(), format!("Moved {name}")), ("title".into(), "Engineer".into())])
+        }),
+        entitlements: vec![
+            group("staff", false),
+            group("engineering", false),
+            group("sales", false),
+            group("admins", true),
+        ],
+        hostile_attribute: Some("display_name".into()),
+        list_accounts: 120,
+        list_page_size: 25,
+        backdoor: Some(Arc::new(SlapdBackdoor(slapd))),
+        ..Fixture::default()
+    };
+    ConformanceTarget { client, fixture, guard: Some(Box::new(server)) }
+}
+
+/// Every entry under the suffix as `ldapsearch` shows it: DN -> its lines
+/// (sorted, LDIF unwrapped), with operational change stamps kept.
+pub fn ldapsearch_snapshot(slapd: &Slapd) -> BTreeMap<String, Vec<String>> {
+    let output = std::process::Command::new("ldapsearch")
+        .args(["-x", "-LLL", "-o", "ldif-wrap=no", "-H", &slapd.url, "-D", &slapd.bind_dn, "-y"])
+        .arg(&slapd.password_file)
+        .args(["-b", &slapd.base_dn, "(objectClass=*)", "*", "entryCSN", "pwdAccountLockedTime"])
+        .output()
+        .expect("ldapsearch runs (apt-get install ldap-utils)");
+    assert!(output.status.success(), "ldapsearch failed: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).expect("LDIF is UTF-8");
+    let mut entries = BTreeMap::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut lines: Vec<String> = block.lines().map(str::to_owned).collect();
+        let dn = lines.remove(0);
+        lines.sort();
+        entries.insert(dn, lines);
+    }
+    entries
+}

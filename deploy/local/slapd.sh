@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# A throwaway OpenLDAP slapd on loopback for the LDAP connector's tests and benchmarks.
+#
+#   slapd.sh install            apt-installs slapd, ldap-utils and openssl (idempotent, no prompts)
+#   slapd.sh start RUN_DIR      builds a cn=config under RUN_DIR/slapd/ (mdb backend, suffix
+#                               dc=example,dc=org, schemas core/cosine/inetorgperson/nis, the
+#                               ppolicy overlay with a default policy that honours
+#                               pwdAccountLockedTime), loads the base tree (ou=people, ou=groups
+#                               with the catalogue groups, ou=policies), starts slapd on a free
+#                               loopback port (plain LDAP with StartTLS, and LDAPS on a second
+#                               port, with a throwaway CA), waits until it answers a bind, and
+#                               writes RUN_DIR/slapd.env
+#   slapd.sh restart RUN_DIR    stops and starts the same slapd with the same data and ports
+#   slapd.sh stop RUN_DIR       stops it (idempotent)
+#
+# Any system slapd the Debian package may have started is neither used nor touched.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SUFFIX="dc=example,dc=org"
+ROOT_DN="cn=admin,$SUFFIX"
+# Groups present in the base tree: the connector's conformance fixture and the example policy use them.
+GROUPS_PLAIN="staff engineering sales finance marketing support hr legal contractors eu-staff us-staff managers vpn-users wiki-editors"
+GROUPS_PRIVILEGED="admins it-ops prod-access db-admins"
+# groupOfNames needs one member: this placeholder DN is never a user, so never reported as a member.
+PLACEHOLDER_MEMBER="cn=nobody,$SUFFIX"
+
+cmd_install() {
+  apt_install slapd ldap-utils openssl
+}
+
+write_config_ldif() {
+  local dir=$1 password=$2
+  cat <<EOF
+dn: cn=config
+objectClass: olcGlobal
+cn: config
+olcPidFile: $dir/slapd.pid
+olcArgsFile: $dir/slapd.args
+olcLogLevel: none
+olcTLSCACertificateFile: $dir/tls/ca.pem
+olcTLSCertificateFile: $dir/tls/server.pem
+olcTLSCertificateKeyFile: $dir/tls/server.key
+
+dn: cn=module{0},cn=config
+objectClass: olcModuleList
+cn: module{0}
+olcModulePath: /usr/lib/ldap
+olcModuleLoad: back_mdb
+olcModuleLoad: ppolicy
+
+dn: cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: schema
+
+include: file:///etc/ldap/schema/core.ldif
+
+include: file:///etc/ldap/schema/cosine.ldif
+
+include: file:///etc/ldap/schema/inetorgperson.ldif
+
+include: file:///etc/ldap/schema/nis.ldif
+
+dn: olcDatabase={-1}frontend,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcFrontendConfig
+olcDatabase: {-1}frontend
+olcSizeLimit: 1000
+
+dn: olcDatabase={0}config,cn=config
+objectClass: olcDatabaseConfig
+olcDatabase: {0}config
+olcAccess: {0}to * by * none
+
+dn: olcDatabase={1}mdb,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcMdbConfig
+olcDatabase: {1}mdb
+olcSuffix: $SUFFIX
+olcRootDN: $ROOT_DN
+olcRootPW: $password
+olcDbDirectory: $dir/data
+olcDbMaxSize: 2147483648
+olcDbIndex: objectClass eq
+olcDbIndex: uid,cn,employeeNumber eq
+olcDbIndex: member eq
+olcAccess: {0}to attrs=userPassword by self write by anonymous auth by * none
+olcAccess: {1}to * by self read by users read by * none
+
+dn: olcOverlay={0}ppolicy,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcPPolicyConfig
+olcOverlay: {0}ppolicy
+olcPPolicyDefault: cn=default,ou=policies,$SUFFIX
+EOF
+}
+
+write_base_ldif() {
+  cat <<EOF
+dn: $SUFFIX
+objectClass: dcObject
+objectClass: organization
+dc: example
+o: Example
+
+dn: ou=people,$SUFFIX
+objectClass: organizationalUnit
+ou: people
+
+dn: ou=groups,$SUFFIX
+objectClass: organizationalUnit
+ou: groups
+
+dn: ou=policies,$SUFFIX
+objectClass: organizationalUnit
+ou: policies
+
+dn: cn=default,ou=policies,$SUFFIX
+objectClass: organizationalRole
+objectClass: pwdPolicy
+cn: default
+pwdAttribute: userPassword
+pwdLockout: TRUE
+pwdMaxFailure: 0
+EOF
+  local group
+  for group in $GROUPS_PLAIN $GROUPS_PRIVILEGED; do
+    printf '\ndn: cn=%s,ou=groups,%s\nobjectClass: groupOfNames\ncn: %s\nmember: %s\n' \
+      "$group" "$SUFFIX" "$group" "$PLACEHOLDER_MEMBER"
+  done
+}
+
+make_tls() {
+  local tls=$1
+  mkdir -p "$tls"
+  [[ -f $tls/server.pem ]] && return 0
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=jml-test-ldap-ca" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
+    >"$tls/server.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$tls/server.ext" -out "$tls/server.pem" >/dev/null 2>&1
+  chmod 600 "$tls/server.key" "$tls/ca.key"
+}
+
+# run_slapd DIR: starts slapd from DIR's config on the ports saved there and waits for a bind.
+run_slapd() {
+  local dir=$1
+  local port ldaps_port password
+  port=$(cat "$dir/port")
+  ldaps_port=$(cat "$dir/ldaps_port")
+  password=$(cat "$dir/admin.password")
+  slapd -h "ldap://127.0.0.1:$port/ ldaps://127.0.0.1:$ldaps_port/" -F "$dir/config" >"$dir/slapd.log" 2>&1 || {
+    cat "$dir/slapd.log" >&2
+    return 1
+  }
+  wait_for_port "$port" 30
+  wait_for_port "$ldaps_port" 30
+  local deadline=$((SECONDS + 30))
+  until ldapwhoami -x -H "ldap://127.0.0.1:$port/" -D "$ROOT_DN" -y "$dir/admin.password" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "slapd on 127.0.0.1:$port does not accept the admin bind" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+  : "$password"
+}
+
+cmd_start() {
+  local run_dir=${1:?usage: slapd.sh start RUN_DIR}
+  mkdir -p "$run_dir"
+  run_dir=$(cd "$run_dir" && pwd)
+  local dir=$run_dir/slapd
+  cmd_stop "$run_dir"
+  rm -rf "$dir"
+  mkdir -p "$dir/config" "$dir/data"
+  chmod 700 "$dir"
+  local password
+  password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+  (umask 077 && printf '%s' "$password" >"$dir/admin.password")
+  free_port >"$dir/port"
+  free_port >"$dir/ldaps_port"
+  make_tls "$dir/tls"
+  write_config_ldif "$dir" "$password" >"$dir/config.ldif"
+  slapadd -n0 -F "$dir/config" -l "$dir/config.ldif" >"$dir/slapadd.log" 2>&1 || {
+    cat "$dir/slapadd.log" >&2
+    return 1
+  }
+  write_base_ldif >"$dir/base.ldif"
+  slapadd -F "$dir/config" -b "$SUFFIX" -l "$dir/base.ldif" >>"$dir/slapadd.log" 2>&1 || {
+    cat "$dir/slapadd.log" >&2
+    return 1
+  }
+  run_slapd "$dir"
+  local port ldaps_port
+  port=$(cat "$dir/port")
+  ldaps_port=$(cat "$dir/ldaps_port")
+  cat >"$run_dir/slapd.env" <<EOF
+export JML_TEST_SLAPD_URL=ldap://127.0.0.1:$port
+export JML_TEST_SLAPD_LDAPS_URL=ldaps://127.0.0.1:$ldaps_port
+export JML_TEST_SLAPD_CA_FILE=$dir/tls/ca.pem
+export JML_TEST_SLAPD_BASE_DN=$SUFFIX
+export JML_TEST_SLAPD_BIND_DN=$ROOT_DN
+export JML_TEST_SLAPD_BIND_PASSWORD_FILE=$dir/admin.password
+export JML_TEST_SLAPD_RUN_DIR=$run_dir
+export JML_TEST_SLAPD_SCRIPT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/slapd.sh
+EOF
+}
+
+cmd_restart() {
+  local run_dir=${1:?usage: slapd.sh restart RUN_DIR}
+  run_dir=$(cd "$run_dir" && pwd)
+  local dir=$run_dir/slapd
+  [[ -f $dir/port ]] || {
+    echo "no slapd was started under $run_dir: run slapd.sh start $run_dir first" >&2
+    return 1
+  }
+  stop_pidfile "$dir/slapd.pid"
+  run_slapd "$dir"
+}
+
+cmd_stop() {
+  local run_dir=${1:?usage: slapd.sh stop RUN_DIR}
+  [[ -d $run_dir/slapd ]] || return 0
+  stop_pidfile "$run_dir/slapd/slapd.pid"
+}
+
+case "${1:-}" in
+  install) cmd_install ;;
+  start) cmd_start "${2:-}" ;;
+  restart) cmd_restart "${2:-}" ;;
+  stop) cmd_stop "${2:-}" ;;
+  *)
+    echo "usage: $0 install | start RUN_DIR | restart RUN_DIR | stop RUN_DIR" >&2
+    exit 2
+    ;;
+esac
