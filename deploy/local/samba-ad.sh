@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# A throwaway Samba Active Directory domain controller on loopback for the LDAP
+# connector's AD mode.
+#
+#   samba-ad.sh install            apt-installs samba, samba-ad-dc, samba-ad-provision, ldap-utils, openssl
+#   samba-ad.sh start RUN_DIR      provisions a domain (realm JML.TEST, --dns-backend=NONE) under
+#                                  RUN_DIR/samba-ad/, runs only Samba's LDAP service bound to
+#                                  127.0.0.1 (LDAP 389 with StartTLS, LDAPS 636: Samba's ports are
+#                                  fixed) with a throwaway CA whose server certificate names
+#                                  127.0.0.1, creates OU=Managed and OU=Groups with the catalogue
+#                                  groups, waits until it answers a bind, writes RUN_DIR/samba-ad.env
+#   samba-ad.sh stop RUN_DIR       stops it (idempotent)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+REALM=JML.TEST
+DOMAIN=JML
+BASE_DN="DC=jml,DC=test"
+ADMIN_DN="CN=Administrator,CN=Users,$BASE_DN"
+GROUPS_ALL="staff engineering sales finance marketing support hr legal contractors eu-staff us-staff managers vpn-users wiki-editors admins it-ops prod-access db-admins"
+
+cmd_install() {
+  apt_install samba samba-ad-dc samba-ad-provision ldap-utils openssl
+}
+
+make_tls() {
+  local tls=$1
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=jml-test-samba-ca" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=dc1.jml.test" \
+    -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1
+  printf 'subjectAltName=DNS:dc1.jml.test,DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
+    >"$tls/server.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$tls/server.ext" -out "$tls/server.pem" >/dev/null 2>&1
+  chmod 600 "$tls/server.key" "$tls/ca.key"
+}
+
+ldap_admin() {
+  local tool=$1 dir=$2
+  shift 2
+  LDAPTLS_CACERT="$dir/tls/ca.pem" "$tool" -x -H ldaps://127.0.0.1:636 -D "$ADMIN_DN" -y "$dir/admin.password" "$@"
+}
+
+cmd_start() {
+  local run_dir=${1:?usage: samba-ad.sh start RUN_DIR}
+  mkdir -p "$run_dir"
+  run_dir=$(cd "$run_dir" && pwd)
+  local dir=$run_dir/samba-ad
+  cmd_stop "$run_dir"
+  rm -rf "$dir"
+  mkdir -p "$dir/domain" "$dir/run" "$dir/log"
+  chmod 700 "$dir"
+  local password
+  password="Jml-$(python3 -c 'import secrets; print(secrets.token_hex(12))')-Ad9"
+  (umask 077 && printf '%s' "$password" >"$dir/admin.password")
+  make_tls "$dir/tls"
+  samba-tool domain provision --realm="$REALM" --domain="$DOMAIN" --server-role=dc --dns-backend=NONE \
+    --adminpass="$password" --targetdir="$dir/domain" --host-name=dc1 \
+    --option="interfaces = lo" --option="bind interfaces only = yes" >"$dir/provision.log" 2>&1 || {
+    tail -20 "$dir/provision.log" >&2
+    return 1
+  }
+  local conf=$dir/domain/etc/smb.conf
+  # Only the LDAP service, on loopback, with our certificate; plain simple binds allowed.
+  sed -i '/^\[global\]/a\
+	server services = ldap\
+	ldap server require strong auth = no\
+	pid directory = '"$dir"'/run\
+	log file = '"$dir"'/log/samba.log\
+	tls enabled = yes\
+	tls keyfile = '"$dir"'/tls/server.key\
+	tls certfile = '"$dir"'/tls/server.pem\
+	tls cafile = '"$dir"'/tls/ca.pem' "$conf"
+  sed -i '/^\tlog file = \/var\/log/d' "$conf"
+  samba -s "$conf" -D >"$dir/samba.out" 2>&1 || {
+    cat "$dir/samba.out" >&2
+    return 1
+  }
+  wait_for_port 636 60
+  local deadline=$((SECONDS + 60))
+  until ldap_admin ldapsearch "$dir" -LLL -s base -b "$BASE_DN" dn >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "Samba AD on 127.0.0.1:636 does not accept the Administrator bind" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+  {
+    printf 'dn: OU=Managed,%s\nobjectClass: organizationalUnit\nou: Managed\n\n' "$BASE_DN"
+    printf 'dn: OU=Groups,%s\nobjectClass: organizationalUnit\nou: Groups\n\n' "$BASE_DN"
+    local group
+    for group in $GROUPS_ALL; do
+      printf 'dn: CN=%s,OU=Groups,%s\nobjectClass: group\ncn: %s\nsAMAccountName: %s\n\n' \
+        "$group" "$BASE_DN" "$group" "$group"
+    done
+  } >"$dir/base.ldif"
+  ldap_admin ldapadd "$dir" -f "$dir/base.ldif" >"$dir/base.log" 2>&1 || {
+    cat "$dir/base.log" >&2
+    return 1
+  }
+  cat >"$run_dir/samba-ad.env" <<EOF
+export JML_TEST_SAMBA_AD_URL=ldaps://127.0.0.1:636
+export JML_TEST_SAMBA_AD_STARTTLS_URL=ldap://127.0.0.1:389
+export JML_TEST_SAMBA_AD_CA_FILE=$dir/tls/ca.pem
+export JML_TEST_SAMBA_AD_BASE_DN=$BASE_DN
+export JML_TEST_SAMBA_AD_BIND_DN=$ADMIN_DN
+export JML_TEST_SAMBA_AD_BIND_PASSWORD_FILE=$dir/admin.password
+export JML_TEST_SAMBA_AD_UPN_SUFFIX=jml.test
+EOF
+}
+
+cmd_stop() {
+  local run_dir=${1:?usage: samba-ad.sh stop RUN_DIR}
+  [[ -d $run_dir/samba-ad/run ]] || return 0
+  stop_pidfile "$run_dir/samba-ad/run/samba.pid"
+}
+
+case "${1:-}" in
+  install) cmd_install ;;
+  start) cmd_start "${2:-}" ;;
+  stop) cmd_stop "${2:-}" ;;
+  *)
+    echo "usage: $0 install | start RUN_DIR | stop RUN_DIR" >&2
+    exit 2
+    ;;
+esac
