@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::names::{PolicyName, RecordPrefix, is_mount_path};
+use crate::names::{KvPath, PolicyName, is_mount_path};
 
 /// The connector's configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +56,22 @@ pub struct VaultConfig {
     /// Deadline of one HTTP request to the server, in seconds.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
+    /// Shared secrets (KV version 1) rotated when a leaver's credentials are
+    /// revoked and the leaver held a policy that could read them.
+    #[serde(default)]
+    pub shared_secrets: Vec<SharedSecret>,
+}
+
+/// A shared secret a leaver may have read, rotated on their departure.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SharedSecret {
+    /// The secret's API path, mount included, e.g. `secret/shared/db` (KV version 1).
+    pub path: String,
+    /// The fields replaced with fresh random values; other fields are kept.
+    pub fields: Vec<String>,
+    /// The policies whose holders could read the secret.
+    pub readable_by: Vec<String>,
 }
 
 /// Where account records live: a KV version 1 mount and a key prefix in it.
@@ -155,6 +171,7 @@ impl VaultConfig {
             token_ttl_seconds: default_token_ttl(),
             token_max_ttl_seconds: default_token_ttl(),
             request_timeout_seconds: default_request_timeout(),
+            shared_secrets: Vec::new(),
         }
     }
 
@@ -186,7 +203,7 @@ impl VaultConfig {
         if !is_mount_path(&self.records.mount) {
             return Err(invalid("records.mount", "must be path segments of letters, digits, '-' and '_'"));
         }
-        RecordPrefix::parse(&self.records.prefix).map_err(|message| invalid("records.prefix", message))?;
+        KvPath::parse(&self.records.prefix).map_err(|message| invalid("records.prefix", message))?;
         for (name, body) in &self.policies {
             PolicyName::parse(name).map_err(|message| invalid(format!("policies.{name}"), message))?;
             if body.trim().is_empty() {
@@ -201,6 +218,24 @@ impl VaultConfig {
         }
         if self.token_ttl_seconds > self.token_max_ttl_seconds {
             return Err(invalid("token_ttl_seconds", "must not exceed token_max_ttl_seconds"));
+        }
+        for (index, secret) in self.shared_secrets.iter().enumerate() {
+            let field = format!("shared_secrets[{index}]");
+            KvPath::parse(&secret.path).map_err(|message| invalid(format!("{field}.path"), message))?;
+            if secret.fields.is_empty()
+                || !secret
+                    .fields
+                    .iter()
+                    .all(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+            {
+                return Err(invalid(format!("{field}.fields"), "name one or more fields of letters, digits, '_', '-'"));
+            }
+            if secret.readable_by.is_empty() {
+                return Err(invalid(format!("{field}.readable_by"), "name the policies that can read the secret"));
+            }
+            for policy in &secret.readable_by {
+                PolicyName::parse(policy).map_err(|message| invalid(format!("{field}.readable_by"), message))?;
+            }
         }
         if self.request_timeout_seconds == 0 {
             return Err(invalid("request_timeout_seconds", "must be positive"));

@@ -39,7 +39,7 @@ use rand::Rng;
 use tokio::sync::Mutex;
 
 use crate::config::VaultConfig;
-use crate::names::{PolicyName, UserName};
+use crate::names::{KvPath, PolicyName, UserName};
 use crate::target::{AccountRecord, Support, TargetError, UserEntry, UserWrite, VaultTarget};
 
 /// The one entitlement kind this connector manages.
@@ -71,6 +71,14 @@ impl ServerProfile {
     }
 }
 
+/// A shared secret rotated on a leaver's departure (from the configuration).
+#[derive(Debug, Clone)]
+struct RotatedSecret {
+    path: KvPath,
+    fields: Vec<String>,
+    readable_by: BTreeSet<PolicyName>,
+}
+
 /// The Vault connector. Cheap to clone: clones share the record of which
 /// configured policies were already written.
 #[derive(Clone)]
@@ -82,6 +90,7 @@ pub struct VaultConnector {
     token_ttl: u64,
     token_max_ttl: u64,
     records_location: String,
+    shared_secrets: Vec<RotatedSecret>,
     written_policies: Arc<Mutex<BTreeSet<PolicyName>>>,
 }
 
@@ -134,6 +143,19 @@ impl VaultConnector {
                 .map_err(|message| ConnectorError::invalid_argument(format!("config.policies.{name}"), message))?;
             catalogue.insert(policy, body.clone());
         }
+        let mut shared_secrets = Vec::new();
+        for (index, secret) in config.shared_secrets.iter().enumerate() {
+            let field = format!("config.shared_secrets[{index}]");
+            let path = KvPath::parse(&secret.path)
+                .map_err(|message| ConnectorError::invalid_argument(format!("{field}.path"), message))?;
+            let readable_by = secret
+                .readable_by
+                .iter()
+                .map(|p| PolicyName::parse(p))
+                .collect::<Result<BTreeSet<_>, _>>()
+                .map_err(|message| ConnectorError::invalid_argument(format!("{field}.readable_by"), message))?;
+            shared_secrets.push(RotatedSecret { path, fields: secret.fields.clone(), readable_by });
+        }
         Ok(Self {
             target_id: config.target_id.clone(),
             target,
@@ -142,6 +164,7 @@ impl VaultConnector {
             token_ttl: config.token_ttl_seconds,
             token_max_ttl: config.token_max_ttl_seconds,
             records_location: format!("{}/{}", config.records.mount, config.records.prefix),
+            shared_secrets,
             written_policies: Arc::new(Mutex::new(BTreeSet::new())),
         })
     }
@@ -185,6 +208,15 @@ impl VaultConnector {
              apply that asks for it"
                 .into(),
         ];
+        if !self.shared_secrets.is_empty() {
+            let paths: Vec<&str> = self.shared_secrets.iter().map(|s| s.path.as_str()).collect();
+            limitations.push(format!(
+                "REVOKE_ALL rotates the configured shared secrets [{}] readable by a policy the command removes; \
+                 which policy can read which secret is what the configuration says, not what the server \
+                 enforces; consumers of a rotated secret must fetch it again",
+                paths.join(", ")
+            ));
+        }
         if self.profile.revoke_prefix {
             limitations.push(
                 "tokens from a user's logins are revoked with sys/leases/revoke-prefix/auth/<mount>/login/<user> on \
@@ -330,6 +362,32 @@ impl VaultConnector {
         Ok(())
     }
 
+    /// Rotates every configured shared secret readable by a policy the leaver
+    /// held: the named fields get fresh random values (never reported), the
+    /// change names the path.
+    async fn rotate_shared_secrets(
+        &self,
+        held: &BTreeSet<String>,
+        changes: &mut Vec<pb::Change>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConnectorError> {
+        for secret in &self.shared_secrets {
+            if !secret.readable_by.iter().any(|p| held.contains(p.as_str())) {
+                continue;
+            }
+            let Some(mut fields) = self.target.read_secret(&secret.path).await? else {
+                warnings.push(format!("shared secret {} does not exist: not rotated", secret.path.as_str()));
+                continue;
+            };
+            for field in &secret.fields {
+                fields.insert(field.clone(), serde_json::Value::String(undisclosed_password()));
+            }
+            self.target.write_secret(&secret.path, &fields).await?;
+            changes.push(change("rotate_secret", secret.path.as_str()));
+        }
+        Ok(())
+    }
+
     fn user_write(&self, password: Option<String>, policies: &BTreeSet<PolicyName>) -> UserWrite {
         UserWrite {
             password,
@@ -377,6 +435,8 @@ impl VaultConnector {
             (Some(record), None) => record.policies.iter().cloned().collect(),
         };
         let wanted_set: BTreeSet<String> = wanted_names.iter().cloned().collect();
+        // Policies this command takes away: what a leaver could read until now.
+        let lost: BTreeSet<String> = held.difference(&wanted_set).cloned().collect();
         for removed in held.difference(&wanted_set) {
             changes.push(change("remove_entitlement", format!("{POLICY_KIND}:{removed}")));
         }
@@ -423,6 +483,7 @@ impl VaultConnector {
             }
             if revoke_all {
                 self.revoke_tokens(name, &mut changes, &mut warnings).await?;
+                self.rotate_shared_secrets(&lost, &mut changes, &mut warnings).await?;
             }
         } else {
             // Disable: tokens first, then the login, then the record.
@@ -435,6 +496,12 @@ impl VaultConnector {
                 }
             } else if revoke_all {
                 self.revoke_tokens(name, &mut changes, &mut warnings).await?;
+            }
+            if revoke_all {
+                // After the login is gone and before the record forgets the
+                // policies: a retry after a failure here rotates again, a
+                // repeat after success has lost nothing and rotates nothing.
+                self.rotate_shared_secrets(&lost, &mut changes, &mut warnings).await?;
             }
             if record_changed {
                 self.target.write_record(name, &record_wanted).await?;

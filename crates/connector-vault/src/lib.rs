@@ -8,17 +8,18 @@
 //!
 //! # What the server must offer, and what RustyVault 0.2.1 does
 //!
-//! | endpoint | used for | RustyVault 0.2.1 |
+//! | endpoint | used for | RustyVault 0.2.1 (observed over HTTP) |
 //! |---|---|---|
-//! | `sys/seal-status`, `auth/token/lookup-self` | preflight; proving a token dead | yes (a dead token gets 403) |
-//! | `auth/<mount>/users/<user>` GET/POST/DELETE, `LIST auth/<mount>/users` | accounts | yes |
+//! | `sys/seal-status`, `sys/init`, `sys/unseal` | preflight; the test server's set-up | yes |
+//! | `auth/token/lookup-self` | preflight; proving a token dead | yes: a revoked token gets 403 |
+//! | `auth/<mount>/users/<user>` GET/POST/DELETE, `LIST auth/<mount>/users` | accounts | yes (no pagination) |
 //! | `auth/<mount>/login/<user>` | login probes (tests) | yes, but a bad password is HTTP 200 with `data.error` |
-//! | KV v1 `<mount>/<prefix>/<user>` | the account record | yes (`secret/` is KV v1) |
-//! | `sys/leases/revoke-prefix/<login path>` | revoking a leaver's tokens | no: 500 "path not supported" |
-//! | `sys/revoke-prefix/...` (legacy) | not used | answers 204 but does nothing, so never trusted |
-//! | `LIST auth/token/accessors`, `lookup-accessor`, `revoke-accessor` | finding and revoking live tokens | no: 500 "path not supported"; login answers carry no accessor |
-//! | `sys/policies/acl[/<name>]` | creating and checking policies | no: 500 "path not supported" |
-//! | `sys/policy/<name>` (legacy) | not used | handlers are no-ops: writes answer 204 and store nothing, reads 404 |
+//! | KV v1 `<mount>/<prefix>/<user>` GET/POST/DELETE/LIST | the account record | yes (`secret/` is KV v1) |
+//! | `sys/leases/revoke-prefix/<login path>` | revoking a leaver's tokens | no: 404 |
+//! | `sys/revoke-prefix/...`, `sys/revoke/...` (legacy) | not used | 404 over HTTP (the handlers behind them are empty) |
+//! | `LIST auth/token/accessors`, `lookup-accessor`, `revoke-accessor` | finding and revoking live tokens | no: 500 "Logical backend path not supported."; login answers carry no accessor |
+//! | `auth/token/revoke/<token>` | not usable: needs the token itself, which only the user holds | yes |
+//! | `sys/policies/acl[/<name>]`, `sys/policy/<name>` | creating and checking policies | no: 404 (no policy store, no ACL enforcement) |
 //!
 //! The connector probes the first three "no" rows at start ([`ServerProfile`])
 //! and states in `Describe`'s limitations, and in the warnings of every
@@ -28,6 +29,16 @@
 //! `token_max_ttl` the connector sets on every managed user), and read-back
 //! reports the credential listing as incomplete, so the coordinator never
 //! marks that revocation verified.
+
+//!
+//! # Rotation of shared secrets
+//!
+//! Where `shared_secrets` is configured, a command that revokes every
+//! credential rotates each KV (version 1) secret readable by a policy the
+//! command removes: the configured fields get fresh random values, other
+//! fields are kept, and the acknowledgement lists the paths as
+//! `rotate_secret` changes, never a value. Which policy can read which secret
+//! is what the configuration says (RustyVault enforces no policy at all).
 
 pub mod config;
 pub mod connector;

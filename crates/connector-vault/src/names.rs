@@ -95,12 +95,12 @@ pub fn is_mount_path(value: &str) -> bool {
     segments.len() <= 4 && segments.iter().all(|s| is_segment(s))
 }
 
-/// The key prefix under which account records are kept (segments as in a
-/// mount path, up to eight).
+/// A key path in a KV mount, mount included where the caller says so: the
+/// records prefix or a shared secret's path (1 to 8 segments as in a mount path).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordPrefix(String);
+pub struct KvPath(String);
 
-impl RecordPrefix {
+impl KvPath {
     /// Checks `value`.
     pub fn parse(value: &str) -> Result<Self, String> {
         let segments: Vec<&str> = value.split('/').collect();
@@ -150,8 +150,8 @@ mod tests {
         assert!(!is_mount_path("../sys"));
         assert!(!is_mount_path("/userpass"));
         assert!(!is_mount_path("userpass/"));
-        assert!(RecordPrefix::parse("lifecycle-mesh/accounts").is_ok());
-        assert!(RecordPrefix::parse("a//b").is_err());
-        assert!(RecordPrefix::parse("a/./b").is_err());
+        assert!(KvPath::parse("lifecycle-mesh/accounts").is_ok());
+        assert!(KvPath::parse("a//b").is_err());
+        assert!(KvPath::parse("a/./b").is_err());
     }
 }

@@ -9,8 +9,8 @@
 //!
 //! Endpoints the server does not implement are reported as
 //! [`Support::Unsupported`] rather than as errors: Vault answers 404 or 405 for
-//! an unknown route, RustyVault answers 500 "Logical backend path not
-//! supported." (or 404 for an unknown mount).
+//! an unknown route; RustyVault answers 404 under `sys/` and 500 "Logical
+//! backend path not supported." elsewhere.
 
 use std::time::Duration;
 
@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{ConfigError, VaultConfig, VaultToken};
-use crate::names::{PolicyName, RecordPrefix, UserName};
+use crate::names::{KvPath, PolicyName, UserName};
+
+/// Attempts per call when the connection fails before an answer.
+const ATTEMPTS: u32 = 3;
 
 /// Longest part of a server error body copied into a message.
 const MAX_ERROR_TEXT: usize = 300;
@@ -74,6 +77,9 @@ impl From<TargetError> for connector_kit::ConnectorError {
             TargetError::Unexpected { .. } => E::internal(message),
             TargetError::Status { status, retry_after, .. } => match status {
                 401 | 403 => E::permission_denied(message),
+                // The server gave up waiting for the request (RustyVault's
+                // HTTP layer under load): transient.
+                408 => E::timeout(message),
                 429 => E::throttled(message, retry_after),
                 // 503: sealed or standby; 502/504: a proxy in front of it.
                 500..=599 => {
@@ -270,7 +276,7 @@ pub struct VaultTarget {
     token: VaultToken,
     userpass_mount: String,
     records_mount: String,
-    records_prefix: RecordPrefix,
+    records_prefix: KvPath,
 }
 
 impl std::fmt::Debug for VaultTarget {
@@ -287,6 +293,10 @@ impl VaultTarget {
             .timeout(Duration::from_secs(config.request_timeout_seconds))
             .connect_timeout(Duration::from_secs(config.request_timeout_seconds.min(5)))
             .redirect(reqwest::redirect::Policy::none())
+            // Below the keep-alive of common servers (actix, which RustyVault
+            // uses, closes idle connections after 5 s), so a pooled connection
+            // is rarely one the server has already closed.
+            .pool_idle_timeout(Duration::from_secs(2))
             .user_agent(concat!("lifecycle-mesh-connector-vault/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.ca_certificate {
             let pem = std::fs::read(path).map_err(|e| ConfigError::Invalid {
@@ -303,7 +313,7 @@ impl VaultTarget {
         let http = builder
             .build()
             .map_err(|e| ConfigError::Invalid { field: "address".into(), message: format!("HTTP client: {e}") })?;
-        let records_prefix = RecordPrefix::parse(&config.records.prefix)
+        let records_prefix = KvPath::parse(&config.records.prefix)
             .map_err(|message| ConfigError::Invalid { field: "records.prefix".into(), message })?;
         Ok(Self {
             http,
@@ -330,7 +340,35 @@ impl VaultTarget {
         format!("auth/{}/login/{name}", self.userpass_mount)
     }
 
+    /// One call, retried (at most [`ATTEMPTS`] times, briefly) when the
+    /// connection failed before an answer or the server answered 408: a pooled
+    /// connection the server closed, or a server too busy to read the request.
+    /// Every call the connector makes is idempotent, so a retry is safe.
     async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&VaultToken>,
+    ) -> Result<Answer, TargetError> {
+        let mut attempt = 1;
+        loop {
+            let result = self.call_once(method.clone(), path, body, token).await;
+            let transient = match &result {
+                Err(TargetError::Unreachable { .. }) => true,
+                Ok(answer) => answer.status == StatusCode::REQUEST_TIMEOUT,
+                Err(_) => false,
+            };
+            if !transient || attempt >= ATTEMPTS {
+                return result;
+            }
+            tracing::debug!(path, attempt, "transient failure calling the server; retrying");
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            attempt += 1;
+        }
+    }
+
+    async fn call_once(
         &self,
         method: Method,
         path: &str,
@@ -571,6 +609,35 @@ impl VaultTarget {
         }
     }
 
+    /// A KV (version 1) secret's fields, or `None` when it does not exist.
+    pub async fn read_secret(&self, path: &KvPath) -> Result<Option<serde_json::Map<String, Value>>, TargetError> {
+        let answer = self.call_as_connector(Method::GET, path.as_str(), None).await?;
+        match answer.status.as_u16() {
+            200 => Ok(Some(
+                answer
+                    .body
+                    .as_ref()
+                    .and_then(|b| b.get("data"))
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default(),
+            )),
+            404 => Ok(None),
+            _ => Err(answer.into_error(path.as_str())),
+        }
+    }
+
+    /// Replaces a KV (version 1) secret's fields.
+    pub async fn write_secret(
+        &self,
+        path: &KvPath,
+        fields: &serde_json::Map<String, Value>,
+    ) -> Result<(), TargetError> {
+        let body = Value::Object(fields.clone());
+        let answer = self.call_as_connector(Method::POST, path.as_str(), Some(&body)).await?;
+        if answer.status.is_success() { Ok(()) } else { Err(answer.into_error(path.as_str())) }
+    }
+
     /// Revokes every lease (and so every token) created by the user's logins:
     /// `sys/leases/revoke-prefix/auth/<mount>/login/<name>`.
     pub async fn revoke_login_leases(&self, name: &UserName) -> Result<Support, TargetError> {
@@ -694,6 +761,8 @@ mod tests {
         assert_eq!(connector_kit::ConnectorError::from(status(403)).kind, ErrorKind::PermissionDenied);
         let sealed = connector_kit::ConnectorError::from(status(503));
         assert!(sealed.kind == ErrorKind::Unavailable && sealed.retryable);
+        let busy = connector_kit::ConnectorError::from(status(408));
+        assert!(busy.kind == ErrorKind::Timeout && busy.retryable);
         let error = connector_kit::ConnectorError::from(TargetError::Timeout { path: "p".into() });
         assert_eq!(error.kind, ErrorKind::Timeout);
     }

@@ -8,7 +8,8 @@ mod support;
 
 use connector_kit::contract as pb;
 use connector_kit::readback::{Difference, compare};
-use connector_vault::names::UserName;
+use connector_vault::config::SharedSecret;
+use connector_vault::names::{KvPath, UserName};
 use connector_vault::target::{LoginOutcome, TokenStatus};
 use rand::Rng;
 
@@ -18,8 +19,26 @@ fn policy(id: &str) -> pb::Entitlement {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaver_loses_login_policies_and_tokens_or_is_not_verified() {
-    let config = support::config();
+    let mut config = support::config();
+    let shared = config.records.prefix.replace("/accounts", "/shared");
+    let db_path = format!("secret/{shared}/db");
+    let reports_path = format!("secret/{shared}/reports");
+    config.shared_secrets = vec![
+        SharedSecret { path: db_path.clone(), fields: vec!["password".into()], readable_by: vec!["pam-admin".into()] },
+        SharedSecret {
+            path: reports_path.clone(),
+            fields: vec!["password".into()],
+            readable_by: vec!["pam-read".into()],
+        },
+    ];
     let direct = support::direct(&config);
+    let db = KvPath::parse(&db_path).expect("a valid path");
+    let reports = KvPath::parse(&reports_path).expect("a valid path");
+    let initial = |value: &str| -> serde_json::Map<String, serde_json::Value> {
+        serde_json::json!({ "user": "app", "password": value }).as_object().cloned().unwrap_or_default()
+    };
+    direct.write_secret(&db, &initial("db-before")).await.expect("shared secret written");
+    direct.write_secret(&reports, &initial("reports-before")).await.expect("shared secret written");
     let (client, _server) = support::serve(&config).await;
     let description = client.describe().await.expect("Describe");
 
@@ -76,6 +95,20 @@ async fn leaver_loses_login_policies_and_tokens_or_is_not_verified() {
         "both policies are removed: {actions:?}"
     );
 
+    // The shared secret the leaver's pam-admin could read is rotated, the
+    // evidence names its path and never a value; the other one is untouched.
+    let rotated: Vec<&str> =
+        acknowledgement.changes.iter().filter(|c| c.action == "rotate_secret").map(|c| c.subject.as_str()).collect();
+    assert_eq!(rotated, vec![db_path.as_str()], "only the secret pam-admin could read is rotated");
+    let db_after = direct.read_secret(&db).await.expect("read").expect("the secret still exists");
+    let new_value = db_after.get("password").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    assert!(!new_value.is_empty() && new_value != "db-before", "the password field has a new value");
+    assert_eq!(db_after.get("user").and_then(|v| v.as_str()), Some("app"), "other fields are kept");
+    let evidence = format!("{acknowledgement:?}");
+    assert!(!evidence.contains(&new_value) && !evidence.contains("db-before"), "no secret value in the evidence");
+    let reports_after = direct.read_secret(&reports).await.expect("read").expect("exists");
+    assert_eq!(reports_after.get("password").and_then(|v| v.as_str()), Some("reports-before"));
+
     // Login refused, policies gone, on the server itself.
     match direct.login(&name, &password).await.expect("login call") {
         LoginOutcome::Refused { .. } => {}
@@ -121,6 +154,12 @@ async fn leaver_loses_login_policies_and_tokens_or_is_not_verified() {
             );
         }
     }
+
+    // Re-applying the leaver changes nothing and rotates nothing again.
+    let again = client.apply(&format!("leave-again-{suffix}"), leaver.clone()).await.expect("leaver re-applied");
+    assert!(again.changes.is_empty(), "a repeated leaver reports changes: {:?}", again.changes);
+    let db_again = direct.read_secret(&db).await.expect("read").expect("exists");
+    assert_eq!(db_again.get("password").and_then(|v| v.as_str()), Some(new_value.as_str()), "not rotated again");
 
     let absent = pb::DesiredAccount {
         presence: pb::Presence::Absent as i32,
