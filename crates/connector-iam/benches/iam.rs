@@ -46,6 +46,8 @@ async fn main() -> anyhow::Result<()> {
     let grpc = ConnectorClient::connect(&server.endpoint(), ClientOptions::default())?;
 
     let mut samples = Vec::with_capacity(pairs);
+    let mut apply_samples = Vec::with_capacity(pairs);
+    let mut read_samples = Vec::with_capacity(pairs);
     let started = Instant::now();
     for n in 0..pairs {
         let account = pb::AccountRef { person_id: format!("bench-p{n}"), account_name: format!("benchc{n:05}") };
@@ -59,12 +61,19 @@ async fn main() -> anyhow::Result<()> {
         };
         let one = Instant::now();
         grpc.apply(&format!("bench-{n}"), desired).await?;
+        let applied = one.elapsed();
         let state = grpc.read(account).await?;
         samples.push(one.elapsed());
+        apply_samples.push(applied);
+        read_samples.push(one.elapsed() - applied);
         anyhow::ensure!(state.exists && state.entitlements.len() == 1, "read-back differs");
     }
     let connector_total = started.elapsed();
     summary("connector (gRPC, full)", &mut samples, connector_total);
+    let apply_total = apply_samples.iter().sum();
+    summary("  of which Apply (create)", &mut apply_samples, apply_total);
+    let read_total = read_samples.iter().sum();
+    summary("  of which Read", &mut read_samples, read_total);
 
     let mut samples = Vec::with_capacity(pairs);
     let started = Instant::now();
