@@ -32,6 +32,8 @@ install() {
   fi
   mkdir -p "$cache_dir"
   echo "installing rusty_vault $rusty_vault_version into $cache_dir (compiles for several minutes)" >&2
+  # No debug info: the install is the longest step of a fresh CI run.
+  CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
   CARGO_TARGET_DIR="$cache_dir/target" cargo install rusty_vault --version "=$rusty_vault_version" --locked \
     --root "$cache_dir" --quiet
   rm -rf "$cache_dir/target"
