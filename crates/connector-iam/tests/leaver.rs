@@ -2,7 +2,7 @@
 //! has is created on a managed user outside the connector, the leaver's
 //! desired state is applied over gRPC, and both the connector's read-back and
 //! the tests' own direct IAM calls show nothing left; deletion then succeeds
-//! without `DeleteConflict`.
+//! without `DeleteConflict`. Disabling keeps keys but makes them unusable.
 
 mod support;
 
@@ -265,4 +265,58 @@ async fn deleting_a_user_with_every_credential_kind_cleans_up_first() {
     );
     let again = setup.grpc.apply("delete-2", absent).await.expect("deletion re-applied");
     assert!(again.changes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_deletes_the_login_profile_and_deactivates_keys_and_drift_shows() {
+    let setup = setup("disable").await;
+    let account = account(&format!("mover{:06}", rand::random::<u32>() % 1_000_000));
+    let name = account.account_name.clone();
+    let mut desired = joiner(&account, &setup.policy_arn);
+    setup.grpc.apply("joiner-1", desired.clone()).await.expect("joiner applied");
+    let key = setup.client.create_access_key().user_name(&name).send().await.expect("CreateAccessKey");
+    let key_id = key.access_key().map(|k| k.access_key_id().to_owned()).expect("key id");
+    setup
+        .client
+        .create_login_profile()
+        .user_name(&name)
+        .password("Correct-Horse-Battery-9")
+        .send()
+        .await
+        .expect("CreateLoginProfile");
+
+    desired.enabled = false;
+    setup.grpc.apply("disable-1", desired.clone()).await.expect("disable applied");
+    let error = setup.client.get_login_profile().user_name(&name).send().await.expect_err("login profile deleted");
+    assert_eq!(error.code(), Some("NoSuchEntity"));
+    let keys = setup.client.list_access_keys().user_name(&name).send().await.expect("ListAccessKeys");
+    let statuses: Vec<_> =
+        keys.access_key_metadata().iter().map(|k| (k.access_key_id().unwrap_or_default(), k.status())).collect();
+    assert_eq!(statuses, vec![(key_id.as_str(), Some(&StatusType::Inactive))], "the key is kept, inactive");
+    let state = setup.grpc.read(account.clone()).await.expect("read disabled");
+    assert!(!state.enabled);
+    assert_eq!(state.credentials.unwrap_or_default().active, vec![format!("access_key:{key_id}:inactive")]);
+
+    // An ad hoc console password on the disabled user makes it usable: read-back shows it enabled (drift).
+    setup
+        .client
+        .create_login_profile()
+        .user_name(&name)
+        .password("Correct-Horse-Battery-9")
+        .send()
+        .await
+        .expect("CreateLoginProfile");
+    let drifted = setup.grpc.read(account.clone()).await.expect("read drifted");
+    assert!(drifted.enabled, "a disabled user with a usable password must read back enabled");
+    let reverted = setup.grpc.apply("disable-2", desired.clone()).await.expect("disable re-applied");
+    assert_eq!(reverted.changes.iter().map(|c| c.subject.as_str()).collect::<Vec<_>>(), vec!["login_profile"]);
+    assert!(!setup.grpc.read(account.clone()).await.expect("read").enabled);
+
+    let absent = pb::DesiredAccount {
+        account: Some(account),
+        presence: pb::Presence::Absent as i32,
+        credentials: pb::CredentialAction::Keep as i32,
+        ..Default::default()
+    };
+    setup.grpc.apply("delete-1", absent).await.expect("cleanup");
 }
