@@ -335,3 +335,33 @@ async fn an_audit_record_edited_by_hand_is_named() {
     assert!(verdict.reason.contains("altered"), "{}", verdict.reason);
     assert_eq!(verdict.records, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_breach_is_recorded_in_the_task_the_status_and_the_audit_log() {
+    let mut mesh = Mesh::start_with(8, |policy| policy.replace("deadline: 10m", "deadline: 1s")).await;
+    // The ldap part waits for approval that never comes: its 1 s deadline passes.
+    submit(&mut mesh.client, event("dl1", pb::EventKind::Joiner, "P8", person("gus", "SRE"), "")).await;
+    let breached = async {
+        loop {
+            let status = mesh
+                .client
+                .get_event(pb::GetEventRequest { event_id: "dl1".into() })
+                .await
+                .expect("status")
+                .into_inner();
+            if status.deadline_breached {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), breached).await.expect("breach recorded");
+    let ldap = task(&status, "ldap");
+    assert!(ldap.deadline_breached);
+    assert_eq!(ldap.state, pb::TaskState::AwaitingApproval as i32);
+    assert!(!task(&status, "scim").deadline_breached, "scim keeps its own 15m default deadline");
+    let overdue = mesh.client.list_overdue(pb::ListOverdueRequest {}).await.expect("overdue").into_inner();
+    assert!(overdue.tasks.iter().any(|t| t.event_id == "dl1" && t.target_id == "ldap"));
+    let audit = mesh.store.event_audit("dl1").await.expect("audit");
+    assert!(audit.iter().any(|r| r.action == "task.deadline_breached" && r.payload.contains("ldap")));
+}

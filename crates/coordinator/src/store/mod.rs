@@ -440,6 +440,9 @@ pub struct OverdueRecord {
     pub deadline_at: i64,
 }
 
+/// ((person, target), (effective_at, event_seq)) of the latest dispatched task.
+pub type Watermark = ((String, String), (i64, i64));
+
 /// A boxed store future.
 pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 
@@ -475,7 +478,7 @@ pub trait Store: Send + Sync + 'static {
     fn unfinished_tasks(&self) -> StoreFuture<'_, Vec<TaskRecord>>;
     /// Per (person, target), the latest (effective_at, event_seq) of a task
     /// that was ever dispatched: older events must not apply after it.
-    fn started_watermarks(&self) -> StoreFuture<'_, Vec<((String, String), (i64, i64))>>;
+    fn started_watermarks(&self) -> StoreFuture<'_, Vec<Watermark>>;
     /// What is known of a person for planning.
     fn person_context(&self, person_id: &str) -> StoreFuture<'_, PersonContext>;
     /// A person's identity record.

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     ApprovalRecord, AuditEntry, AuditRecord, EventRecord, EventState, GENESIS_HASH, IdentityRecord, InsertOutcome,
-    OverdueRecord, PersonContext, Store, StoreError, StoreFuture, TaskRecord, TaskState, audit_hash,
+    OverdueRecord, PersonContext, Store, StoreError, StoreFuture, TaskRecord, TaskState, Watermark, audit_hash,
 };
 use crate::event::{kind_from_name, kind_name};
 use crate::policy::EventKindName;
@@ -45,8 +45,8 @@ fn migrator() -> Migrator {
 }
 
 enum WriteOp {
-    InsertEvent { event: EventRecord, tasks: Vec<TaskRecord>, audit: Vec<AuditEntry> },
-    SaveTask { task: TaskRecord, audit: Vec<AuditEntry> },
+    InsertEvent { event: Box<EventRecord>, tasks: Vec<TaskRecord>, audit: Vec<AuditEntry> },
+    SaveTask { task: Box<TaskRecord>, audit: Vec<AuditEntry> },
     MarkBreached { event_id: String, target_id: String, audit: AuditEntry },
     RecordApproval { approval: ApprovalRecord, audit: AuditEntry },
 }
@@ -528,7 +528,7 @@ impl Store for SqliteStore {
         audit: Vec<AuditEntry>,
     ) -> StoreFuture<'_, InsertOutcome> {
         Box::pin(async move {
-            match self.write(WriteOp::InsertEvent { event, tasks, audit }).await? {
+            match self.write(WriteOp::InsertEvent { event: Box::new(event), tasks, audit }).await? {
                 WriteResult::Inserted(outcome) => Ok(outcome),
                 _ => Err(corrupt("writer", "mismatched reply")),
             }
@@ -537,7 +537,7 @@ impl Store for SqliteStore {
 
     fn save_task(&self, task: TaskRecord, audit: Vec<AuditEntry>) -> StoreFuture<'_, Option<EventState>> {
         Box::pin(async move {
-            match self.write(WriteOp::SaveTask { task, audit }).await? {
+            match self.write(WriteOp::SaveTask { task: Box::new(task), audit }).await? {
                 WriteResult::Saved(state) => Ok(state),
                 _ => Err(corrupt("writer", "mismatched reply")),
             }
@@ -627,7 +627,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn started_watermarks(&self) -> StoreFuture<'_, Vec<((String, String), (i64, i64))>> {
+    fn started_watermarks(&self) -> StoreFuture<'_, Vec<Watermark>> {
         Box::pin(async move {
             let rows = sqlx::query(
                 "SELECT person_id, target_id, effective_at, event_seq FROM tasks \

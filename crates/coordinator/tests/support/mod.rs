@@ -102,9 +102,14 @@ pub struct Mesh {
 
 impl Mesh {
     pub async fn start(concurrency: usize) -> Self {
+        Self::start_with(concurrency, |policy| policy).await
+    }
+
+    /// Starts with the test policy as `edit` changes it.
+    pub async fn start_with(concurrency: usize, edit: impl FnOnce(String) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let targets = targets(None).await;
-        let policy = Policy::parse(&policy_yaml(&targets, concurrency)).expect("policy");
+        let policy = Policy::parse(&edit(policy_yaml(&targets, concurrency))).expect("policy");
         let db = dir.path().join("mesh.db");
         let store = Arc::new(SqliteStore::open(&db).await.expect("store"));
         let config = EngineConfig {

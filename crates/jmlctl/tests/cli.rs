@@ -1,0 +1,138 @@
+//! `jmlctl` as a script sees it: exit codes and one-line errors, offline
+//! commands (`policy check`, `audit verify --db`) on real files.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use coordinator::policy::EventKindName;
+use coordinator::store::{AuditEntry, EventRecord, EventState, Store};
+
+fn jmlctl(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_jmlctl")).args(args).output().expect("jmlctl runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn policy_check_names_every_error_with_its_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(
+        &file,
+        r#"
+version: 1
+source_of_truth: { system: workday, attributes: [username, department] }
+targets:
+  - { id: ldap, endpoint: "http://127.0.0.1:1", account_name: "{user}", insecure_plaintext: true, deadline: soon }
+workflows:
+  - name: a
+    owner: it@example.org
+    trigger: { events: [joiner] }
+    grants: { ldap: [ { kind: group, id: staff } ] }
+  - name: b
+    owner: it@example.org
+    trigger: { events: [joiner], when: { shoe_size: "9" } }
+  - name: c
+    owner: ""
+    trigger: { events: [joiner] }
+    grants: { vault: [ { kind: policy, id: root, privileged: true } ] }
+"#,
+    )
+    .expect("write");
+    let (code, stdout, stderr) = jmlctl(&["policy", "check", &file.display().to_string()]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    for expected in [
+        "targets[0].account_name: placeholder {user} names no attribute",
+        "targets[0].deadline:",
+        "workflows[1].trigger.when.shoe_size:",
+        "workflows[2].owner:",
+        "workflows[2].grants.vault[0]: unknown target \"vault\"",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+    assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr}");
+
+    let (code, stdout, _) = jmlctl(&["policy", "check", "--json", &file.display().to_string()]);
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(report["valid"], false);
+    assert!(report["errors"].as_array().is_some_and(|e| e.len() >= 5));
+}
+
+#[test]
+fn the_example_policy_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/examples/policy.yaml");
+    let (code, stdout, stderr) = jmlctl(&["policy", "check", example]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("valid (4 targets"));
+}
+
+#[test]
+fn usage_errors_exit_2_and_an_unreachable_coordinator_exits_3() {
+    let (code, _, _) = jmlctl(&["frobnicate"]);
+    assert_eq!(code, 2);
+    let (code, _, stderr) = jmlctl(&["submit", "--kind", "sideways"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("kind"));
+    // A port nothing listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let (code, _, stderr) = jmlctl(&["--coordinator", &format!("http://{addr}"), "status", "e1"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.starts_with("jmlctl: coordinator unreachable"));
+    assert_eq!(stderr.lines().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_offline_names_the_record_edited_by_hand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("mesh.db");
+    let store = Arc::new(coordinator::SqliteStore::open(&db).await.expect("store"));
+    for i in 0..5 {
+        let event = EventRecord {
+            seq: 0,
+            event_id: format!("e{i}"),
+            kind: EventKindName::Joiner,
+            person_id: format!("p{i}"),
+            attributes: Default::default(),
+            effective_at: 0,
+            source_system: "workday".into(),
+            initiator: "hr-bot".into(),
+            urgent: false,
+            received_at: 0,
+            policy_hash: "p".into(),
+            plan: Default::default(),
+            plan_hash: "h".into(),
+            trace_id: "t".into(),
+            state: EventState::Verified,
+            finished_at: None,
+        };
+        let audit = AuditEntry {
+            at: i,
+            principal: "hr-bot".into(),
+            event_id: format!("e{i}"),
+            action: "event.accepted".into(),
+            payload: serde_json::json!({ "n": i }),
+        };
+        store.insert_event(event, Vec::new(), vec![audit]).await.expect("insert");
+    }
+    let path = db.display().to_string();
+    let (code, stdout, stderr) = jmlctl(&["audit", "verify", "--db", &path]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("intact: 5 records"));
+
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{path}")).await.expect("open");
+    sqlx::query("UPDATE audit SET principal = 'mallory' WHERE seq = 4").execute(&pool).await.expect("tamper");
+    let (code, _, stderr) = jmlctl(&["audit", "verify", "--db", &path]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("broken at record 4"), "{stderr}");
+    let (code, stdout, _) = jmlctl(&["audit", "verify", "--db", &path, "--json"]);
+    assert_eq!(code, 1);
+    let verdict: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(verdict["first_broken_seq"], 4);
+    assert_eq!(verdict["records"], 3);
+}
