@@ -154,40 +154,61 @@ async fn run_batch(
     head: &mut (i64, String),
     ops: &[&WriteOp],
 ) -> Result<Vec<WriteResult>, StoreError> {
-    let mut tentative = head.clone();
+    let mut chain = Chain { head: head.clone(), pending: Vec::new() };
     let mut tx = conn.begin().await?;
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
-        results.push(apply_op(&mut tx, &mut tentative, op).await?);
+        results.push(apply_op(&mut tx, &mut chain, op).await?);
     }
+    flush_audit(&mut tx, &chain.pending).await?;
     tx.commit().await?;
-    *head = tentative;
+    *head = chain.head;
     Ok(results)
 }
 
-async fn append_audit(
-    conn: &mut SqliteConnection,
-    head: &mut (i64, String),
-    entries: &[AuditEntry],
-) -> Result<(), StoreError> {
+/// The audit chain during one batch: the head moves as records are chained;
+/// the records are inserted together at the end of the batch.
+struct Chain {
+    head: (i64, String),
+    pending: Vec<AuditRecord>,
+}
+
+fn append_audit(chain: &mut Chain, entries: &[AuditEntry]) {
     for entry in entries {
-        let seq = head.0 + 1;
+        let seq = chain.head.0 + 1;
         let payload = entry.payload.to_string();
-        let hash = audit_hash(&head.1, seq, entry.at, &entry.principal, &entry.event_id, &entry.action, &payload);
-        sqlx::query(
-            "INSERT INTO audit (seq, at, principal, event_id, action, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(entry.at)
-        .bind(&entry.principal)
-        .bind(&entry.event_id)
-        .bind(&entry.action)
-        .bind(&payload)
-        .bind(&head.1)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
-        *head = (seq, hash);
+        let hash = audit_hash(&chain.head.1, seq, entry.at, &entry.principal, &entry.event_id, &entry.action, &payload);
+        let prev_hash = std::mem::replace(&mut chain.head, (seq, hash.clone())).1;
+        chain.pending.push(AuditRecord {
+            seq,
+            at: entry.at,
+            principal: entry.principal.clone(),
+            event_id: entry.event_id.clone(),
+            action: entry.action.clone(),
+            payload,
+            prev_hash,
+            hash,
+        });
+    }
+}
+
+/// Inserts the batch's audit records, many rows per statement.
+async fn flush_audit(conn: &mut SqliteConnection, records: &[AuditRecord]) -> Result<(), StoreError> {
+    for chunk in records.chunks(100) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO audit (seq, at, principal, event_id, action, payload, prev_hash, hash) ",
+        );
+        insert.push_values(chunk, |mut row, record| {
+            row.push_bind(record.seq)
+                .push_bind(record.at)
+                .push_bind(&record.principal)
+                .push_bind(&record.event_id)
+                .push_bind(&record.action)
+                .push_bind(&record.payload)
+                .push_bind(&record.prev_hash)
+                .push_bind(&record.hash);
+        });
+        insert.build().execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -236,11 +257,7 @@ async fn write_task(conn: &mut SqliteConnection, task: &TaskRecord) -> Result<()
     Ok(())
 }
 
-async fn apply_op(
-    conn: &mut SqliteConnection,
-    head: &mut (i64, String),
-    op: &WriteOp,
-) -> Result<WriteResult, StoreError> {
+async fn apply_op(conn: &mut SqliteConnection, head: &mut Chain, op: &WriteOp) -> Result<WriteResult, StoreError> {
     match op {
         WriteOp::InsertEvent { event, tasks, audit } => {
             let existing = sqlx::query("SELECT * FROM events WHERE event_id = ?")
@@ -278,12 +295,12 @@ async fn apply_op(
                 task.event_seq = seq;
                 write_task(conn, &task).await?;
             }
-            append_audit(conn, head, audit).await?;
+            append_audit(head, audit);
             Ok(WriteResult::Inserted(InsertOutcome::Inserted(seq)))
         }
         WriteOp::SaveTask { task, audit } => {
             write_task(conn, task).await?;
-            append_audit(conn, head, audit).await?;
+            append_audit(head, audit);
             if !task.state.is_terminal() {
                 return Ok(WriteResult::Saved(None));
             }
@@ -339,7 +356,7 @@ async fn apply_op(
                     }),
                 });
             }
-            append_audit(conn, head, &audit).await?;
+            append_audit(head, &audit);
             Ok(WriteResult::Saved(Some(state)))
         }
         WriteOp::MarkBreached { event_id, target_id, audit } => {
@@ -352,7 +369,7 @@ async fn apply_op(
             .await?
             .rows_affected();
             if updated > 0 {
-                append_audit(conn, head, std::slice::from_ref(audit)).await?;
+                append_audit(head, std::slice::from_ref(audit));
             }
             Ok(WriteResult::Done)
         }
@@ -380,7 +397,7 @@ async fn apply_op(
             .bind(approval.at)
             .execute(&mut *conn)
             .await?;
-            append_audit(conn, head, std::slice::from_ref(audit)).await?;
+            append_audit(head, std::slice::from_ref(audit));
             Ok(WriteResult::Done)
         }
     }
