@@ -37,6 +37,10 @@ make_tls() {
   chmod 600 "$tls/server.key" "$tls/ca.key"
 }
 
+port_in_use() {
+  python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.5); sys.exit(0 if s.connect_ex(('127.0.0.1',$1))==0 else 1)"
+}
+
 ldap_admin() {
   local tool=$1 dir=$2
   shift 2
@@ -56,6 +60,18 @@ cmd_start() {
   password="Jml-$(python3 -c 'import secrets; print(secrets.token_hex(12))')-Ad9"
   (umask 077 && printf '%s' "$password" >"$dir/admin.password")
   make_tls "$dir/tls"
+  # Samba's LDAP ports are fixed. A slapd started by the Debian package (not
+  # ours: ours use free ports) would hold them; anything else is reported.
+  local port
+  for port in 389 636; do
+    if port_in_use "$port" && [[ -f /run/slapd/slapd.pid ]]; then
+      /etc/init.d/slapd stop >/dev/null 2>&1 || stop_pidfile /run/slapd/slapd.pid
+    fi
+    if port_in_use "$port"; then
+      echo "127.0.0.1:$port is in use: Samba AD needs it for LDAP; stop what listens there" >&2
+      return 1
+    fi
+  done
   samba-tool domain provision --realm="$REALM" --domain="$DOMAIN" --server-role=dc --dns-backend=NONE \
     --adminpass="$password" --targetdir="$dir/domain" --host-name=dc1 \
     --option="interfaces = lo" --option="bind interfaces only = yes" >"$dir/provision.log" 2>&1 || {

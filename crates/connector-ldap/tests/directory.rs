@@ -194,8 +194,6 @@ async fn starttls_with_the_configured_ca_works() {
 #[tokio::test]
 async fn tls_with_an_untrusted_server_certificate_is_refused() {
     let slapd = Slapd::from_env();
-    let dir = std::env::temp_dir().join(format!("jml-ldap-ca-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
     // A CA that did not sign the server certificate: the system bundle.
     let other_ca = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
     let mut config = slapd.tls_config(&slapd.ldaps_url, false);
