@@ -4,10 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use connector_kit::client::{ClientOptions, ConnectorClient};
 use connector_kit::conformance::{Backdoor, ConformanceTarget, Fixture};
 use connector_kit::contract as pb;
-use connector_kit::server::ConnectorServer;
 use connector_memory::{MemoryConfig, MemoryConnector, MemoryTarget};
 use futures::future::BoxFuture;
 
@@ -36,11 +34,7 @@ fn group(id: &str) -> pb::Entitlement {
 async fn target() -> ConformanceTarget {
     let config = MemoryConfig::default();
     let store = Arc::new(MemoryTarget::new(&config.entitlements, None));
-    let server = ConnectorServer::new(MemoryConnector::new("memory-conformance", store.clone()))
-        .bind("127.0.0.1:0".parse().expect("address"))
-        .await
-        .expect("server binds");
-    let client = ConnectorClient::connect(&server.endpoint(), ClientOptions::default()).expect("client");
+    let connector = MemoryConnector::new("memory-conformance", store.clone());
     let fixture = Fixture {
         attributes: Box::new(|name| {
             BTreeMap::from([
@@ -58,7 +52,7 @@ async fn target() -> ConformanceTarget {
         backdoor: Some(Arc::new(MemoryBackdoor(store))),
         ..Fixture::default()
     };
-    ConformanceTarget { client, fixture, guard: Some(Box::new(server)) }
+    ConformanceTarget::serve(connector, fixture).await.expect("the connector serves on loopback")
 }
 
 connector_kit::conformance_tests!(target);

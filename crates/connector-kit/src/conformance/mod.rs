@@ -89,6 +89,19 @@ pub struct ConformanceTarget {
     pub guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
+impl ConformanceTarget {
+    /// Serves `connector` over real gRPC on `127.0.0.1:0` with the kit's
+    /// server builder and connects a client to it: the usual set-up of a
+    /// connector crate's conformance test.
+    pub async fn serve<C: crate::Connector>(connector: C, fixture: Fixture) -> Result<Self, crate::server::ServeError> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = crate::server::ConnectorServer::new(connector).bind(addr).await?;
+        let client = ConnectorClient::connect(&server.endpoint(), crate::client::ClientOptions::default())
+            .map_err(|e| crate::server::ServeError::Transport(e.to_string()))?;
+        Ok(Self { client, fixture, guard: Some(Box::new(server)) })
+    }
+}
+
 /// How a case ended when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
