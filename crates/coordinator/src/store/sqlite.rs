@@ -8,7 +8,7 @@
 //! transaction so one bad write cannot fail the others.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -154,16 +154,176 @@ async fn run_batch(
     head: &mut (i64, String),
     ops: &[&WriteOp],
 ) -> Result<Vec<WriteResult>, StoreError> {
-    let mut chain = Chain { head: head.clone(), pending: Vec::new() };
+    let mut batch = Batch {
+        chain: Chain { head: head.clone(), pending: Vec::new() },
+        tasks: Vec::new(),
+        task_index: HashMap::new(),
+        completions: Vec::new(),
+    };
     let mut tx = conn.begin().await?;
     let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
-        results.push(apply_op(&mut tx, &mut chain, op).await?);
+    for (index, op) in ops.iter().enumerate() {
+        results.push(apply_op(&mut tx, &mut batch, op, index).await?);
     }
-    flush_audit(&mut tx, &chain.pending).await?;
+    flush_tasks(&mut tx, &mut batch).await?;
+    complete_events(&mut tx, &mut batch, &mut results).await?;
+    flush_audit(&mut tx, &batch.chain.pending).await?;
     tx.commit().await?;
-    *head = chain.head;
+    *head = batch.chain.head;
     Ok(results)
+}
+
+/// What one batch has staged: audit records, task rows (the last write of
+/// each task wins), and the events whose tasks it finished.
+struct Batch {
+    chain: Chain,
+    tasks: Vec<TaskRecord>,
+    task_index: HashMap<(String, String), usize>,
+    completions: Vec<(String, usize, i64)>,
+}
+
+impl Batch {
+    fn stage_task(&mut self, task: TaskRecord) {
+        let key = (task.event_id.clone(), task.target_id.clone());
+        match self.task_index.get(&key) {
+            Some(&index) => self.tasks[index] = task,
+            None => {
+                self.task_index.insert(key, self.tasks.len());
+                self.tasks.push(task);
+            }
+        }
+    }
+}
+
+/// Writes the staged task rows, many per statement.
+async fn flush_tasks(conn: &mut SqliteConnection, batch: &mut Batch) -> Result<(), StoreError> {
+    for chunk in batch.tasks.chunks(400) {
+        let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO tasks (event_id, target_id, event_seq, person_id, effective_at, urgent, state, planned, grants_access, \
+             command_id, attempts, next_attempt_at, last_error, acknowledgement, read_back, differences, deadline_at, \
+             deadline_breached, planned_at, dispatched_at, acknowledged_at, finished_at) ",
+        );
+        upsert.push_values(chunk, |mut row, task| {
+            row.push_bind(task.event_id.clone())
+                .push_bind(task.target_id.clone())
+                .push_bind(task.event_seq)
+                .push_bind(task.person_id.clone())
+                .push_bind(task.effective_at)
+                .push_bind(i64::from(task.urgent))
+                .push_bind(task.state.as_str())
+                .push_bind(task.planned.encode_to_vec())
+                .push_bind(i64::from(task.grants_access))
+                .push_bind(task.command_id.clone())
+                .push_bind(i64::from(task.attempts))
+                .push_bind(task.next_attempt_at)
+                .push_bind(task.last_error.clone())
+                .push_bind(task.acknowledgement.as_ref().map(Message::encode_to_vec))
+                .push_bind(task.read_back.as_ref().map(Message::encode_to_vec))
+                .push_bind(json(&task.differences))
+                .push_bind(task.deadline_at)
+                .push_bind(i64::from(task.deadline_breached))
+                .push_bind(task.planned_at)
+                .push_bind(task.dispatched_at)
+                .push_bind(task.acknowledged_at)
+                .push_bind(task.finished_at);
+        });
+        upsert.push(
+            " ON CONFLICT (event_id, target_id) DO UPDATE SET state = excluded.state, planned = excluded.planned, \
+             grants_access = excluded.grants_access, command_id = excluded.command_id, attempts = excluded.attempts, \
+             next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, \
+             acknowledgement = excluded.acknowledgement, read_back = excluded.read_back, differences = excluded.differences, \
+             deadline_breached = CASE WHEN tasks.deadline_breached = 1 THEN 1 ELSE excluded.deadline_breached END, \
+             dispatched_at = excluded.dispatched_at, acknowledged_at = excluded.acknowledged_at, finished_at = excluded.finished_at",
+        );
+        upsert.build().execute(&mut *conn).await?;
+    }
+    batch.tasks.clear();
+    batch.task_index.clear();
+    Ok(())
+}
+
+/// For every event a task of this batch finished: when all its tasks are
+/// terminal, sets the event's state, updates the identity record when
+/// verified, and answers the op that finished it with the new state.
+async fn complete_events(
+    conn: &mut SqliteConnection,
+    batch: &mut Batch,
+    results: &mut [WriteResult],
+) -> Result<(), StoreError> {
+    let mut candidates: BTreeMap<String, (usize, i64)> = BTreeMap::new();
+    for (event_id, index, finished_at) in batch.completions.drain(..) {
+        candidates.insert(event_id, (index, finished_at));
+    }
+    let ids: Vec<String> = candidates.keys().cloned().collect();
+    let mut tasks: BTreeMap<String, Vec<(TaskState, bool, String)>> = BTreeMap::new();
+    for chunk in ids.chunks(500) {
+        let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT event_id, state, grants_access, target_id FROM tasks WHERE event_id IN (",
+        );
+        let mut list = select.separated(", ");
+        for id in chunk {
+            list.push_bind(id.clone());
+        }
+        list.push_unseparated(")");
+        for row in select.build().fetch_all(&mut *conn).await? {
+            tasks.entry(row.try_get("event_id")?).or_default().push((
+                task_state(&row.try_get::<String, _>("state")?)?,
+                row.try_get::<i64, _>("grants_access")? == 1,
+                row.try_get("target_id")?,
+            ));
+        }
+    }
+    for (event_id, (index, now)) in candidates {
+        let rows = tasks.remove(&event_id).unwrap_or_default();
+        let state = EventState::from_tasks(rows.iter().map(|(state, _, _)| *state));
+        if !state.is_terminal() {
+            continue;
+        }
+        let targets: BTreeSet<String> = rows
+            .iter()
+            .filter(|(state, grants, _)| *state == TaskState::Verified && *grants)
+            .map(|(_, _, target)| target.clone())
+            .collect();
+        let updated = sqlx::query("UPDATE events SET state = ?, finished_at = ? WHERE event_id = ? AND state = ?")
+            .bind(state.as_str())
+            .bind(now)
+            .bind(&event_id)
+            .bind(EventState::InProgress.as_str())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            continue;
+        }
+        let mut audit = vec![AuditEntry {
+            at: now,
+            principal: "coordinator".into(),
+            event_id: event_id.clone(),
+            action: format!("event.{}", state.as_str()),
+            payload: serde_json::json!({ "state": state.as_str() }),
+        }];
+        if state == EventState::Verified
+            && let Some(identity) = update_identity(conn, &event_id, targets, now).await?
+        {
+            audit.push(AuditEntry {
+                at: now,
+                principal: "coordinator".into(),
+                event_id: event_id.clone(),
+                action: "identity.updated".into(),
+                payload: serde_json::json!({
+                    "person_id": identity.person_id,
+                    "has_left": identity.has_left,
+                    "effective_at": crate::event::format_time(Some(identity.effective_at)),
+                    "targets": identity.targets,
+                }),
+            });
+        }
+        append_audit(&mut batch.chain, &audit);
+        if let Some(result) = results.get_mut(index) {
+            *result = WriteResult::Saved(Some(state));
+        }
+    }
+    Ok(())
 }
 
 /// The audit chain during one batch: the head moves as records are chained;
@@ -217,47 +377,12 @@ fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
-async fn write_task(conn: &mut SqliteConnection, task: &TaskRecord) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO tasks (event_id, target_id, event_seq, person_id, effective_at, urgent, state, planned, grants_access, \
-         command_id, attempts, next_attempt_at, last_error, acknowledgement, read_back, differences, deadline_at, \
-         deadline_breached, planned_at, dispatched_at, acknowledged_at, finished_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (event_id, target_id) DO UPDATE SET state = excluded.state, planned = excluded.planned, \
-         grants_access = excluded.grants_access, command_id = excluded.command_id, attempts = excluded.attempts, \
-         next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, \
-         acknowledgement = excluded.acknowledgement, read_back = excluded.read_back, differences = excluded.differences, \
-         deadline_breached = CASE WHEN tasks.deadline_breached = 1 THEN 1 ELSE excluded.deadline_breached END, \
-         dispatched_at = excluded.dispatched_at, acknowledged_at = excluded.acknowledged_at, finished_at = excluded.finished_at",
-    )
-    .bind(&task.event_id)
-    .bind(&task.target_id)
-    .bind(task.event_seq)
-    .bind(&task.person_id)
-    .bind(task.effective_at)
-    .bind(i64::from(task.urgent))
-    .bind(task.state.as_str())
-    .bind(task.planned.encode_to_vec())
-    .bind(i64::from(task.grants_access))
-    .bind(&task.command_id)
-    .bind(i64::from(task.attempts))
-    .bind(task.next_attempt_at)
-    .bind(&task.last_error)
-    .bind(task.acknowledgement.as_ref().map(Message::encode_to_vec))
-    .bind(task.read_back.as_ref().map(Message::encode_to_vec))
-    .bind(json(&task.differences))
-    .bind(task.deadline_at)
-    .bind(i64::from(task.deadline_breached))
-    .bind(task.planned_at)
-    .bind(task.dispatched_at)
-    .bind(task.acknowledged_at)
-    .bind(task.finished_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn apply_op(conn: &mut SqliteConnection, head: &mut Chain, op: &WriteOp) -> Result<WriteResult, StoreError> {
+async fn apply_op(
+    conn: &mut SqliteConnection,
+    batch: &mut Batch,
+    op: &WriteOp,
+    index: usize,
+) -> Result<WriteResult, StoreError> {
     match op {
         WriteOp::InsertEvent { event, tasks, audit } => {
             let existing = sqlx::query("SELECT * FROM events WHERE event_id = ?")
@@ -293,73 +418,21 @@ async fn apply_op(conn: &mut SqliteConnection, head: &mut Chain, op: &WriteOp) -
             for task in tasks {
                 let mut task = task.clone();
                 task.event_seq = seq;
-                write_task(conn, &task).await?;
+                batch.stage_task(task);
             }
-            append_audit(head, audit);
+            append_audit(&mut batch.chain, audit);
             Ok(WriteResult::Inserted(InsertOutcome::Inserted(seq)))
         }
         WriteOp::SaveTask { task, audit } => {
-            write_task(conn, task).await?;
-            append_audit(head, audit);
-            if !task.state.is_terminal() {
-                return Ok(WriteResult::Saved(None));
+            if task.state.is_terminal() {
+                batch.completions.push((task.event_id.clone(), index, task.finished_at.unwrap_or_default()));
             }
-            let rows = sqlx::query("SELECT state, grants_access, target_id FROM tasks WHERE event_id = ?")
-                .bind(&task.event_id)
-                .fetch_all(&mut *conn)
-                .await?;
-            let mut states = Vec::with_capacity(rows.len());
-            let mut targets = BTreeSet::new();
-            for row in &rows {
-                let state = task_state(&row.try_get::<String, _>("state")?)?;
-                if state == TaskState::Verified && row.try_get::<i64, _>("grants_access")? == 1 {
-                    targets.insert(row.try_get::<String, _>("target_id")?);
-                }
-                states.push(state);
-            }
-            let state = EventState::from_tasks(states);
-            if !state.is_terminal() {
-                return Ok(WriteResult::Saved(None));
-            }
-            let now = task.finished_at.unwrap_or_default();
-            let updated = sqlx::query("UPDATE events SET state = ?, finished_at = ? WHERE event_id = ? AND state = ?")
-                .bind(state.as_str())
-                .bind(now)
-                .bind(&task.event_id)
-                .bind(EventState::InProgress.as_str())
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-            if updated == 0 {
-                return Ok(WriteResult::Saved(None));
-            }
-            let mut audit = vec![AuditEntry {
-                at: now,
-                principal: "coordinator".into(),
-                event_id: task.event_id.clone(),
-                action: format!("event.{}", state.as_str()),
-                payload: serde_json::json!({ "state": state.as_str() }),
-            }];
-            if state == EventState::Verified
-                && let Some(identity) = update_identity(conn, &task.event_id, targets, now).await?
-            {
-                audit.push(AuditEntry {
-                    at: now,
-                    principal: "coordinator".into(),
-                    event_id: task.event_id.clone(),
-                    action: "identity.updated".into(),
-                    payload: serde_json::json!({
-                        "person_id": identity.person_id,
-                        "has_left": identity.has_left,
-                        "effective_at": crate::event::format_time(Some(identity.effective_at)),
-                        "targets": identity.targets,
-                    }),
-                });
-            }
-            append_audit(head, &audit);
-            Ok(WriteResult::Saved(Some(state)))
+            batch.stage_task((**task).clone());
+            append_audit(&mut batch.chain, audit);
+            Ok(WriteResult::Saved(None))
         }
         WriteOp::MarkBreached { event_id, target_id, audit } => {
+            flush_tasks(conn, batch).await?;
             let updated = sqlx::query(
                 "UPDATE tasks SET deadline_breached = 1 WHERE event_id = ? AND target_id = ? AND deadline_breached = 0",
             )
@@ -369,7 +442,7 @@ async fn apply_op(conn: &mut SqliteConnection, head: &mut Chain, op: &WriteOp) -
             .await?
             .rows_affected();
             if updated > 0 {
-                append_audit(head, std::slice::from_ref(audit));
+                append_audit(&mut batch.chain, std::slice::from_ref(audit));
             }
             Ok(WriteResult::Done)
         }
@@ -397,7 +470,7 @@ async fn apply_op(conn: &mut SqliteConnection, head: &mut Chain, op: &WriteOp) -
             .bind(approval.at)
             .execute(&mut *conn)
             .await?;
-            append_audit(head, std::slice::from_ref(audit));
+            append_audit(&mut batch.chain, std::slice::from_ref(audit));
             Ok(WriteResult::Done)
         }
     }
