@@ -41,10 +41,11 @@ apt_install() {
   local missing=()
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   (( ${#missing[@]} == 0 )) && return 0
-  local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  local sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo -E)
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq >/dev/null 2>&1 || true
-  $sudo -E apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # pip_install SPEC...: installs PyPI packages for the current user's python3.
