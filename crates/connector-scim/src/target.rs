@@ -328,11 +328,18 @@ struct Answer {
 }
 
 /// The SCIM client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ScimTarget {
     http: reqwest::Client,
     base: String,
     max_response_bytes: usize,
+}
+
+impl std::fmt::Debug for ScimTarget {
+    /// Names the service provider only: the client's headers hold the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScimTarget").field("base", &self.base).finish_non_exhaustive()
+    }
 }
 
 impl ScimTarget {
