@@ -69,6 +69,12 @@ pub fn normalise_dn(dn: &str) -> String {
     for rdn in split_unescaped(dn, ',') {
         let mut parts = Vec::new();
         for ava in split_unescaped(&rdn, '+') {
+            if split_unescaped(&ava, '=').len() < 2 {
+                // Not an attribute-value pair: keep it, normalised, as it is
+                // (adding an '=' would make normalisation not idempotent).
+                parts.push(trim_unescaped(&ava).to_lowercase());
+                continue;
+            }
             let mut halves = split_unescaped(&ava, '=').into_iter();
             let attribute_type = halves.next().unwrap_or_default();
             let rest: Vec<String> = halves.collect();
@@ -278,6 +284,15 @@ mod tests {
         );
         state.credentials = Some(CredentialState { active: vec![], complete: true });
         assert_eq!(compare(&description(), &want, &state), vec![]);
+    }
+
+    #[test]
+    fn dn_normalisation_is_idempotent_on_malformed_input() {
+        // Found by the `dn_normalise` fuzz target.
+        for dn in ["\0\0\\=+=", "\0\\==", "a+b", "=", "cn=x+y", " , = ", "\\"] {
+            let once = normalise_dn(dn);
+            assert_eq!(normalise_dn(&once), once, "{dn:?}");
+        }
     }
 
     #[test]
