@@ -67,7 +67,6 @@ async fn verified_count(mesh: &Mesh, ids: &[String]) -> usize {
             verified += 1;
         }
     }
-    tokio::time::sleep(Duration::from_millis(250)).await;
     verified
 }
 
@@ -132,7 +131,7 @@ async fn coordinator_killed_mid_run_loses_and_repeats_nothing() {
     let persons = sales_people(&mesh, count);
     let ids = submit_joiners(&mesh, &persons).await;
     // Kill it while the run is in the middle: some events verified, not all.
-    let quarter = (count / 4).max(1);
+    let quarter = (count / 10).max(1);
     mesh_harness::assert_eventually!(
         verified_count(&mesh, &ids).await >= quarter,
         Duration::from_secs(600),

@@ -413,16 +413,21 @@ impl Vault {
 
     /// Every userpass user name (a LIST).
     pub async fn users(&self) -> anyhow::Result<Vec<String>> {
+        let list = reqwest::Method::from_bytes(b"LIST")?;
         let response = self
             .http
-            .get(format!("{}/auth/userpass/users?list=true", self.base))
+            .request(list, format!("{}/auth/userpass/users", self.base))
             .header("X-Vault-Token", &self.token)
             .send()
             .await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(Vec::new());
         }
+        let status = response.status();
         let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("Vault LIST auth/userpass/users: HTTP {status}: {body}");
+        }
         Ok(body["data"]["keys"]
             .as_array()
             .into_iter()
