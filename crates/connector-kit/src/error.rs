@@ -233,7 +233,15 @@ impl ConnectorError {
                 message: detail.message,
             };
         }
-        let kind = ErrorKind::from_code(status.code());
+        // Every error a connector itself answers carries the typed details
+        // above. A status without them was made on the way: by the transport
+        // (a connector killed mid-call surfaces as UNKNOWN "transport error"),
+        // a proxy or the gRPC library. UNKNOWN is then a broken call, worth
+        // retrying like UNAVAILABLE; the other codes keep their meaning.
+        let kind = match status.code() {
+            Code::Unknown => ErrorKind::Unavailable,
+            code => ErrorKind::from_code(code),
+        };
         Self::new(kind, format!("{}: {}", status.code(), status.message()))
     }
 }
@@ -261,6 +269,9 @@ mod tests {
     fn status_without_details_maps_from_code() {
         let error = ConnectorError::from_status(&Status::unavailable("connection refused"));
         assert_eq!(error.kind, ErrorKind::Unavailable);
+        assert!(error.retryable);
+        let error = ConnectorError::from_status(&Status::unknown("transport error"));
+        assert_eq!(error.kind, ErrorKind::Unavailable, "a call broken on the way is retryable");
         assert!(error.retryable);
         let error = ConnectorError::from_status(&Status::invalid_argument("bad"));
         assert_eq!(error.kind, ErrorKind::InvalidArgument);
