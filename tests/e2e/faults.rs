@@ -229,14 +229,18 @@ async fn a_connector_killed_and_restarted_converges() {
     let options = MeshOptions { deadline: "5m".into(), max_attempts: 30, base_backoff_ms: 200 };
     let mut mesh = Mesh::start("conn", options).await.expect("the mesh starts");
     let persons = sales_people(&mesh, 20);
-    let ids = submit_joiners(&mesh, &persons).await;
-    // Kill the SCIM connector as soon as the run is under way.
+    let (before, after) = persons.split_at(10);
+    let mut ids = submit_joiners(&mesh, before).await;
+    // Kill the SCIM connector as soon as the run is under way, then submit
+    // the second half: their SCIM tasks certainly meet the dead connector
+    // (the first half's may all have finished, SCIM being faster than Vault).
     mesh_harness::assert_eventually!(
         verified_count(&mesh, &ids).await >= 1,
         Duration::from_secs(300),
         "nothing verified"
     );
     mesh.kill_connector("scim").await.expect("SIGKILL connector-scim");
+    ids.extend(submit_joiners(&mesh, after).await);
     // Down until some SCIM task failed an attempt against the dead endpoint.
     let scim_retrying = || async {
         for id in &ids {
