@@ -5,10 +5,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use connector_kit::client::{ClientOptions, ConnectorClient};
 use connector_kit::conformance::{Backdoor, ConformanceTarget, Fixture};
 use connector_kit::contract as pb;
-use connector_kit::server::ConnectorServer;
 use connector_ldap::{LdapConfig, LdapConnector};
 use futures::future::BoxFuture;
 use ldap3::{LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
@@ -106,9 +104,6 @@ async fn target() -> ConformanceTarget {
     let config = ad.config();
     let password = config.bind_password().expect("bind password");
     let connector = LdapConnector::new(config, password).expect("connector");
-    let server =
-        ConnectorServer::new(connector).bind("127.0.0.1:0".parse().expect("address")).await.expect("server binds");
-    let client = ConnectorClient::connect(&server.endpoint(), ClientOptions::default()).expect("client");
     let fixture = Fixture {
         attributes: Box::new(|name| {
             BTreeMap::from([
@@ -131,7 +126,7 @@ async fn target() -> ConformanceTarget {
         backdoor: Some(Arc::new(SambaBackdoor(ad))),
         ..Fixture::default()
     };
-    ConformanceTarget { client, fixture, guard: Some(Box::new(server)) }
+    ConformanceTarget::serve(connector, fixture).await.expect("the connector serves on loopback")
 }
 
 connector_kit::conformance_tests!(target);

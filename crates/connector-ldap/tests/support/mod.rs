@@ -8,10 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use connector_kit::client::{ClientOptions, ConnectorClient};
 use connector_kit::conformance::{Backdoor, ConformanceTarget, Fixture};
 use connector_kit::contract as pb;
-use connector_kit::server::ConnectorServer;
 use connector_ldap::config::TlsConfig;
 use connector_ldap::{LdapConfig, LdapConnector};
 use futures::future::BoxFuture;
@@ -145,9 +143,6 @@ fn group(id: &str, privileged: bool) -> pb::Entitlement {
 pub async fn conformance_target() -> ConformanceTarget {
     let slapd = Arc::new(Slapd::from_env());
     let connector = slapd.connector(slapd.config());
-    let server =
-        ConnectorServer::new(connector).bind("127.0.0.1:0".parse().expect("address")).await.expect("server binds");
-    let client = ConnectorClient::connect(&server.endpoint(), ClientOptions::default()).expect("client");
     let fixture = Fixture {
         attributes: Box::new(|name| {
             BTreeMap::from([
@@ -170,7 +165,7 @@ pub async fn conformance_target() -> ConformanceTarget {
         backdoor: Some(Arc::new(SlapdBackdoor(slapd))),
         ..Fixture::default()
     };
-    ConformanceTarget { client, fixture, guard: Some(Box::new(server)) }
+    ConformanceTarget::serve(connector, fixture).await.expect("the connector serves on loopback")
 }
 
 /// Every entry under the suffix as `ldapsearch` shows it: DN -> its lines
