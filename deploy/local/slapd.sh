@@ -10,6 +10,12 @@
 #                               loopback port (plain LDAP with StartTLS, and LDAPS on a second
 #                               port, with a throwaway CA), waits until it answers a bind, and
 #                               writes RUN_DIR/slapd.env
+#                               A second, non-root service account (WRITEONLY_DN below) may manage
+#                               accounts only under WRITEONLY_USERS_DN, where the ACL gives it the
+#                               write privilege on displayName WITHOUT read (`=w`): slapd accepts its
+#                               writes of that attribute and never shows it the value. The end-to-end
+#                               tests bind a connector as this account to get, deterministically, a
+#                               target that accepts a write but shows something else on read-back.
 #   slapd.sh restart RUN_DIR    stops and starts the same slapd with the same data and ports
 #   slapd.sh stop RUN_DIR       stops it (idempotent)
 #
@@ -24,6 +30,9 @@ GROUPS_PLAIN="staff engineering sales finance marketing support hr legal contrac
 GROUPS_PRIVILEGED="admins it-ops prod-access db-admins"
 # groupOfNames needs one member: this placeholder DN is never a user, so never reported as a member.
 PLACEHOLDER_MEMBER="cn=nobody,$SUFFIX"
+# The write-without-read service account and the only subtree it manages accounts in.
+WRITEONLY_DN="cn=jml-writeonly,$SUFFIX"
+WRITEONLY_USERS_DN="ou=writeonly,ou=people,$SUFFIX"
 
 cmd_install() {
   apt_install slapd ldap-utils openssl
@@ -84,8 +93,11 @@ olcDbMaxSize: 2147483648
 olcDbIndex: objectClass eq
 olcDbIndex: uid,cn,employeeNumber eq
 olcDbIndex: member eq
-olcAccess: {0}to attrs=userPassword by self write by anonymous auth by * none
-olcAccess: {1}to * by self read by users read by * none
+olcAccess: {0}to dn.subtree="$WRITEONLY_USERS_DN" attrs=displayName by dn.exact="$WRITEONLY_DN" =w by * break
+olcAccess: {1}to dn.subtree="$WRITEONLY_USERS_DN" by dn.exact="$WRITEONLY_DN" write by * break
+olcAccess: {2}to dn.subtree="ou=groups,$SUFFIX" attrs=member by dn.exact="$WRITEONLY_DN" write by * break
+olcAccess: {3}to attrs=userPassword by self write by anonymous auth by * none
+olcAccess: {4}to * by self read by users read by * none
 
 dn: olcOverlay={0}ppolicy,olcDatabase={1}mdb,cn=config
 objectClass: olcOverlayConfig
@@ -96,6 +108,7 @@ EOF
 }
 
 write_base_ldif() {
+  local writeonly_hash=$1
   cat <<EOF
 dn: $SUFFIX
 objectClass: dcObject
@@ -122,6 +135,16 @@ cn: default
 pwdAttribute: userPassword
 pwdLockout: TRUE
 pwdMaxFailure: 0
+
+dn: $WRITEONLY_USERS_DN
+objectClass: organizationalUnit
+ou: writeonly
+
+dn: $WRITEONLY_DN
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: jml-writeonly
+userPassword: $writeonly_hash
 EOF
   local group
   for group in $GROUPS_PLAIN $GROUPS_PRIVILEGED; do
@@ -181,6 +204,7 @@ cmd_start() {
   local password
   password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
   (umask 077 && printf '%s' "$password" >"$dir/admin.password")
+  (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(16), end="")' >"$dir/writeonly.password")
   free_port >"$dir/port"
   free_port >"$dir/ldaps_port"
   make_tls "$dir/tls"
@@ -189,7 +213,7 @@ cmd_start() {
     cat "$dir/slapadd.log" >&2
     return 1
   }
-  write_base_ldif >"$dir/base.ldif"
+  write_base_ldif "$(slappasswd -T "$dir/writeonly.password")" >"$dir/base.ldif"
   slapadd -F "$dir/config" -b "$SUFFIX" -l "$dir/base.ldif" >>"$dir/slapadd.log" 2>&1 || {
     cat "$dir/slapadd.log" >&2
     return 1
@@ -205,6 +229,9 @@ export JML_TEST_SLAPD_CA_FILE=$dir/tls/ca.pem
 export JML_TEST_SLAPD_BASE_DN=$SUFFIX
 export JML_TEST_SLAPD_BIND_DN=$ROOT_DN
 export JML_TEST_SLAPD_BIND_PASSWORD_FILE=$dir/admin.password
+export JML_TEST_SLAPD_WRITEONLY_BIND_DN=$WRITEONLY_DN
+export JML_TEST_SLAPD_WRITEONLY_PASSWORD_FILE=$dir/writeonly.password
+export JML_TEST_SLAPD_WRITEONLY_USERS_DN=$WRITEONLY_USERS_DN
 export JML_TEST_SLAPD_RUN_DIR=$run_dir
 export JML_TEST_SLAPD_SCRIPT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/slapd.sh
 EOF

@@ -7,9 +7,11 @@
 //!   tasks retry with backoff while the other targets' tasks verify, everything
 //!   converges, and deadline breaches are recorded exactly for what was late;
 //! - a connector process SIGKILLed and restarted: the same;
-//! - a target that accepts the write but shows something else on read-back (an
-//!   ad hoc edit racing the connector's write): the task is not verified.
-//!   Ignored by default: the race is probabilistic (see its `#[ignore]`).
+//! - a target that accepts the write but shows something else on read-back:
+//!   slapd's ACL gives the connector's service account the write privilege on
+//!   `displayName` without read, so every write is accepted and every
+//!   read-back lacks the value (deterministic, on the real server): the task
+//!   is never verified and the evidence records the difference.
 //!
 //! The tests share slapd with each other, so they run one at a time (one lock).
 //!
@@ -271,67 +273,106 @@ async fn a_connector_killed_and_restarted_converges() {
     mesh.verify_audit().await.expect("the audit chain is intact");
 }
 
+/// Points the mesh's LDAP connector at slapd's write-without-read service
+/// account and its subtree (`deploy/local/slapd.sh`), restarting it on the
+/// same port: from then on slapd accepts the connector's `displayName` writes
+/// and never shows it the value.
+async fn bind_ldap_connector_write_only(mesh: &mut Mesh) {
+    let path = mesh.dir.join("connector-ldap.yaml");
+    let config = std::fs::read_to_string(&path).expect("the rendered connector-ldap.yaml");
+    let bind_dn = target_env("slapd", "JML_TEST_SLAPD_WRITEONLY_BIND_DN");
+    let password_file = target_env("slapd", "JML_TEST_SLAPD_WRITEONLY_PASSWORD_FILE");
+    let users_dn = target_env("slapd", "JML_TEST_SLAPD_WRITEONLY_USERS_DN");
+    let mut replaced = 0;
+    let config: Vec<String> = config
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            let new = if trimmed.starts_with("bind_dn:") {
+                format!("bind_dn: {bind_dn}")
+            } else if trimmed.starts_with("users_base_dn:") {
+                format!("users_base_dn: {users_dn}")
+            } else if trimmed.starts_with("file:") && indent == "  " {
+                format!("file: {password_file}")
+            } else {
+                return line.to_owned();
+            };
+            replaced += 1;
+            format!("{indent}{new}")
+        })
+        .collect();
+    assert_eq!(replaced, 3, "bind_dn, bind_password.file and users_base_dn in {}", path.display());
+    std::fs::write(&path, config.join("\n") + "\n").expect("rewriting connector-ldap.yaml");
+    mesh.kill_connector("ldap").await.expect("stopping connector-ldap");
+    mesh.start_connector("ldap").await.expect("connector-ldap restarts as the write-only service account");
+}
+
+/// slapd's ACL gives the connector's service account the write privilege on
+/// `displayName` without read (`=w`, deploy/local/slapd.sh): every Apply is
+/// accepted, every read-back shows no display name. Deterministic, on the
+/// real server: the task must fail with the difference named, never verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "probabilistic: the hand edit must win the race on every attempt; a run where the connector's write is read back before the next edit verifies, correctly. Run with --ignored; to be made deterministic"]
 async fn a_read_back_showing_something_else_is_never_verified() {
     let _serial = SERIAL.lock().await;
     let targets = Targets::from_env().await.expect("clients of the real targets");
     let options = MeshOptions { deadline: "5m".into(), max_attempts: 3, base_backoff_ms: 100 };
-    let mesh = Mesh::start("race", options).await.expect("the mesh starts");
-    let mut person = Person::new(&mesh.run_id, 0, "Sales");
+    let mut mesh = Mesh::start("race", options).await.expect("the mesh starts");
+    bind_ldap_connector_write_only(&mut mesh).await;
+    let person = Person::new(&mesh.run_id, 0, "Sales");
     let joiner = format!("{}-joiner", person.username);
     mesh.submit(person.event(&joiner, pb::EventKind::Joiner)).await.expect("joiner accepted");
-    let status = mesh.wait_finished(std::slice::from_ref(&joiner), Duration::from_secs(120)).await.expect("joiner");
-    assert_all_verified(&status);
-    let dn = targets.ldap.account(&person.username).await.expect("ldap").expect("LDAP account").dn;
+    let statuses = mesh.wait_finished(std::slice::from_ref(&joiner), Duration::from_secs(300)).await.expect("joiner");
+    let status = &statuses[&joiner];
 
-    // An administrator keeps editing displayName directly on slapd while the
-    // mover's write goes in: slapd accepts the connector's write, then shows
-    // the ad hoc value on read-back.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut racers = Vec::new();
-    for _ in 0..2 {
-        let (ldap, dn, stop) = (targets.ldap.clone(), dn.clone(), stop.clone());
-        racers.push(tokio::spawn(async move {
-            let mut connection = ldap.connect().await.expect("racer binds");
-            let mut edits = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                mesh_e2e::targets::Ldap::set_display_name(&mut connection, &dn, "Edited By Hand")
-                    .await
-                    .expect("ad hoc edit");
-                edits += 1;
-            }
-            edits
-        }));
-    }
-    person.display_name = format!("Moved {}", person.username);
-    let mover = format!("{}-mover", person.username);
-    mesh.submit(person.event(&mover, pb::EventKind::Mover)).await.expect("mover accepted");
-    let statuses = mesh.wait_finished(std::slice::from_ref(&mover), Duration::from_secs(120)).await.expect("mover");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut edits = 0;
-    for racer in racers {
-        edits += racer.await.expect("racer");
-    }
-    let status = &statuses[&mover];
     let ldap = task(status, "ldap");
     assert_eq!(ldap.state, pb::TaskState::Failed as i32, "never verified: {ldap:?}");
-    assert_eq!(ldap.attempts, 3, "every attempt was read back and compared: {ldap:?}");
+    assert_eq!(ldap.attempts, 3, "every attempt was applied, read back and compared: {ldap:?}");
     assert!(ldap.acknowledgement.is_some(), "slapd acknowledged the write: {ldap:?}");
     assert!(ldap.differences.iter().any(|d| d.contains("display_name")), "the difference is named: {ldap:?}");
     let read_back = ldap.read_back.as_ref().expect("a read-back is recorded");
-    assert_eq!(read_back.attributes.get("display_name").map(String::as_str), Some("Edited By Hand"));
-    assert_eq!(status.state, pb::EventState::Failed as i32);
+    assert!(read_back.exists, "the account itself is read back: {read_back:?}");
+    assert_ne!(
+        read_back.attributes.get("display_name").map(String::as_str),
+        Some(person.display_name.as_str()),
+        "the read-back shows something else than what was written: {read_back:?}"
+    );
+    assert_eq!(status.state, pb::EventState::Failed as i32, "{status:?}");
     for target in ["scim", "vault", "aws"] {
         assert_eq!(task(status, target).state, pb::TaskState::Verified as i32, "{target} is unaffected");
     }
-    let evidence = mesh.evidence(&mover).await.expect("evidence");
+
+    // slapd did accept the write: its administrator sees the value the
+    // connector wrote, under the write-only subtree...
+    let account = targets.ldap.account(&person.username).await.expect("ldap").expect("the LDAP account exists");
+    let users_dn = target_env("slapd", "JML_TEST_SLAPD_WRITEONLY_USERS_DN");
+    assert!(account.dn.to_lowercase().ends_with(&users_dn.to_lowercase()), "{account:?}");
+    assert_eq!(account.display_name.as_deref(), Some(person.display_name.as_str()), "slapd holds the write");
+    assert!(account.groups.contains("sales"), "the rest of the joiner was applied: {account:?}");
+    // ...while the connector's own bind is never shown it.
+    let service = mesh_e2e::targets::Ldap::bound_as(
+        &target_env("slapd", "JML_TEST_SLAPD_WRITEONLY_BIND_DN"),
+        &target_env("slapd", "JML_TEST_SLAPD_WRITEONLY_PASSWORD_FILE"),
+    )
+    .expect("the service account's client");
+    let seen = service.account(&person.username).await.expect("ldap").expect("the account is visible to it");
+    assert_eq!(seen.display_name, None, "the service account cannot read displayName: {seen:?}");
+
+    let evidence = mesh.evidence(&joiner).await.expect("evidence");
     let ldap_evidence = evidence["targets"]
         .as_array()
         .and_then(|t| t.iter().find(|t| t["target_id"] == "ldap"))
         .expect("ldap in the evidence")
         .clone();
     assert_eq!(ldap_evidence["state"], "failed", "{ldap_evidence}");
-    eprintln!("{edits} ad hoc edits raced the connector; LDAP differences: {:?}", ldap.differences);
+    assert!(ldap_evidence["acknowledgement"].is_object(), "the evidence has the acknowledgement: {ldap_evidence}");
+    assert!(ldap_evidence["read_back"].is_object(), "the evidence has the read-back: {ldap_evidence}");
+    assert!(
+        ldap_evidence["differences"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d.as_str().is_some_and(|d| d.contains("display_name")))),
+        "the evidence names the difference: {ldap_evidence}"
+    );
+    eprintln!("LDAP differences: {:?}", ldap.differences);
     mesh.verify_audit().await.expect("the audit chain is intact");
 }

@@ -25,7 +25,7 @@ pub struct LdapAccount {
     pub groups: BTreeSet<String>,
 }
 
-/// slapd, through an admin bind.
+/// slapd, through an admin bind (or another account's, [`Ldap::bound_as`]).
 #[derive(Debug, Clone)]
 pub struct Ldap {
     url: String,
@@ -46,6 +46,18 @@ impl Ldap {
                 .to_owned(),
             base_dn: target_env("slapd", "JML_TEST_SLAPD_BASE_DN"),
         })
+    }
+
+    /// A client of the same slapd binding as another account (`dn`, password
+    /// in `password_file`): what that account is allowed to see.
+    pub fn bound_as(dn: &str, password_file: &str) -> anyhow::Result<Self> {
+        let mut ldap = Self::from_env()?;
+        ldap.bind_dn = dn.to_owned();
+        ldap.password = std::fs::read_to_string(password_file)
+            .with_context(|| format!("reading {password_file}"))?
+            .trim_end()
+            .to_owned();
+        Ok(ldap)
     }
 
     /// A bound admin connection.
