@@ -131,6 +131,15 @@ pub fn is_leaver_state(expected: &pb::DesiredAccount) -> bool {
         || (!expected.enabled && expected.credentials == pb::CredentialAction::RevokeAll as i32)
 }
 
+/// Whether an orphan account is already contained: disabled, holding no
+/// entitlement and no active credential. That is the end state policy wants
+/// for an orphan (disabled, never deleted), so it is counted, not drift.
+pub fn is_contained_orphan(state: &pb::AccountState) -> bool {
+    !state.enabled
+        && state.entitlements.is_empty()
+        && state.credentials.as_ref().is_none_or(|credentials| credentials.active.is_empty())
+}
+
 /// Classifies the drift of one account. `expected` is `None` for an account
 /// the target holds that no identity accounts for (an orphan); `actual` is
 /// `None` (or not existing) when the target lacks it.
@@ -142,6 +151,7 @@ pub fn classify(
     let actual = actual.filter(|state| state.exists);
     match (expected, actual) {
         (None, None) => Vec::new(),
+        (None, Some(state)) if is_contained_orphan(state) => Vec::new(),
         (None, Some(state)) => {
             let account = state.account.clone().unwrap_or_default();
             vec![drift(
@@ -216,6 +226,8 @@ pub struct DriftCounts {
     pub by_class: BTreeMap<&'static str, u64>,
     /// Enabled accounts of people who left.
     pub stale_accounts: u64,
+    /// Orphan accounts already disabled and stripped (not drift).
+    pub contained_orphans: u64,
 }
 
 impl DriftCounts {
@@ -268,6 +280,9 @@ impl Reconciliation {
                 && state.enabled
             {
                 self.counts.stale_accounts += 1;
+            }
+            if want.is_none() && state.exists && is_contained_orphan(state) {
+                self.counts.contained_orphans += 1;
             }
             let drift = classify(&self.description, want.as_ref(), Some(state));
             self.record(&drift);
@@ -391,6 +406,9 @@ mod tests {
     fn orphan_missing_account_missing_entitlement_and_attribute_drift() {
         let orphan = classify(&description(), None, Some(&actual("ghost", true, vec![group("admins", true)])));
         assert_eq!((orphan[0].class, orphan[0].severity), (DriftClass::OrphanAccount, Severity::High));
+        let disabled_with_access = classify(&description(), None, Some(&actual("ghost", false, vec![group("x", false)])));
+        assert_eq!(disabled_with_access[0].class, DriftClass::OrphanAccount);
+        assert!(classify(&description(), None, Some(&actual("ghost", false, vec![]))).is_empty(), "contained orphan");
         let missing = classify(&description(), Some(&desired("p2", vec![])), None);
         assert_eq!(missing[0].class, DriftClass::MissingAccount);
         let mut state = actual("p3", true, vec![]);
