@@ -104,6 +104,42 @@ pub struct TargetSpec {
     /// Calls in flight to this target at most.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Reconciliation of this target: what a run does with drift and how
+    /// often the coordinator runs it. Absent: on demand only, report only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileSpec>,
+}
+
+/// What a reconciliation run does with the drift it finds on a target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconcileAction {
+    /// Report the drift (audit, metrics, the report); change nothing.
+    #[default]
+    Report,
+    /// Also push the expected state back through the normal propagation
+    /// path (an internal event per drifted account, with the same approval
+    /// rules and audit as any event).
+    Remediate,
+}
+
+/// A target's `reconcile:` block.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSpec {
+    /// `report` (default) or `remediate`; applies to scheduled runs and is
+    /// the most an on-demand run may do (an on-demand `--remediate` on a
+    /// `report` target is refused).
+    #[serde(default)]
+    pub action: ReconcileAction,
+    /// Run on a schedule every this long (e.g. `1h`); absent: on demand only.
+    #[serde(default)]
+    pub every: Option<String>,
+    /// An enabled account whose target reports no change or login for this
+    /// long (e.g. `90d`) is counted stale; absent: only leavers' enabled
+    /// accounts are.
+    #[serde(default)]
+    pub stale_after: Option<String>,
 }
 
 fn default_deadline() -> String {
@@ -474,6 +510,15 @@ fn check(file: &PolicyFile, declared_targets: &BTreeSet<String>, issues: &mut Ve
             }
             Err(message) => issue(format!("{path}.deadline"), message),
         }
+        if let Some(reconcile) = &target.reconcile {
+            for (field, value) in [("every", &reconcile.every), ("stale_after", &reconcile.stale_after)] {
+                if let Some(value) = value
+                    && let Err(message) = parse_duration(value)
+                {
+                    issue(format!("{path}.reconcile.{field}"), message);
+                }
+            }
+        }
         if let Some(retention) = &target.delete_after
             && let Err(message) = parse_duration(retention)
         {
@@ -646,5 +691,30 @@ workflows:
         assert_eq!(render("{a}@example.org", &attributes), Ok("x@example.org".into()));
         assert_eq!(render("{b}", &attributes), Err("b".into()));
         assert!(placeholders("{a").is_err());
+    }
+
+    #[test]
+    fn reconcile_blocks_are_checked() {
+        let good = GOOD.replace(
+            "insecure_plaintext: true,\n",
+            "insecure_plaintext: true, reconcile: { action: remediate, every: 1h, stale_after: 90d },\n",
+        );
+        let policy = Policy::parse(&good).expect("parses");
+        let spec = policy.file.targets[0].reconcile.clone().expect("reconcile block");
+        assert_eq!(spec.action, ReconcileAction::Remediate);
+        assert_eq!(spec.every.as_deref(), Some("1h"));
+        assert_ne!(policy.hash, Policy::parse(GOOD).expect("parses").hash, "the block is part of the policy hash");
+        let bad = GOOD.replace(
+            "insecure_plaintext: true,\n",
+            "insecure_plaintext: true, reconcile: { action: delete, every: soon, stale_after: 0d },\n",
+        );
+        let PolicyError::Invalid(issues) = Policy::parse(&bad).expect_err("invalid") else { panic!("not invalid") };
+        let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        assert!(text.iter().any(|t| t.contains("delete")), "unknown action refused: {text:?}");
+        let bad =
+            GOOD.replace("insecure_plaintext: true,\n", "insecure_plaintext: true, reconcile: { every: soon },\n");
+        let PolicyError::Invalid(issues) = Policy::parse(&bad).expect_err("invalid") else { panic!("not invalid") };
+        let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        assert!(text.iter().any(|t| t.starts_with("targets[0].reconcile.every:")), "{text:?}");
     }
 }
