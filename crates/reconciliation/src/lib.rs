@@ -406,7 +406,8 @@ mod tests {
     fn orphan_missing_account_missing_entitlement_and_attribute_drift() {
         let orphan = classify(&description(), None, Some(&actual("ghost", true, vec![group("admins", true)])));
         assert_eq!((orphan[0].class, orphan[0].severity), (DriftClass::OrphanAccount, Severity::High));
-        let disabled_with_access = classify(&description(), None, Some(&actual("ghost", false, vec![group("x", false)])));
+        let disabled_with_access =
+            classify(&description(), None, Some(&actual("ghost", false, vec![group("x", false)])));
         assert_eq!(disabled_with_access[0].class, DriftClass::OrphanAccount);
         assert!(classify(&description(), None, Some(&actual("ghost", false, vec![]))).is_empty(), "contained orphan");
         let missing = classify(&description(), Some(&desired("p2", vec![])), None);

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Reconciliation of N (default 10,000) slapd entries through the real
+# coordinator and connector-ldap, beside a plain `ldapsearch` of the same
+# entries. The figure is the ratio (docs/benchmarks/reconcile.md).
+#
+#   deploy/local/slapd.sh start RUN_DIR && source RUN_DIR/slapd.env
+#   JML_BIN_DIR=target/release crates/reconciliation/benches/slapd.sh [N]
+#
+# The entries go under a fresh ou=bench-<time>,ou=people (removed at the
+# end); connector-ldap manages only that subtree. The coordinator starts on
+# an empty database, so every entry is an orphan: the run lists, looks up
+# the identity of and classifies every account (the expected side is empty).
+set -euo pipefail
+
+count="${1:-10000}"
+: "${JML_TEST_SLAPD_URL:?source RUN_DIR/slapd.env (deploy/local/slapd.sh start RUN_DIR)}"
+bin="${JML_BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}"
+for b in coordinator connector-ldap jmlctl; do
+  [ -x "$bin/$b" ] || { echo "missing $bin/$b: build it (cargo build --bins -p coordinator -p jmlctl -p connector-ldap)" >&2; exit 2; }
+done
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [ -n "${ou:-}" ]; then
+    LDAPTLS_CACERT="$JML_TEST_SLAPD_CA_FILE" ldapdelete -x -ZZ -H "$JML_TEST_SLAPD_URL" -D "$JML_TEST_SLAPD_BIND_DN" \
+      -y "$JML_TEST_SLAPD_BIND_PASSWORD_FILE" -r "$ou" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ldap() { LDAPTLS_CACERT="$JML_TEST_SLAPD_CA_FILE" "$@" -x -ZZ -H "$JML_TEST_SLAPD_URL" -D "$JML_TEST_SLAPD_BIND_DN" -y "$JML_TEST_SLAPD_BIND_PASSWORD_FILE"; }
+
+tag="bench-$(date +%s)"
+ou="ou=$tag,ou=people,$JML_TEST_SLAPD_BASE_DN"
+{
+  printf 'dn: %s\nobjectClass: organizationalUnit\nou: %s\n\n' "$ou" "$tag"
+  for i in $(seq 1 "$count"); do
+    printf 'dn: uid=%s-%05d,%s\nobjectClass: inetOrgPerson\nuid: %s-%05d\ncn: Bench %d\nsn: Bench\nemployeeNumber: B-%s-%05d\ndisplayName: Bench %d\n\n' \
+      "$tag" "$i" "$ou" "$tag" "$i" "$i" "$tag" "$i" "$i"
+  done
+} > "$work/entries.ldif"
+ldap ldapadd -q -f "$work/entries.ldif" >/dev/null
+echo "seeded $count entries under $ou"
+
+cat > "$work/connector-ldap.yaml" <<EOF
+target_id: bench-ldap
+mode: openldap
+url: $JML_TEST_SLAPD_URL
+tls: { starttls: true, ca_file: $JML_TEST_SLAPD_CA_FILE }
+bind_dn: $JML_TEST_SLAPD_BIND_DN
+bind_password: { file: $JML_TEST_SLAPD_BIND_PASSWORD_FILE }
+users_base_dn: $ou
+groups_base_dn: ou=groups,$JML_TEST_SLAPD_BASE_DN
+rdn_attribute: uid
+account_name_attribute: uid
+person_id_attribute: employeeNumber
+attributes:
+  display_name: { ldap: displayName }
+group_object_class: groupOfNames
+member_attribute: member
+group_name_attribute: cn
+privileged_groups: [admins]
+empty_group_member: cn=nobody,$JML_TEST_SLAPD_BASE_DN
+EOF
+# Starts a binary on port 0 and waits for its "listening on ADDR" line.
+start() {
+  local log="$1"; shift
+  "$@" > "$log" 2> "$log.err" &
+  pids+=("$!")
+  for _ in $(seq 1 600); do
+    addr="$(sed -n 's/^listening on //p' "$log" | head -1)"
+    [ -n "$addr" ] && return 0
+    sleep 0.1
+  done
+  echo "no 'listening on' from $*: $(tail -5 "$log.err")" >&2
+  exit 1
+}
+start "$work/connector.log" "$bin/connector-ldap" --config "$work/connector-ldap.yaml" --listen 127.0.0.1:0 --insecure-plaintext
+connector="$addr"
+cat > "$work/policy.yaml" <<EOF
+version: 1
+source_of_truth: { system: workday, attributes: [username, display_name] }
+targets:
+  - { id: ldap, endpoint: "http://$connector", insecure_plaintext: true, account_name: "{username}",
+      attributes: { display_name: "{display_name}" } }
+EOF
+start "$work/coordinator.log" "$bin/coordinator" --policy "$work/policy.yaml" --db "$work/db.sqlite" \
+  --listen 127.0.0.1:0 --insecure-plaintext --insecure-no-auth
+coordinator="http://$addr"
+# Wait until the connector passed its preflight (the first reconcile would
+# otherwise include connection set-up).
+"$bin/jmlctl" --coordinator "$coordinator" --principal bench reconcile --target ldap --json > /dev/null || true
+
+now() { date +%s.%N; }
+for run in 1 2 3; do
+  t0="$(now)"
+  ldap ldapsearch -LLL -b "$ou" '(employeeNumber=*)' uid employeeNumber displayName > "$work/search.ldif"
+  t1="$(now)"
+  code=0
+  "$bin/jmlctl" --coordinator "$coordinator" --principal bench reconcile --target ldap --json > "$work/report.json" || code=$?
+  t2="$(now)"
+  listed="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["counts"]["accounts_listed"])' "$work/report.json")"
+  found="$(grep -c '^dn:' "$work/search.ldif")"
+  python3 - "$t0" "$t1" "$t2" "$listed" "$found" "$code" "$run" <<'EOF'
+import sys
+t0, t1, t2 = map(float, sys.argv[1:4])
+listed, found, code, run = sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
+search, reconcile = t1 - t0, t2 - t1
+print(f"run {run}: ldapsearch {found} entries {search:.2f} s; jmlctl reconcile {listed} accounts {reconcile:.2f} s "
+      f"(exit {code}); ratio {reconcile / search:.1f}")
+EOF
+done
+echo "coordinator peak RSS: $(grep VmHWM /proc/"${pids[1]}"/status | awk '{print $2/1024 " MiB"}')"
