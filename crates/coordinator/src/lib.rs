@@ -24,4 +24,5 @@ pub mod store;
 
 pub use engine::{Engine, EngineConfig, EngineError};
 pub use policy::{Policy, PolicyError};
+pub use store::postgres::PostgresStore;
 pub use store::sqlite::SqliteStore;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use coordinator::server::RunningCoordinator;
-use coordinator::{Engine, EngineConfig, Policy, SqliteStore};
+use coordinator::store::{Store, postgres};
+use coordinator::{Engine, EngineConfig, Policy, PostgresStore, SqliteStore};
 
 /// Serve the Lifecycle Mesh coordinator.
 #[derive(Debug, Parser)]
@@ -19,9 +20,12 @@ struct Args {
     /// The policy file (YAML).
     #[arg(long, env = "JML_POLICY")]
     policy: PathBuf,
-    /// The SQLite database file (created when missing).
-    #[arg(long, env = "JML_DB", default_value = "./lifecycle-mesh.db")]
-    db: PathBuf,
+    /// The database: a SQLite file (created when missing) or a
+    /// `postgres://user:password@host:port/db` URL (several replicas may
+    /// share one PostgreSQL database). Prefer the JML_DB environment
+    /// variable for a URL with a password; it is never logged.
+    #[arg(long, env = "JML_DB", default_value = "./lifecycle-mesh.db", hide_env_values = true)]
+    db: String,
     /// Address to serve gRPC on; port 0 picks a free port.
     #[arg(long, env = "JML_COORDINATOR_LISTEN", default_value = "127.0.0.1:50050")]
     listen: SocketAddr,
@@ -38,13 +42,21 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     connector_kit::telemetry::init("coordinator");
     let policy = Policy::load(&args.policy).with_context(|| format!("policy {}", args.policy.display()))?;
-    let store = SqliteStore::open(&args.db).await.with_context(|| format!("database {}", args.db.display()))?;
+    let store: Arc<dyn Store> = if postgres::is_postgres_url(&args.db) {
+        let store = PostgresStore::open(&args.db)
+            .await
+            .map_err(|error| anyhow::anyhow!("database {}: {error}", postgres::redacted_url(&args.db)))?;
+        Arc::new(store)
+    } else {
+        let path = PathBuf::from(&args.db);
+        Arc::new(SqliteStore::open(&path).await.with_context(|| format!("database {}", path.display()))?)
+    };
     let config = EngineConfig {
         max_attempts: args.max_attempts.max(1),
         base_backoff: Duration::from_millis(args.base_backoff_ms),
         ..EngineConfig::default()
     };
-    let engine = Engine::start(Arc::new(store), Arc::new(policy), config).await?;
+    let engine = Engine::start(store, Arc::new(policy), config).await?;
     let running = RunningCoordinator::bind(args.listen, engine).await?;
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on {}", running.local_addr());

@@ -2,12 +2,15 @@
 //! audit hash chain, behind one backend-neutral trait.
 //!
 //! [`Store`] is object-safe (boxed futures) so the engine holds an
-//! `Arc<dyn Store>`; [`sqlite::SqliteStore`] is the embedded default. Every
-//! write that changes state appends its audit records *in the same
-//! transaction*, and all writes go through one writer that chains the audit
-//! records (`hash = sha256(prev_hash || canonical record)`) and batches
-//! concurrent writes into one transaction.
+//! `Arc<dyn Store>`; [`sqlite::SqliteStore`] is the embedded default and
+//! [`postgres::PostgresStore`] serves several coordinator replicas sharing
+//! one database. Every write that changes state appends its audit records
+//! *in the same transaction*, and all writes go through one writer per
+//! process that chains the audit records
+//! (`hash = sha256(prev_hash || canonical record)`) and batches concurrent
+//! writes into one transaction.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::{BTreeMap, BTreeSet};

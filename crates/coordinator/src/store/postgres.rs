@@ -1,0 +1,948 @@
+//! The PostgreSQL store: the same [`Store`] as SQLite, for several
+//! coordinator replicas sharing one database.
+//!
+//! Reads go through a pool. Writes go through one writer task per process
+//! owning one connection: like the SQLite store it takes every write waiting
+//! (up to a batch limit) and runs them in one transaction, and answers each
+//! caller only after the commit. If a batch fails (a conflict, a deadlock
+//! with another replica), each write is retried in its own transaction so
+//! one bad write cannot fail the others.
+//!
+//! **How audit appends are serialised.** Other processes append to the same
+//! chain, so the head cannot be cached. Each transaction first makes its
+//! state changes, then locks the single chain-head row
+//! (`SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE`), chains its
+//! audit records from that head, inserts them, moves the head and commits.
+//! The row lock is the serialisation point: a second transaction blocks on
+//! it until the first commits, then reads the moved head (READ COMMITTED
+//! re-reads the locked row), so records from all replicas form one chain in
+//! commit order, and a record is committed if and only if the state change
+//! it describes is. The lock is taken last, so it is held only for the few
+//! inserts that follow.
+//!
+//! **Event completion across replicas.** Two replicas may finish the last
+//! two tasks of one event at once; neither would see the other's
+//! uncommitted task. Before reading an event's tasks to decide whether it is
+//! finished, the writer locks the event row (`FOR UPDATE`, event ids in
+//! order so two batches cannot deadlock), so the second transaction reads
+//! after the first commits and sees both tasks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+use prost::Message;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    ApprovalRecord, AuditEntry, AuditRecord, EventRecord, EventState, IdentityRecord, InsertOutcome, OverdueRecord,
+    PersonContext, Store, StoreError, StoreFuture, TaskRecord, TaskState, Watermark, audit_hash,
+};
+use crate::event::{kind_from_name, kind_name};
+use crate::policy::EventKindName;
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Times a single write is retried after a deadlock or serialisation failure.
+const CONFLICT_RETRIES: usize = 5;
+
+/// The PostgreSQL migrations, mirroring the SQLite ones.
+fn migrator() -> Migrator {
+    Migrator {
+        migrations: std::borrow::Cow::Owned(vec![Migration::new(
+            1,
+            std::borrow::Cow::Borrowed("lifecycle"),
+            MigrationType::Simple,
+            std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0001_lifecycle.sql")),
+            false,
+        )]),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+/// Whether a `--db` value names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres_url(value: &str) -> bool {
+    value.starts_with("postgres://") || value.starts_with("postgresql://")
+}
+
+/// A PostgreSQL URL with its password (if any) replaced, for messages.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparseable database URL>".into();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => format!("{scheme}://{authority}{tail}"),
+    }
+}
+
+enum WriteOp {
+    InsertEvent { event: Box<EventRecord>, tasks: Vec<TaskRecord>, audit: Vec<AuditEntry> },
+    SaveTask { task: Box<TaskRecord>, audit: Vec<AuditEntry> },
+    MarkBreached { event_id: String, target_id: String, audit: AuditEntry },
+    RecordApproval { approval: ApprovalRecord, audit: AuditEntry },
+    AppendAudit { audit: Vec<AuditEntry> },
+}
+
+enum WriteResult {
+    Inserted(InsertOutcome),
+    Saved(Option<EventState>),
+    Done,
+}
+
+struct WriteRequest {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteResult, StoreError>>,
+}
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    writer: mpsc::Sender<WriteRequest>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`),
+    /// migrates it when needed (under sqlx's migration lock, so replicas
+    /// starting together migrate once) and starts the writer.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(PgConnectOptions::from_str(url)?).await
+    }
+
+    /// As [`PostgresStore::open`], from parsed options.
+    pub async fn open_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let mut writer_conn = PgConnection::connect_with(&options).await?;
+        migrator().run_direct(&mut writer_conn).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer_loop(writer_conn, rx));
+        Ok(Self { pool, writer: tx })
+    }
+
+    /// The read pool (tests and tools read the schema directly through it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(WriteRequest { op, reply }).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// Whether an error is PostgreSQL telling us to retry the transaction.
+fn is_conflict(error: &StoreError) -> bool {
+    match error {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40P01") | Some("40001"))
+        }
+        _ => false,
+    }
+}
+
+async fn writer_loop(mut conn: PgConnection, mut rx: mpsc::Receiver<WriteRequest>) {
+    let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<&WriteOp> = batch.iter().map(|r| &r.op).collect();
+        match run_batch(&mut conn, &ops).await {
+            Ok(results) => {
+                for (request, result) in batch.drain(..).zip(results) {
+                    let _ = request.reply.send(Ok(result));
+                }
+            }
+            Err(error) => {
+                if batch.len() > 1 || !is_conflict(&error) {
+                    tracing::warn!(%error, size = batch.len(), "write batch failed, retrying writes one by one");
+                }
+                for request in batch.drain(..) {
+                    let mut result = run_batch(&mut conn, &[&request.op]).await;
+                    let mut retries = 0;
+                    while retries < CONFLICT_RETRIES && result.as_ref().is_err_and(is_conflict) {
+                        retries += 1;
+                        result = run_batch(&mut conn, &[&request.op]).await;
+                    }
+                    let _ = request.reply.send(result.map(|mut results| results.pop().unwrap_or(WriteResult::Done)));
+                }
+            }
+        }
+    }
+}
+
+/// What one batch has staged: audit entries (chained at commit time), task
+/// rows (the last write of each task wins), and the events whose tasks it
+/// finished.
+struct Batch {
+    audit: Vec<AuditEntry>,
+    tasks: Vec<TaskRecord>,
+    task_index: HashMap<(String, String), usize>,
+    completions: Vec<(String, usize, i64)>,
+}
+
+impl Batch {
+    fn stage_task(&mut self, task: TaskRecord) {
+        let key = (task.event_id.clone(), task.target_id.clone());
+        match self.task_index.get(&key) {
+            Some(&index) => self.tasks[index] = task,
+            None => {
+                self.task_index.insert(key, self.tasks.len());
+                self.tasks.push(task);
+            }
+        }
+    }
+}
+
+/// Runs writes in one transaction; on failure nothing is written.
+async fn run_batch(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<Vec<WriteResult>, StoreError> {
+    let mut batch = Batch { audit: Vec::new(), tasks: Vec::new(), task_index: HashMap::new(), completions: Vec::new() };
+    let mut tx = conn.begin().await?;
+    let mut results = Vec::with_capacity(ops.len());
+    for (index, op) in ops.iter().enumerate() {
+        results.push(apply_op(&mut tx, &mut batch, op, index).await?);
+    }
+    flush_tasks(&mut tx, &mut batch).await?;
+    complete_events(&mut tx, &mut batch, &mut results).await?;
+    append_audit(&mut tx, &batch.audit).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Writes the staged task rows, many per statement.
+async fn flush_tasks(conn: &mut PgConnection, batch: &mut Batch) -> Result<(), StoreError> {
+    for chunk in batch.tasks.chunks(400) {
+        let mut upsert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO tasks (event_id, target_id, event_seq, person_id, effective_at, urgent, state, planned, grants_access, \
+             command_id, attempts, next_attempt_at, last_error, acknowledgement, read_back, differences, deadline_at, \
+             deadline_breached, planned_at, dispatched_at, acknowledged_at, finished_at) ",
+        );
+        upsert.push_values(chunk, |mut row, task| {
+            row.push_bind(task.event_id.clone())
+                .push_bind(task.target_id.clone())
+                .push_bind(task.event_seq)
+                .push_bind(task.person_id.clone())
+                .push_bind(task.effective_at)
+                .push_bind(task.urgent)
+                .push_bind(task.state.as_str())
+                .push_bind(task.planned.encode_to_vec())
+                .push_bind(task.grants_access)
+                .push_bind(task.command_id.clone())
+                .push_bind(i64::from(task.attempts))
+                .push_bind(task.next_attempt_at)
+                .push_bind(task.last_error.clone())
+                .push_bind(task.acknowledgement.as_ref().map(Message::encode_to_vec))
+                .push_bind(task.read_back.as_ref().map(Message::encode_to_vec))
+                .push_bind(json(&task.differences))
+                .push_bind(task.deadline_at)
+                .push_bind(task.deadline_breached)
+                .push_bind(task.planned_at)
+                .push_bind(task.dispatched_at)
+                .push_bind(task.acknowledged_at)
+                .push_bind(task.finished_at);
+        });
+        upsert.push(
+            " ON CONFLICT (event_id, target_id) DO UPDATE SET state = excluded.state, planned = excluded.planned, \
+             grants_access = excluded.grants_access, command_id = excluded.command_id, attempts = excluded.attempts, \
+             next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, \
+             acknowledgement = excluded.acknowledgement, read_back = excluded.read_back, differences = excluded.differences, \
+             deadline_breached = tasks.deadline_breached OR excluded.deadline_breached, \
+             dispatched_at = excluded.dispatched_at, acknowledged_at = excluded.acknowledged_at, finished_at = excluded.finished_at",
+        );
+        upsert.build().execute(&mut *conn).await?;
+    }
+    batch.tasks.clear();
+    batch.task_index.clear();
+    Ok(())
+}
+
+/// For every event a task of this batch finished: locks the event row, and
+/// when all its tasks are terminal sets the event's state, updates the
+/// identity record when verified, and answers the op that finished it with
+/// the new state.
+async fn complete_events(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    results: &mut [WriteResult],
+) -> Result<(), StoreError> {
+    let mut candidates: BTreeMap<String, (usize, i64)> = BTreeMap::new();
+    for (event_id, index, finished_at) in batch.completions.drain(..) {
+        candidates.insert(event_id, (index, finished_at));
+    }
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = candidates.keys().cloned().collect();
+    // In event-id order, so two writers locking overlapping sets cannot deadlock.
+    sqlx::query("SELECT event_id FROM events WHERE event_id = ANY($1) ORDER BY event_id FOR UPDATE")
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut tasks: BTreeMap<String, Vec<(TaskState, bool, String)>> = BTreeMap::new();
+    for row in sqlx::query("SELECT event_id, state, grants_access, target_id FROM tasks WHERE event_id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        tasks.entry(row.try_get("event_id")?).or_default().push((
+            task_state(&row.try_get::<String, _>("state")?)?,
+            row.try_get::<bool, _>("grants_access")?,
+            row.try_get("target_id")?,
+        ));
+    }
+    for (event_id, (index, now)) in candidates {
+        let rows = tasks.remove(&event_id).unwrap_or_default();
+        let state = EventState::from_tasks(rows.iter().map(|(state, _, _)| *state));
+        if !state.is_terminal() {
+            continue;
+        }
+        let targets: BTreeSet<String> = rows
+            .iter()
+            .filter(|(state, grants, _)| *state == TaskState::Verified && *grants)
+            .map(|(_, _, target)| target.clone())
+            .collect();
+        let updated = sqlx::query("UPDATE events SET state = $1, finished_at = $2 WHERE event_id = $3 AND state = $4")
+            .bind(state.as_str())
+            .bind(now)
+            .bind(&event_id)
+            .bind(EventState::InProgress.as_str())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            continue;
+        }
+        batch.audit.push(AuditEntry {
+            at: now,
+            principal: "coordinator".into(),
+            event_id: event_id.clone(),
+            action: format!("event.{}", state.as_str()),
+            payload: serde_json::json!({ "state": state.as_str() }),
+        });
+        if matches!(state, EventState::Verified | EventState::Failed)
+            && let Some(identity) = update_identity(conn, &event_id, state, targets, now).await?
+        {
+            batch.audit.push(AuditEntry {
+                at: now,
+                principal: "coordinator".into(),
+                event_id: event_id.clone(),
+                action: "identity.updated".into(),
+                payload: serde_json::json!({
+                    "person_id": identity.person_id,
+                    "has_left": identity.has_left,
+                    "effective_at": crate::event::format_time(Some(identity.effective_at)),
+                    "targets": identity.targets,
+                }),
+            });
+        }
+        if let Some(result) = results.get_mut(index) {
+            *result = WriteResult::Saved(Some(state));
+        }
+    }
+    Ok(())
+}
+
+/// Locks the chain head, chains the batch's entries from it, inserts them
+/// and moves the head: the serialisation point of the audit chain.
+async fn append_audit(conn: &mut PgConnection, entries: &[AuditEntry]) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetch_one(&mut *conn).await?;
+    let (mut seq, mut hash): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
+    let mut records = Vec::with_capacity(entries.len());
+    for entry in entries {
+        seq += 1;
+        let payload = entry.payload.to_string();
+        let next = audit_hash(&hash, seq, entry.at, &entry.principal, &entry.event_id, &entry.action, &payload);
+        let prev_hash = std::mem::replace(&mut hash, next.clone());
+        records.push(AuditRecord {
+            seq,
+            at: entry.at,
+            principal: entry.principal.clone(),
+            event_id: entry.event_id.clone(),
+            action: entry.action.clone(),
+            payload,
+            prev_hash,
+            hash: next,
+        });
+    }
+    for chunk in records.chunks(1000) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO audit (seq, at, principal, event_id, action, payload, prev_hash, hash) ",
+        );
+        insert.push_values(chunk, |mut row, record| {
+            row.push_bind(record.seq)
+                .push_bind(record.at)
+                .push_bind(&record.principal)
+                .push_bind(&record.event_id)
+                .push_bind(&record.action)
+                .push_bind(&record.payload)
+                .push_bind(&record.prev_hash)
+                .push_bind(&record.hash);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+async fn apply_op(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    op: &WriteOp,
+    index: usize,
+) -> Result<WriteResult, StoreError> {
+    match op {
+        WriteOp::InsertEvent { event, tasks, audit } => {
+            // ON CONFLICT DO NOTHING waits for a concurrent insert of the same
+            // id by another replica, then yields no row: the first one wins.
+            let inserted = sqlx::query(
+                "INSERT INTO events (event_id, kind, person_id, attributes, effective_at, source_system, initiator, urgent, \
+                 received_at, policy_hash, plan, plan_hash, trace_id, state, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (event_id) DO NOTHING RETURNING seq",
+            )
+            .bind(&event.event_id)
+            .bind(kind_name(event.kind))
+            .bind(&event.person_id)
+            .bind(json(&event.attributes))
+            .bind(event.effective_at)
+            .bind(&event.source_system)
+            .bind(&event.initiator)
+            .bind(event.urgent)
+            .bind(event.received_at)
+            .bind(&event.policy_hash)
+            .bind(event.plan.encode_to_vec())
+            .bind(&event.plan_hash)
+            .bind(&event.trace_id)
+            .bind(event.state.as_str())
+            .bind(event.finished_at)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(inserted) = inserted else {
+                let row = sqlx::query("SELECT * FROM events WHERE event_id = $1")
+                    .bind(&event.event_id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                return Ok(WriteResult::Inserted(InsertOutcome::Duplicate(Box::new(event_from_row(&row)?))));
+            };
+            let seq: i64 = inserted.try_get("seq")?;
+            for task in tasks {
+                let mut task = task.clone();
+                task.event_seq = seq;
+                batch.stage_task(task);
+            }
+            batch.audit.extend(audit.iter().cloned());
+            Ok(WriteResult::Inserted(InsertOutcome::Inserted(seq)))
+        }
+        WriteOp::SaveTask { task, audit } => {
+            if task.state.is_terminal() {
+                batch.completions.push((task.event_id.clone(), index, task.finished_at.unwrap_or_default()));
+            }
+            batch.stage_task((**task).clone());
+            batch.audit.extend(audit.iter().cloned());
+            Ok(WriteResult::Saved(None))
+        }
+        WriteOp::MarkBreached { event_id, target_id, audit } => {
+            flush_tasks(conn, batch).await?;
+            let updated = sqlx::query(
+                "UPDATE tasks SET deadline_breached = TRUE WHERE event_id = $1 AND target_id = $2 \
+                 AND NOT deadline_breached",
+            )
+            .bind(event_id)
+            .bind(target_id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if updated > 0 {
+                batch.audit.push(audit.clone());
+            }
+            Ok(WriteResult::Done)
+        }
+        WriteOp::AppendAudit { audit } => {
+            batch.audit.extend(audit.iter().cloned());
+            Ok(WriteResult::Done)
+        }
+        WriteOp::RecordApproval { approval, audit } => {
+            let inserted = sqlx::query(
+                "INSERT INTO approvals (event_id, target_id, approver, decision, comment, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id, target_id, approver) DO NOTHING",
+            )
+            .bind(&approval.event_id)
+            .bind(&approval.target_id)
+            .bind(&approval.approver)
+            .bind(&approval.decision)
+            .bind(&approval.comment)
+            .bind(approval.at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "{} has already decided on this task",
+                    connector_kit::validate::printable(&approval.approver)
+                )));
+            }
+            batch.audit.push(audit.clone());
+            Ok(WriteResult::Done)
+        }
+    }
+}
+
+/// Records a verified event's attributes as the person's identity, unless a
+/// later-effective event already did.
+async fn update_identity(
+    conn: &mut PgConnection,
+    event_id: &str,
+    state: EventState,
+    targets: BTreeSet<String>,
+    now: i64,
+) -> Result<Option<IdentityRecord>, StoreError> {
+    let row = sqlx::query("SELECT * FROM events WHERE event_id = $1").bind(event_id).fetch_one(&mut *conn).await?;
+    let event = event_from_row(&row)?;
+    // A reconciliation remediation restores the state the identity record
+    // already implies; it never changes the record. A failed event changes
+    // it only for a leaver: the departure is a fact of the source of truth,
+    // and access a target kept is what reconciliation reports as
+    // should-be-disabled.
+    if event.source_system == super::RECONCILIATION_SOURCE
+        || (state != EventState::Verified && event.kind != EventKindName::Leaver)
+    {
+        return Ok(None);
+    }
+    let has_left = event.kind == EventKindName::Leaver;
+    let targets = if has_left { BTreeSet::new() } else { targets };
+    // The WHERE on the update keeps a later-effective identity (possibly
+    // written by another replica) in place, atomically.
+    let written = sqlx::query(
+        "INSERT INTO identities (person_id, attributes, effective_at, event_id, has_left, targets, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (person_id) DO UPDATE SET attributes = excluded.attributes, \
+         effective_at = excluded.effective_at, event_id = excluded.event_id, has_left = excluded.has_left, \
+         targets = excluded.targets, updated_at = excluded.updated_at \
+         WHERE identities.effective_at <= excluded.effective_at",
+    )
+    .bind(&event.person_id)
+    .bind(json(&event.attributes))
+    .bind(event.effective_at)
+    .bind(&event.event_id)
+    .bind(has_left)
+    .bind(json(&targets))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if written == 0 {
+        return Ok(None);
+    }
+    Ok(Some(IdentityRecord {
+        person_id: event.person_id,
+        attributes: event.attributes,
+        effective_at: event.effective_at,
+        event_id: event.event_id,
+        has_left,
+        targets,
+        updated_at: now,
+    }))
+}
+
+fn corrupt(what: &'static str, message: impl ToString) -> StoreError {
+    StoreError::Corrupt { what, message: message.to_string() }
+}
+
+fn task_state(name: &str) -> Result<TaskState, StoreError> {
+    TaskState::parse(name).ok_or_else(|| corrupt("tasks.state", name))
+}
+
+fn decode<M: Message + Default>(what: &'static str, bytes: Option<Vec<u8>>) -> Result<Option<M>, StoreError> {
+    bytes.map(|b| M::decode(b.as_slice()).map_err(|e| corrupt(what, e))).transpose()
+}
+
+fn event_from_row(row: &PgRow) -> Result<EventRecord, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    let attributes: String = row.try_get("attributes")?;
+    Ok(EventRecord {
+        seq: row.try_get("seq")?,
+        event_id: row.try_get("event_id")?,
+        kind: kind_from_name(&kind).ok_or_else(|| corrupt("events.kind", &kind))?,
+        person_id: row.try_get("person_id")?,
+        attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("events.attributes", e))?,
+        effective_at: row.try_get("effective_at")?,
+        source_system: row.try_get("source_system")?,
+        initiator: row.try_get("initiator")?,
+        urgent: row.try_get("urgent")?,
+        received_at: row.try_get("received_at")?,
+        policy_hash: row.try_get("policy_hash")?,
+        plan: decode("events.plan", Some(row.try_get("plan")?))?.unwrap_or_default(),
+        plan_hash: row.try_get("plan_hash")?,
+        trace_id: row.try_get("trace_id")?,
+        state: EventState::parse(&state).ok_or_else(|| corrupt("events.state", &state))?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn task_from_row(row: &PgRow) -> Result<TaskRecord, StoreError> {
+    let differences: String = row.try_get("differences")?;
+    Ok(TaskRecord {
+        event_id: row.try_get("event_id")?,
+        target_id: row.try_get("target_id")?,
+        event_seq: row.try_get("event_seq")?,
+        person_id: row.try_get("person_id")?,
+        effective_at: row.try_get("effective_at")?,
+        urgent: row.try_get("urgent")?,
+        state: task_state(&row.try_get::<String, _>("state")?)?,
+        planned: decode("tasks.planned", Some(row.try_get("planned")?))?.unwrap_or_default(),
+        grants_access: row.try_get("grants_access")?,
+        command_id: row.try_get("command_id")?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+        acknowledgement: decode("tasks.acknowledgement", row.try_get("acknowledgement")?)?,
+        read_back: decode("tasks.read_back", row.try_get("read_back")?)?,
+        differences: serde_json::from_str(&differences).map_err(|e| corrupt("tasks.differences", e))?,
+        deadline_at: row.try_get("deadline_at")?,
+        deadline_breached: row.try_get("deadline_breached")?,
+        planned_at: row.try_get("planned_at")?,
+        dispatched_at: row.try_get("dispatched_at")?,
+        acknowledged_at: row.try_get("acknowledged_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn audit_from_row(row: &PgRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        principal: row.try_get("principal")?,
+        event_id: row.try_get("event_id")?,
+        action: row.try_get("action")?,
+        payload: row.try_get("payload")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+impl Store for PostgresStore {
+    fn insert_event(
+        &self,
+        event: EventRecord,
+        tasks: Vec<TaskRecord>,
+        audit: Vec<AuditEntry>,
+    ) -> StoreFuture<'_, InsertOutcome> {
+        Box::pin(async move {
+            match self.write(WriteOp::InsertEvent { event: Box::new(event), tasks, audit }).await? {
+                WriteResult::Inserted(outcome) => Ok(outcome),
+                _ => Err(corrupt("writer", "mismatched reply")),
+            }
+        })
+    }
+
+    fn save_task(&self, task: TaskRecord, audit: Vec<AuditEntry>) -> StoreFuture<'_, Option<EventState>> {
+        Box::pin(async move {
+            match self.write(WriteOp::SaveTask { task: Box::new(task), audit }).await? {
+                WriteResult::Saved(state) => Ok(state),
+                _ => Err(corrupt("writer", "mismatched reply")),
+            }
+        })
+    }
+
+    fn mark_breached(&self, event_id: String, target_id: String, audit: AuditEntry) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.write(WriteOp::MarkBreached { event_id, target_id, audit }).await?;
+            Ok(())
+        })
+    }
+
+    fn record_approval(&self, approval: ApprovalRecord, audit: AuditEntry) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.write(WriteOp::RecordApproval { approval, audit }).await?;
+            Ok(())
+        })
+    }
+
+    fn append_audit(&self, audit: Vec<AuditEntry>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.write(WriteOp::AppendAudit { audit }).await?;
+            Ok(())
+        })
+    }
+
+    fn event(&self, event_id: &str) -> StoreFuture<'_, Option<EventRecord>> {
+        let event_id = event_id.to_owned();
+        Box::pin(async move {
+            sqlx::query("SELECT * FROM events WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(event_from_row)
+                .transpose()
+        })
+    }
+
+    fn tasks(&self, event_id: &str) -> StoreFuture<'_, Vec<TaskRecord>> {
+        let event_id = event_id.to_owned();
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM tasks WHERE event_id = $1 ORDER BY target_id")
+                .bind(event_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(task_from_row).collect()
+        })
+    }
+
+    fn task(&self, event_id: &str, target_id: &str) -> StoreFuture<'_, Option<TaskRecord>> {
+        let (event_id, target_id) = (event_id.to_owned(), target_id.to_owned());
+        Box::pin(async move {
+            sqlx::query("SELECT * FROM tasks WHERE event_id = $1 AND target_id = $2")
+                .bind(event_id)
+                .bind(target_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(task_from_row)
+                .transpose()
+        })
+    }
+
+    fn approvals(&self, event_id: &str) -> StoreFuture<'_, Vec<ApprovalRecord>> {
+        let event_id = event_id.to_owned();
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM approvals WHERE event_id = $1 ORDER BY at, approver")
+                .bind(event_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ApprovalRecord {
+                        event_id: row.try_get("event_id")?,
+                        target_id: row.try_get("target_id")?,
+                        approver: row.try_get("approver")?,
+                        decision: row.try_get("decision")?,
+                        comment: row.try_get("comment")?,
+                        at: row.try_get("at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn unfinished_tasks(&self) -> StoreFuture<'_, Vec<TaskRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT * FROM tasks WHERE state NOT IN ('verified', 'failed', 'superseded') ORDER BY event_seq, target_id",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(task_from_row).collect()
+        })
+    }
+
+    fn started_watermarks(&self) -> StoreFuture<'_, Vec<Watermark>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT DISTINCT ON (person_id, target_id) person_id, target_id, effective_at, event_seq FROM tasks \
+                 WHERE dispatched_at IS NOT NULL ORDER BY person_id, target_id, effective_at DESC, event_seq DESC",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        (row.try_get("person_id")?, row.try_get("target_id")?),
+                        (row.try_get("effective_at")?, row.try_get("event_seq")?),
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn person_context(&self, person_id: &str) -> StoreFuture<'_, PersonContext> {
+        let person_id = person_id.to_owned();
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT DISTINCT target_id FROM tasks WHERE person_id = $1 AND grants_access AND state <> 'superseded'",
+            )
+            .bind(&person_id)
+            .fetch_all(&self.pool)
+            .await?;
+            let provisioned = rows.iter().map(|r| r.try_get::<String, _>("target_id")).collect::<Result<_, _>>()?;
+            let identity = self.identity(&person_id).await?;
+            let latest_attributes = match identity {
+                Some(identity) => Some(identity.attributes),
+                None => {
+                    let row = sqlx::query(
+                        "SELECT attributes FROM events WHERE person_id = $1 ORDER BY effective_at DESC, seq DESC LIMIT 1",
+                    )
+                    .bind(&person_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    row.map(|row| {
+                        let text: String = row.try_get("attributes")?;
+                        serde_json::from_str(&text).map_err(|e| corrupt("events.attributes", e))
+                    })
+                    .transpose()?
+                }
+            };
+            Ok(PersonContext { provisioned, latest_attributes })
+        })
+    }
+
+    fn identity(&self, person_id: &str) -> StoreFuture<'_, Option<IdentityRecord>> {
+        let person_id = person_id.to_owned();
+        Box::pin(async move {
+            let Some(row) = sqlx::query("SELECT * FROM identities WHERE person_id = $1")
+                .bind(person_id)
+                .fetch_optional(&self.pool)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let attributes: String = row.try_get("attributes")?;
+            let targets: String = row.try_get("targets")?;
+            Ok(Some(IdentityRecord {
+                person_id: row.try_get("person_id")?,
+                attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("identities.attributes", e))?,
+                effective_at: row.try_get("effective_at")?,
+                event_id: row.try_get("event_id")?,
+                has_left: row.try_get("has_left")?,
+                targets: serde_json::from_str(&targets).map_err(|e| corrupt("identities.targets", e))?,
+                updated_at: row.try_get("updated_at")?,
+            }))
+        })
+    }
+
+    fn audit_records(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(audit_from_row).collect()
+        })
+    }
+
+    fn event_audit(&self, event_id: &str) -> StoreFuture<'_, Vec<AuditRecord>> {
+        let event_id = event_id.to_owned();
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM audit WHERE event_id = $1 ORDER BY seq")
+                .bind(event_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(audit_from_row).collect()
+        })
+    }
+
+    fn identities_after(&self, after: String, limit: u32) -> StoreFuture<'_, Vec<(IdentityRecord, EventKindName)>> {
+        Box::pin(async move {
+            // COLLATE "C": byte order, the same order as SQLite's.
+            let rows = sqlx::query(
+                "SELECT i.*, e.kind AS event_kind FROM identities i JOIN events e ON e.event_id = i.event_id \
+                 WHERE i.person_id COLLATE \"C\" > $1 ORDER BY i.person_id COLLATE \"C\" LIMIT $2",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let kind: String = row.try_get("event_kind")?;
+                    let kind = kind_from_name(&kind).ok_or_else(|| corrupt("events.kind", &kind))?;
+                    let attributes: String = row.try_get("attributes")?;
+                    let targets: String = row.try_get("targets")?;
+                    let identity = IdentityRecord {
+                        person_id: row.try_get("person_id")?,
+                        attributes: serde_json::from_str(&attributes)
+                            .map_err(|e| corrupt("identities.attributes", e))?,
+                        effective_at: row.try_get("effective_at")?,
+                        event_id: row.try_get("event_id")?,
+                        has_left: row.try_get("has_left")?,
+                        targets: serde_json::from_str(&targets).map_err(|e| corrupt("identities.targets", e))?,
+                        updated_at: row.try_get("updated_at")?,
+                    };
+                    Ok((identity, kind))
+                })
+                .collect()
+        })
+    }
+
+    fn overdue(&self, now: i64) -> StoreFuture<'_, Vec<OverdueRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT event_id, person_id, target_id, state, deadline_at FROM tasks WHERE deadline_breached \
+                 OR (deadline_at < $1 AND state NOT IN ('verified', 'failed', 'superseded')) \
+                 ORDER BY deadline_at, event_id, target_id",
+            )
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(OverdueRecord {
+                        event_id: row.try_get("event_id")?,
+                        person_id: row.try_get("person_id")?,
+                        target_id: row.try_get("target_id")?,
+                        state: task_state(&row.try_get::<String, _>("state")?)?,
+                        deadline_at: row.try_get("deadline_at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_the_password_and_keeps_the_rest() {
+        assert_eq!(
+            redacted_url("postgres://jml:s3cret@db.example:5432/lifecycle?sslmode=require"),
+            "postgres://jml:***@db.example:5432/lifecycle?sslmode=require"
+        );
+        assert_eq!(redacted_url("postgresql://db.example/lifecycle"), "postgresql://db.example/lifecycle");
+        assert_eq!(redacted_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redacted_url("not a url"), "<unparseable database URL>");
+        assert!(is_postgres_url("postgresql://h/db") && !is_postgres_url("/var/lib/jml/lifecycle.db"));
+    }
+}
