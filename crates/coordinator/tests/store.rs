@@ -33,7 +33,7 @@ struct Fixture {
 
 enum Backend {
     Sqlite { path: PathBuf, _dir: tempfile::TempDir },
-    Postgres { options: PgConnectOptions },
+    Postgres { options: Box<PgConnectOptions> },
 }
 
 fn postgres_url() -> String {
@@ -62,7 +62,7 @@ impl Fixture {
         admin.close().await;
         let options = options.database(&name);
         let store = PostgresStore::open_with(options.clone()).await.expect("open the PostgreSQL store");
-        Self { store: Arc::new(store), backend: Backend::Postgres { options } }
+        Self { store: Arc::new(store), backend: Backend::Postgres { options: Box::new(options) } }
     }
 
     /// A second store on the same database (a restart, or another replica).
@@ -70,7 +70,7 @@ impl Fixture {
         match &self.backend {
             Backend::Sqlite { path, .. } => Arc::new(SqliteStore::open(path).await.expect("reopen")),
             Backend::Postgres { options } => {
-                Arc::new(PostgresStore::open_with(options.clone()).await.expect("open a second store"))
+                Arc::new(PostgresStore::open_with((**options).clone()).await.expect("open a second store"))
             }
         }
     }
@@ -84,7 +84,7 @@ impl Fixture {
                 pool.expect("open the file").execute(sql).await.expect("direct SQL");
             }
             Backend::Postgres { options } => {
-                let pool = PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await;
+                let pool = PgPoolOptions::new().max_connections(1).connect_with((**options).clone()).await;
                 pool.expect("connect").execute(sql).await.expect("direct SQL");
             }
         }

@@ -214,7 +214,8 @@ pub struct EventRecord {
     pub plan: pb::Plan,
     /// The plan's hash.
     pub plan_hash: String,
-    /// The trace id.
+    /// The W3C trace context (`traceparent`) of the event's root span;
+    /// `tracing_context::trace_id_of` gives the trace id status and evidence show.
     pub trace_id: String,
     /// Overall state.
     pub state: EventState,
@@ -360,6 +361,11 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// The `source_system` of the internal events a reconciliation submits to
+/// remediate drift. Such an event restores what the person's identity record
+/// implies, so verifying it never updates the identity record.
+pub const RECONCILIATION_SOURCE: &str = "reconciliation";
+
 /// The hash before the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -461,14 +467,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, InsertOutcome>;
     /// Writes a task's whole row (the breach flag only ever goes from false
     /// to true) with its audit records. When that leaves every task of the
-    /// event terminal, the event's state is set and, when verified, the
-    /// person's identity record updated; the event's new state is returned.
+    /// event terminal, the event's state is set and, when verified (or a
+    /// leaver's event finished, verified or failed: the person has left
+    /// either way), the person's identity record updated, except for a
+    /// reconciliation's remediation event ([`RECONCILIATION_SOURCE`]); the
+    /// event's new state is returned.
     fn save_task(&self, task: TaskRecord, audit: Vec<AuditEntry>) -> StoreFuture<'_, Option<EventState>>;
     /// Flags a task's deadline as breached, with its audit record.
     fn mark_breached(&self, event_id: String, target_id: String, audit: AuditEntry) -> StoreFuture<'_, ()>;
     /// Records an approval decision with its audit record; refuses a second
     /// decision by the same approver.
     fn record_approval(&self, approval: ApprovalRecord, audit: AuditEntry) -> StoreFuture<'_, ()>;
+    /// Appends audit records that accompany no state change (e.g. a refused
+    /// caller of the lifecycle API), chained like every other record.
+    fn append_audit(&self, audit: Vec<AuditEntry>) -> StoreFuture<'_, ()>;
     /// One event.
     fn event(&self, event_id: &str) -> StoreFuture<'_, Option<EventRecord>>;
     /// An event's tasks.
@@ -493,6 +505,11 @@ pub trait Store: Send + Sync + 'static {
     /// Tasks whose deadline is before `now` and that are unfinished or were
     /// flagged breached.
     fn overdue(&self, now: i64) -> StoreFuture<'_, Vec<OverdueRecord>>;
+    /// Identity records with `person_id > after` (byte order), at most
+    /// `limit`, in `person_id` order, each with the kind of the event that
+    /// set it: the expected side of a reconciliation, paged so it is never
+    /// held whole. Start with `after = ""`.
+    fn identities_after(&self, after: String, limit: u32) -> StoreFuture<'_, Vec<(IdentityRecord, EventKindName)>>;
 }
 
 /// Walks the whole audit chain of a store.

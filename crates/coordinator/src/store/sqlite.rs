@@ -49,6 +49,7 @@ enum WriteOp {
     SaveTask { task: Box<TaskRecord>, audit: Vec<AuditEntry> },
     MarkBreached { event_id: String, target_id: String, audit: AuditEntry },
     RecordApproval { approval: ApprovalRecord, audit: AuditEntry },
+    AppendAudit { audit: Vec<AuditEntry> },
 }
 
 enum WriteResult {
@@ -302,8 +303,8 @@ async fn complete_events(
             action: format!("event.{}", state.as_str()),
             payload: serde_json::json!({ "state": state.as_str() }),
         }];
-        if state == EventState::Verified
-            && let Some(identity) = update_identity(conn, &event_id, targets, now).await?
+        if matches!(state, EventState::Verified | EventState::Failed)
+            && let Some(identity) = update_identity(conn, &event_id, state, targets, now).await?
         {
             audit.push(AuditEntry {
                 at: now,
@@ -446,6 +447,10 @@ async fn apply_op(
             }
             Ok(WriteResult::Done)
         }
+        WriteOp::AppendAudit { audit } => {
+            append_audit(&mut batch.chain, audit);
+            Ok(WriteResult::Done)
+        }
         WriteOp::RecordApproval { approval, audit } => {
             let exists = sqlx::query("SELECT 1 FROM approvals WHERE event_id = ? AND target_id = ? AND approver = ?")
                 .bind(&approval.event_id)
@@ -481,11 +486,22 @@ async fn apply_op(
 async fn update_identity(
     conn: &mut SqliteConnection,
     event_id: &str,
+    state: EventState,
     targets: BTreeSet<String>,
     now: i64,
 ) -> Result<Option<IdentityRecord>, StoreError> {
     let row = sqlx::query("SELECT * FROM events WHERE event_id = ?").bind(event_id).fetch_one(&mut *conn).await?;
     let event = event_from_row(&row)?;
+    // A reconciliation remediation restores the state the identity record
+    // already implies; it never changes the record. A failed event changes
+    // it only for a leaver: the departure is a fact of the source of truth,
+    // and access a target kept is what reconciliation reports as
+    // should-be-disabled.
+    if event.source_system == super::RECONCILIATION_SOURCE
+        || (state != EventState::Verified && event.kind != EventKindName::Leaver)
+    {
+        return Ok(None);
+    }
     let current = sqlx::query("SELECT effective_at FROM identities WHERE person_id = ?")
         .bind(&event.person_id)
         .fetch_optional(&mut *conn)
@@ -521,6 +537,20 @@ async fn update_identity(
         targets,
         updated_at: now,
     }))
+}
+
+fn identity_from_row(row: &SqliteRow) -> Result<IdentityRecord, StoreError> {
+    let attributes: String = row.try_get("attributes")?;
+    let targets: String = row.try_get("targets")?;
+    Ok(IdentityRecord {
+        person_id: row.try_get("person_id")?,
+        attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("identities.attributes", e))?,
+        effective_at: row.try_get("effective_at")?,
+        event_id: row.try_get("event_id")?,
+        has_left: row.try_get::<i64, _>("has_left")? != 0,
+        targets: serde_json::from_str(&targets).map_err(|e| corrupt("identities.targets", e))?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 fn corrupt(what: &'static str, message: impl ToString) -> StoreError {
@@ -644,6 +674,13 @@ impl Store for SqliteStore {
     fn record_approval(&self, approval: ApprovalRecord, audit: AuditEntry) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             self.write(WriteOp::RecordApproval { approval, audit }).await?;
+            Ok(())
+        })
+    }
+
+    fn append_audit(&self, audit: Vec<AuditEntry>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.write(WriteOp::AppendAudit { audit }).await?;
             Ok(())
         })
     }
@@ -779,17 +816,7 @@ impl Store for SqliteStore {
             else {
                 return Ok(None);
             };
-            let attributes: String = row.try_get("attributes")?;
-            let targets: String = row.try_get("targets")?;
-            Ok(Some(IdentityRecord {
-                person_id: row.try_get("person_id")?,
-                attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("identities.attributes", e))?,
-                effective_at: row.try_get("effective_at")?,
-                event_id: row.try_get("event_id")?,
-                has_left: row.try_get::<i64, _>("has_left")? != 0,
-                targets: serde_json::from_str(&targets).map_err(|e| corrupt("identities.targets", e))?,
-                updated_at: row.try_get("updated_at")?,
-            }))
+            identity_from_row(&row).map(Some)
         })
     }
 
@@ -805,6 +832,26 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?;
             rows.iter().map(audit_from_row).collect()
+        })
+    }
+
+    fn identities_after(&self, after: String, limit: u32) -> StoreFuture<'_, Vec<(IdentityRecord, EventKindName)>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT i.*, e.kind AS event_kind FROM identities i JOIN events e ON e.event_id = i.event_id \
+                 WHERE i.person_id > ? ORDER BY i.person_id LIMIT ?",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let kind: String = row.try_get("event_kind")?;
+                    let kind = kind_from_name(&kind).ok_or_else(|| corrupt("events.kind", &kind))?;
+                    Ok((identity_from_row(row)?, kind))
+                })
+                .collect()
         })
     }
 
