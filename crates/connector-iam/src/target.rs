@@ -239,6 +239,7 @@ impl IamTarget {
     }
 
     /// A real call: one `ListUsers` page of at most one user under `path`.
+    #[tracing::instrument(name = "iam.preflight", skip_all)]
     pub async fn preflight(&self, path: &str) -> Result<(), ConnectorError> {
         self.client
             .list_users()
@@ -251,6 +252,7 @@ impl IamTarget {
     }
 
     /// The user named `user_name`, or `None`.
+    #[tracing::instrument(name = "iam.get_user", skip_all)]
     pub async fn get_user(&self, user_name: &str) -> Result<Option<IamUser>, ConnectorError> {
         match self.client.get_user().user_name(user_name).send().await {
             Ok(output) => Ok(output.user().map(IamUser::from_sdk)),
@@ -276,6 +278,7 @@ impl IamTarget {
     }
 
     /// A user's tags.
+    #[tracing::instrument(name = "iam.user_tags", skip_all)]
     pub async fn user_tags(&self, user_name: &str) -> Result<BTreeMap<String, String>, ConnectorError> {
         let all: Vec<Tag> = self
             .client
@@ -291,6 +294,7 @@ impl IamTarget {
     }
 
     /// Creates a user in `path` with `tags`.
+    #[tracing::instrument(name = "iam.create_user", skip_all)]
     pub async fn create_user(
         &self,
         user_name: &str,
@@ -309,6 +313,7 @@ impl IamTarget {
     }
 
     /// Sets tags on a user.
+    #[tracing::instrument(name = "iam.tag_user", skip_all)]
     pub async fn tag_user(&self, user_name: &str, user_tags: &BTreeMap<String, String>) -> Result<(), ConnectorError> {
         if user_tags.is_empty() {
             return Ok(());
@@ -321,6 +326,7 @@ impl IamTarget {
     }
 
     /// Removes tags from a user.
+    #[tracing::instrument(name = "iam.untag_user", skip_all)]
     pub async fn untag_user(&self, user_name: &str, keys: &[String]) -> Result<(), ConnectorError> {
         if keys.is_empty() {
             return Ok(());
@@ -333,6 +339,7 @@ impl IamTarget {
     }
 
     /// Deletes a user; absent is success.
+    #[tracing::instrument(name = "iam.delete_user", skip_all)]
     pub async fn delete_user(&self, user_name: &str) -> Result<(), ConnectorError> {
         match self.client.delete_user().user_name(user_name).send().await {
             Ok(_) => Ok(()),
@@ -342,6 +349,7 @@ impl IamTarget {
     }
 
     /// Whether the group exists; answers IAM's spelling of its name.
+    #[tracing::instrument(name = "iam.group", skip_all)]
     pub async fn group(&self, group_name: &str) -> Result<Option<String>, ConnectorError> {
         match self.client.get_group().group_name(group_name).max_items(1).send().await {
             Ok(output) => {
@@ -353,6 +361,7 @@ impl IamTarget {
     }
 
     /// Whether the managed policy exists.
+    #[tracing::instrument(name = "iam.policy_exists", skip_all)]
     pub async fn policy_exists(&self, arn: &str) -> Result<bool, ConnectorError> {
         match self.client.get_policy().policy_arn(arn).send().await {
             Ok(_) => Ok(true),
@@ -363,6 +372,7 @@ impl IamTarget {
 
     /// Everything a user holds: groups, policies, inline policies, credentials.
     /// Fetched concurrently.
+    #[tracing::instrument(name = "iam.holdings", skip_all)]
     pub async fn holdings(&self, user_name: &str) -> Result<UserHoldings, ConnectorError> {
         let (groups, policies, inline_policies, credentials) = futures::try_join!(
             self.groups_for_user(user_name),
@@ -373,6 +383,7 @@ impl IamTarget {
         Ok(UserHoldings { groups, policies, inline_policies, credentials })
     }
 
+    #[tracing::instrument(name = "iam.groups_for_user", skip_all)]
     async fn groups_for_user(&self, user_name: &str) -> Result<Vec<String>, ConnectorError> {
         let groups = self
             .client
@@ -387,6 +398,7 @@ impl IamTarget {
         Ok(groups.iter().map(|g| g.group_name().to_owned()).collect())
     }
 
+    #[tracing::instrument(name = "iam.attached_policies", skip_all)]
     async fn attached_policies(&self, user_name: &str) -> Result<Vec<String>, ConnectorError> {
         let policies = self
             .client
@@ -401,6 +413,7 @@ impl IamTarget {
         Ok(policies.iter().filter_map(|p| p.policy_arn().map(str::to_owned)).collect())
     }
 
+    #[tracing::instrument(name = "iam.inline_policies", skip_all)]
     async fn inline_policies(&self, user_name: &str) -> Result<Vec<String>, ConnectorError> {
         self.client
             .list_user_policies()
@@ -414,6 +427,7 @@ impl IamTarget {
     }
 
     /// Every credential of every kind the user holds.
+    #[tracing::instrument(name = "iam.credentials", skip_all)]
     pub async fn credentials(&self, user_name: &str) -> Result<HeldCredentials, ConnectorError> {
         let (
             login_profile,
@@ -440,6 +454,7 @@ impl IamTarget {
         })
     }
 
+    #[tracing::instrument(name = "iam.login_profile", skip_all)]
     async fn login_profile(&self, user_name: &str) -> Result<bool, ConnectorError> {
         match self.client.get_login_profile().user_name(user_name).send().await {
             Ok(_) => Ok(true),
@@ -448,6 +463,7 @@ impl IamTarget {
         }
     }
 
+    #[tracing::instrument(name = "iam.access_keys", skip_all)]
     async fn access_keys(&self, user_name: &str) -> Result<Vec<HeldCredential>, ConnectorError> {
         let keys = self
             .client
@@ -467,6 +483,7 @@ impl IamTarget {
             .collect())
     }
 
+    #[tracing::instrument(name = "iam.signing_certificates", skip_all)]
     async fn signing_certificates(&self, user_name: &str) -> Result<Vec<HeldCredential>, ConnectorError> {
         let certificates = self
             .client
@@ -484,6 +501,7 @@ impl IamTarget {
             .collect())
     }
 
+    #[tracing::instrument(name = "iam.ssh_public_keys", skip_all)]
     async fn ssh_public_keys(&self, user_name: &str) -> Result<Vec<HeldCredential>, ConnectorError> {
         let keys = self
             .client
@@ -501,6 +519,7 @@ impl IamTarget {
             .collect())
     }
 
+    #[tracing::instrument(name = "iam.service_specific_credentials", skip_all)]
     async fn service_specific_credentials(&self, user_name: &str) -> Result<Vec<HeldCredential>, ConnectorError> {
         if self.lacks_service_specific_credentials {
             return Ok(Vec::new());
@@ -527,6 +546,7 @@ impl IamTarget {
         }
     }
 
+    #[tracing::instrument(name = "iam.mfa_devices", skip_all)]
     async fn mfa_devices(&self, user_name: &str) -> Result<Vec<String>, ConnectorError> {
         let devices = self
             .client
@@ -542,6 +562,7 @@ impl IamTarget {
     }
 
     /// Deletes the console password; absent is success.
+    #[tracing::instrument(name = "iam.delete_login_profile", skip_all)]
     pub async fn delete_login_profile(&self, user_name: &str) -> Result<(), ConnectorError> {
         match self.client.delete_login_profile().user_name(user_name).send().await {
             Ok(_) => Ok(()),
@@ -551,6 +572,7 @@ impl IamTarget {
     }
 
     /// Sets an access key `Inactive`.
+    #[tracing::instrument(name = "iam.deactivate_access_key", skip_all)]
     pub async fn deactivate_access_key(&self, user_name: &str, id: &str) -> Result<(), ConnectorError> {
         self.client
             .update_access_key()
@@ -564,6 +586,7 @@ impl IamTarget {
     }
 
     /// Deletes an access key; absent is success.
+    #[tracing::instrument(name = "iam.delete_access_key", skip_all)]
     pub async fn delete_access_key(&self, user_name: &str, id: &str) -> Result<(), ConnectorError> {
         match self.client.delete_access_key().user_name(user_name).access_key_id(id).send().await {
             Ok(_) => Ok(()),
@@ -573,6 +596,7 @@ impl IamTarget {
     }
 
     /// Sets a signing certificate `Inactive`.
+    #[tracing::instrument(name = "iam.deactivate_signing_certificate", skip_all)]
     pub async fn deactivate_signing_certificate(&self, user_name: &str, id: &str) -> Result<(), ConnectorError> {
         self.client
             .update_signing_certificate()
@@ -586,6 +610,7 @@ impl IamTarget {
     }
 
     /// Deletes a signing certificate; absent is success.
+    #[tracing::instrument(name = "iam.delete_signing_certificate", skip_all)]
     pub async fn delete_signing_certificate(&self, user_name: &str, id: &str) -> Result<(), ConnectorError> {
         match self.client.delete_signing_certificate().user_name(user_name).certificate_id(id).send().await {
             Ok(_) => Ok(()),
@@ -595,6 +620,7 @@ impl IamTarget {
     }
 
     /// Sets an SSH public key `Inactive`.
+    #[tracing::instrument(name = "iam.deactivate_ssh_public_key", skip_all)]
     pub async fn deactivate_ssh_public_key(&self, user_name: &str, id: &str) -> Result<(), ConnectorError> {
         self.client
             .update_ssh_public_key()
@@ -608,6 +634,7 @@ impl IamTarget {
     }
 
     /// Deletes an SSH public key; absent is success.
+    #[tracing::instrument(name = "iam.delete_ssh_public_key", skip_all)]
     pub async fn delete_ssh_public_key(&self, user_name: &str, id: &str) -> Result<(), ConnectorError> {
         match self.client.delete_ssh_public_key().user_name(user_name).ssh_public_key_id(id).send().await {
             Ok(_) => Ok(()),
@@ -617,6 +644,7 @@ impl IamTarget {
     }
 
     /// Sets a service-specific credential `Inactive`.
+    #[tracing::instrument(name = "iam.deactivate_service_specific_credential", skip_all)]
     pub async fn deactivate_service_specific_credential(
         &self,
         user_name: &str,
@@ -634,6 +662,7 @@ impl IamTarget {
     }
 
     /// Deletes a service-specific credential; absent is success.
+    #[tracing::instrument(name = "iam.delete_service_specific_credential", skip_all)]
     pub async fn delete_service_specific_credential(&self, user_name: &str, id: &str) -> Result<(), ConnectorError> {
         match self
             .client
@@ -651,6 +680,7 @@ impl IamTarget {
 
     /// Deactivates an MFA device (removes its association with the user) and,
     /// for a virtual device, deletes it. Absent is success.
+    #[tracing::instrument(name = "iam.remove_mfa_device", skip_all)]
     pub async fn remove_mfa_device(&self, user_name: &str, serial_number: &str) -> Result<(), ConnectorError> {
         match self.client.deactivate_mfa_device().user_name(user_name).serial_number(serial_number).send().await {
             Ok(_) => {}
@@ -668,6 +698,7 @@ impl IamTarget {
     }
 
     /// Deletes an inline policy; absent is success.
+    #[tracing::instrument(name = "iam.delete_inline_policy", skip_all)]
     pub async fn delete_inline_policy(&self, user_name: &str, policy_name: &str) -> Result<(), ConnectorError> {
         match self.client.delete_user_policy().user_name(user_name).policy_name(policy_name).send().await {
             Ok(_) => Ok(()),
@@ -677,6 +708,7 @@ impl IamTarget {
     }
 
     /// Attaches a managed policy.
+    #[tracing::instrument(name = "iam.attach_policy", skip_all)]
     pub async fn attach_policy(&self, user_name: &str, arn: &str) -> Result<(), ConnectorError> {
         self.client
             .attach_user_policy()
@@ -689,6 +721,7 @@ impl IamTarget {
     }
 
     /// Detaches a managed policy; not attached is success.
+    #[tracing::instrument(name = "iam.detach_policy", skip_all)]
     pub async fn detach_policy(&self, user_name: &str, arn: &str) -> Result<(), ConnectorError> {
         match self.client.detach_user_policy().user_name(user_name).policy_arn(arn).send().await {
             Ok(_) => Ok(()),
@@ -698,6 +731,7 @@ impl IamTarget {
     }
 
     /// Adds the user to a group.
+    #[tracing::instrument(name = "iam.add_to_group", skip_all)]
     pub async fn add_to_group(&self, user_name: &str, group_name: &str) -> Result<(), ConnectorError> {
         self.client
             .add_user_to_group()
@@ -710,6 +744,7 @@ impl IamTarget {
     }
 
     /// Removes the user from a group; not a member is success.
+    #[tracing::instrument(name = "iam.remove_from_group", skip_all)]
     pub async fn remove_from_group(&self, user_name: &str, group_name: &str) -> Result<(), ConnectorError> {
         match self.client.remove_user_from_group().user_name(user_name).group_name(group_name).send().await {
             Ok(_) => Ok(()),

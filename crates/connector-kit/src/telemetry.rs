@@ -43,8 +43,13 @@ fn export_configured() -> bool {
         && std::env::var("OTEL_TRACES_EXPORTER").map(|v| v != "none").unwrap_or(true)
 }
 
-fn tracer_provider(service_name: &str) -> Result<SdkTracerProvider, String> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build().map_err(|e| e.to_string())?;
+fn tracer_provider(service_name: &str, endpoint: Option<&str>) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if let Some(endpoint) = endpoint {
+        builder = builder.with_endpoint(endpoint.to_owned());
+    }
+    let exporter = builder.build().map_err(|e| e.to_string())?;
     let mut resource = opentelemetry_sdk::Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name(service_name.to_owned());
@@ -56,11 +61,22 @@ fn tracer_provider(service_name: &str) -> Result<SdkTracerProvider, String> {
 /// Safe to call twice; the second call installs nothing. Call [`shutdown`]
 /// before exiting to flush the last spans.
 pub fn init(service_name: &str) {
+    install(service_name, None);
+}
+
+/// As [`init`], exporting spans over OTLP/gRPC to `endpoint` whatever the
+/// environment says (the other `OTEL_*` variables still apply). For
+/// benchmarks and tests that run their own receiver.
+pub fn init_with_otlp_endpoint(service_name: &str, endpoint: &str) {
+    install(service_name, Some(endpoint));
+}
+
+fn install(service_name: &str, endpoint: Option<&str>) {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
-    let (provider, otel_error) = if export_configured() {
-        match tracer_provider(service_name) {
+    let (provider, otel_error) = if endpoint.is_some() || export_configured() {
+        match tracer_provider(service_name, endpoint) {
             Ok(provider) => (Some(provider), None),
             Err(error) => (None, Some(error)),
         }

@@ -308,6 +308,7 @@ pub struct Directory {
 impl Directory {
     /// Every entry matching `filter` under `base` (at most a few expected).
     /// A missing base is an empty answer.
+    #[tracing::instrument(name = "ldap.search", skip_all)]
     pub async fn search(
         &mut self,
         base: &str,
@@ -336,6 +337,7 @@ impl Directory {
 
     /// Starts a paged (RFC 2696) streaming search; entries are pulled with
     /// [`PagedSearch::next`], one server page fetched at a time.
+    #[tracing::instrument(name = "ldap.paged_search", skip_all)]
     pub async fn paged_search(
         &mut self,
         base: &str,
@@ -355,6 +357,7 @@ impl Directory {
     }
 
     /// Adds an entry.
+    #[tracing::instrument(name = "ldap.add", skip_all)]
     pub async fn add(&mut self, dn: &str, attributes: EntryAttributes) -> Result<(), TargetError> {
         let result =
             self.ldap.with_timeout(self.timeout).add(dn, attributes).await.map_err(|e| ldap_error("add", e))?;
@@ -363,11 +366,13 @@ impl Directory {
 
     /// Modifies an entry; answers the raw result code so callers can act on
     /// codes such as objectClassViolation.
+    #[tracing::instrument(name = "ldap.modify", skip_all)]
     pub async fn modify(&mut self, dn: &str, mods: Vec<Mod<Vec<u8>>>) -> Result<LdapResult, TargetError> {
         self.ldap.with_timeout(self.timeout).modify(dn, mods).await.map_err(|e| ldap_error("modify", e))
     }
 
     /// Deletes an entry; a missing entry is not an error.
+    #[tracing::instrument(name = "ldap.delete", skip_all)]
     pub async fn delete(&mut self, dn: &str) -> Result<bool, TargetError> {
         let result = self.ldap.with_timeout(self.timeout).delete(dn).await.map_err(|e| ldap_error("delete", e))?;
         match result.rc {

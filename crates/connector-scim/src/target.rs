@@ -393,6 +393,7 @@ impl ScimTarget {
     }
 
     /// Sends one request and reads the answer, turning error statuses into [`ScimError`].
+    #[tracing::instrument(name = "scim.request", skip_all, fields(http.method = %method))]
     async fn send(
         &self,
         method: Method,

@@ -368,6 +368,7 @@ impl VaultTarget {
         }
     }
 
+    #[tracing::instrument(name = "vault.request", skip_all, fields(http.method = %method))]
     async fn call_once(
         &self,
         method: Method,

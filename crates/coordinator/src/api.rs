@@ -54,7 +54,7 @@ fn receipt(event: &EventRecord, duplicate: bool) -> pb::Receipt {
         plan_hash: event.plan_hash.clone(),
         targets: event.plan.targets.iter().map(|t| t.target_id.clone()).collect(),
         initiator: event.initiator.clone(),
-        trace_id: event.trace_id.clone(),
+        trace_id: crate::tracing_context::trace_id_of(&event.trace_id).to_owned(),
     }
 }
 

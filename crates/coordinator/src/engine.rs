@@ -34,9 +34,11 @@ use rand::Rng;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, OnceCell, broadcast, mpsc};
+use tracing::Instrument;
 
 use crate::event::{ValidEvent, format_time, kind_name, now_ms};
 use crate::evidence::{acknowledgement_json, entitlement_json, read_back_json};
+use crate::metrics::CoordinatorMetrics;
 use crate::planner::{PlanInput, message_hash, plan, plan_hash};
 use crate::policy::{EventKindName, Policy};
 use crate::store::{
@@ -142,6 +144,8 @@ struct Inner {
     updates: broadcast::Sender<String>,
     finished: broadcast::Sender<(String, EventState)>,
     decisions: Mutex<()>,
+    /// Event trace contexts and live dispatch spans.
+    dispatch_spans: crate::tracing_context::DispatchSpans,
 }
 
 /// The engine; cheap to clone.
@@ -217,6 +221,7 @@ impl Engine {
             updates,
             finished,
             decisions: Mutex::new(()),
+            dispatch_spans: crate::tracing_context::DispatchSpans::default(),
         });
         let watermarks = inner.store.started_watermarks().await?.into_iter().collect();
         let mut unfinished = inner.store.unfinished_tasks().await?;
@@ -242,6 +247,22 @@ impl Engine {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The connector client of a target (the same one propagation uses) and
+    /// its cached `Describe`.
+    pub async fn target_connector(
+        &self,
+        target_id: &str,
+    ) -> Result<(ConnectorClient, pb::DescribeResponse), EngineError> {
+        let runtime =
+            self.inner.targets.get(target_id).ok_or_else(|| EngineError::NotFound(format!("target {target_id:?}")))?;
+        let description = runtime
+            .describe()
+            .await
+            .map_err(|e| EngineError::Target { target: target_id.to_owned(), message: e.to_string() })?
+            .clone();
+        Ok((runtime.client.clone(), description))
     }
 
     /// Event ids whose status changed.
@@ -284,13 +305,39 @@ impl Engine {
     /// records in one transaction, then queues the tasks. A duplicate id
     /// returns the first event unchanged.
     pub async fn submit(&self, event: ValidEvent, initiator: String) -> Result<SubmitOutcome, EngineError> {
+        let span = crate::tracing_context::event_span(&event);
+        self.submit_in_span(event, initiator).instrument(span).await
+    }
+
+    async fn submit_in_span(&self, event: ValidEvent, initiator: String) -> Result<SubmitOutcome, EngineError> {
         if let Some(first) = self.inner.store.event(&event.event_id).await? {
             return Ok(SubmitOutcome { event: first, duplicate: true });
         }
-        let (attributes, plan) = self.plan_for(&event).await?;
+        let (attributes, plan) = self.plan_for(&event).instrument(crate::tracing_context::plan_span()).await?;
+        self.accept_planned(event, attributes, plan, initiator).await
+    }
+
+    /// Stores an event the caller planned (with the same planner) and queues
+    /// its tasks exactly as [`Engine::submit`] does: the same approval rules,
+    /// audit records, ordering and read-back. Used by reconciliation to push
+    /// the expected state back to one target. A duplicate id returns the
+    /// first event unchanged.
+    pub async fn accept_planned(
+        &self,
+        event: ValidEvent,
+        attributes: BTreeMap<String, String>,
+        plan: pb::Plan,
+        initiator: String,
+    ) -> Result<SubmitOutcome, EngineError> {
+        if let Some(first) = self.inner.store.event(&event.event_id).await? {
+            return Ok(SubmitOutcome { event: first, duplicate: true });
+        }
         let now = now_ms();
         let effective_at = event.effective_at_ms.unwrap_or(now);
         let hash = plan_hash(&plan);
+        let trace_span = crate::tracing_context::current_event_span(&event);
+        crate::tracing_context::record_workflows(&trace_span, &plan);
+        let trace_context = crate::tracing_context::stored_trace_context(&trace_span);
         let mut tasks = Vec::with_capacity(plan.targets.len());
         for planned in &plan.targets {
             let desired = planned.desired.clone().unwrap_or_default();
@@ -334,7 +381,7 @@ impl Engine {
             policy_hash: self.inner.policy.hash.clone(),
             plan: plan.clone(),
             plan_hash: hash.clone(),
-            trace_id: uuid::Uuid::new_v4().simple().to_string(),
+            trace_id: trace_context.clone(),
             state: if tasks.is_empty() { EventState::Verified } else { EventState::InProgress },
             finished_at: tasks.is_empty().then_some(now),
         };
@@ -365,6 +412,7 @@ impl Engine {
         match self.inner.store.insert_event(record.clone(), tasks.clone(), audit).await? {
             InsertOutcome::Duplicate(first) => Ok(SubmitOutcome { event: *first, duplicate: true }),
             InsertOutcome::Inserted(seq) => {
+                self.inner.dispatch_spans.remember(&event.event_id, &trace_context);
                 for task in &mut tasks {
                     task.event_seq = seq;
                 }
@@ -482,6 +530,7 @@ impl Engine {
             None
         };
         if let Some(audit) = released {
+            crate::tracing_context::approval_wait(&event.trace_id, event_id, target_id, decision, event.received_at);
             store.save_task(task.clone(), vec![audit]).await?;
             let _ = self.inner.scheduler.send(SchedulerMessage::Released(Box::new(task.clone())));
         }
@@ -608,6 +657,7 @@ impl Scheduler {
             if now - self.last_sweep >= 1000 {
                 self.last_sweep = now;
                 self.sweep_deadlines(now);
+                CoordinatorMetrics::get().refresh_queue(self.slots.values().map(|slot| &slot.record), now);
             }
         }
     }
@@ -688,6 +738,7 @@ impl Scheduler {
         let inner = self.inner.clone();
         let now = now_ms();
         task.state = TaskState::Superseded;
+        self.inner.dispatch_spans.forget(&task.event_id, &task.target_id);
         task.finished_at = Some(now);
         task.next_attempt_at = None;
         task.last_error = reason.to_owned();
@@ -819,11 +870,17 @@ impl Scheduler {
 
     fn sweep_deadlines(&mut self, now: i64) {
         for slot in self.slots.values_mut() {
+            // An in-flight task is settled by its worker, whose copy would
+            // overwrite this flag; the worker records a breach it finishes past.
+            if slot.status == SlotStatus::InFlight {
+                continue;
+            }
             let task = &mut slot.record;
             if task.deadline_breached || task.deadline_at >= now {
                 continue;
             }
             task.deadline_breached = true;
+            CoordinatorMetrics::get().deadline_breached(task);
             let inner = self.inner.clone();
             let (event_id, target_id) = (task.event_id.clone(), task.target_id.clone());
             let audit = AuditEntry {
@@ -878,6 +935,8 @@ fn backoff(config: &EngineConfig, attempts: u32, retry_after: Option<Duration>) 
 struct TaskRun {
     inner: Arc<Inner>,
     task: TaskRecord,
+    /// The kind of the last failed attempt's error (metrics, span events).
+    error_kind: &'static str,
 }
 
 impl TaskRun {
@@ -938,6 +997,7 @@ impl TaskRun {
     async fn connector_error(&mut self, stage: &str, error: ConnectorError) -> Outcome {
         let retryable = ConnectorClient::is_retryable(&error);
         let unreachable = matches!(error.kind, ErrorKind::Unavailable | ErrorKind::Timeout);
+        self.error_kind = error.kind.as_str();
         self.failed_attempt(format!("{stage}: {error}"), retryable, error.retry_after).await;
         if unreachable { Outcome::Unreachable } else { Outcome::Done }
     }
@@ -956,17 +1016,20 @@ impl TaskRun {
         if let Err(error) = self.save("task.dispatched", payload).await {
             // Not dispatched: try again later without spending an attempt.
             tracing::error!(%error, "cannot record a dispatch");
+            self.error_kind = "store";
             self.task.attempts -= 1;
             self.task.state = TaskState::Planned;
             self.task.next_attempt_at = Some(now + 1000);
             return Outcome::Done;
         }
-        let description = match runtime.describe().await {
+        let target = self.task.target_id.clone();
+        let description = match crate::tracing_context::connector_call(&target, "describe", runtime.describe()).await {
             Ok(description) => description,
             Err(error) => return self.connector_error("describe", error).await,
         };
         let desired = self.task.desired();
-        let acknowledgement = match runtime.client.apply(&self.task.command_id, desired.clone()).await {
+        let apply = runtime.client.apply(&self.task.command_id, desired.clone());
+        let acknowledgement = match crate::tracing_context::connector_call(&target, "apply", apply).await {
             Ok(ack) => ack,
             Err(error) => return self.connector_error("apply", error).await,
         };
@@ -979,7 +1042,7 @@ impl TaskRun {
             tracing::error!(%error, "cannot record an acknowledgement");
         }
         let account = desired.account.clone().unwrap_or_default();
-        let read_back = match runtime.client.read(account).await {
+        let read_back = match crate::tracing_context::connector_call(&target, "read", runtime.client.read(account)).await {
             Ok(state) => state,
             Err(error) => return self.connector_error("read", error).await,
         };
@@ -1010,6 +1073,7 @@ impl TaskRun {
             Outcome::Done
         } else {
             let message = format!("read-back differs from the desired state: {}", self.task.differences.join("; "));
+            self.error_kind = "read_back_mismatch";
             self.failed_attempt(message, true, None).await;
             Outcome::Done
         }
@@ -1017,7 +1081,10 @@ impl TaskRun {
 }
 
 async fn run_task(inner: Arc<Inner>, runtime: Arc<TargetRuntime>, task: TaskRecord) {
-    let mut run = TaskRun { inner: inner.clone(), task };
-    let outcome = run.attempt(&runtime).await;
+    let span = inner.dispatch_spans.dispatch_span(inner.store.as_ref(), &task).await;
+    let breached_before = task.deadline_breached;
+    let mut run = TaskRun { inner: inner.clone(), task, error_kind: "" };
+    let outcome = run.attempt(&runtime).instrument(span).await;
+    crate::tracing_context::task_settled(&inner.dispatch_spans, &run.task, breached_before, run.error_kind);
     let _ = inner.scheduler.send(SchedulerMessage::Finished(Box::new(run.task), outcome));
 }

@@ -165,7 +165,7 @@ pub fn evidence_json(
         "effective_at": format_time(Some(event.effective_at)),
         "received_at": format_time(Some(event.received_at)),
         "finished_at": format_time(event.finished_at),
-        "trace_id": event.trace_id,
+        "trace_id": crate::tracing_context::trace_id_of(&event.trace_id),
         "attributes": event.attributes,
         "workflows": event.plan.workflows.iter().map(|w| json!({ "name": w.name, "owner": w.owner })).collect::<Vec<_>>(),
         "policy_hash": event.policy_hash,

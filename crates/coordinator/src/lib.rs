@@ -11,16 +11,21 @@
 //! - [`api`]: the `jml.v1.Lifecycle` gRPC service;
 //! - [`server`]: the coordinator's gRPC server (health, reflection, graceful
 //!   shutdown);
-//! - [`evidence`]: status and evidence documents.
+//! - [`evidence`]: status and evidence documents;
+//! - [`metrics`]: the coordinator's Prometheus metrics;
+//! - [`tracing_context`]: one OpenTelemetry trace per lifecycle event (root,
+//!   plan, approval wait, dispatch per target, connector calls).
 
 pub mod api;
 pub mod engine;
 pub mod event;
 pub mod evidence;
+pub mod metrics;
 pub mod planner;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod tracing_context;
 
 pub use engine::{Engine, EngineConfig, EngineError};
 pub use policy::{Policy, PolicyError};

@@ -35,6 +35,10 @@ struct Args {
     /// First retry backoff in milliseconds (doubles per attempt, jittered).
     #[arg(long, env = "JML_BASE_BACKOFF_MS", default_value_t = 500)]
     base_backoff_ms: u64,
+    /// Address to serve Prometheus metrics (`GET /metrics`) and the HTTP
+    /// probes `/healthz` and `/readyz` on; off when unset.
+    #[arg(long, env = "JML_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -59,11 +63,20 @@ async fn main() -> anyhow::Result<()> {
     let engine = Engine::start(store, Arc::new(policy), config).await?;
     let running = RunningCoordinator::bind(args.listen, engine).await?;
     let mut stdout = std::io::stdout();
+    if let Some(addr) = args.metrics_listen {
+        coordinator::metrics::CoordinatorMetrics::get();
+        let bound = connector_kit::metrics::serve(addr).await.with_context(|| format!("metrics listener {addr}"))?;
+        connector_kit::metrics::set_ready(true);
+        tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+    }
     let _ = writeln!(stdout, "listening on {}", running.local_addr());
     let _ = stdout.flush();
     tracing::info!(addr = %running.local_addr(), "coordinator serving");
     connector_kit::server::shutdown_signal().await;
     tracing::info!("signal received, shutting down");
-    running.shutdown().await?;
+    let stopped = running.shutdown().await;
+    // Flush the last spans even when the server stopped with an error.
+    connector_kit::telemetry::shutdown();
+    stopped?;
     Ok(())
 }
