@@ -10,24 +10,13 @@ use jml_contract::v1::lifecycle_server::{Lifecycle, LifecycleServer};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Authentication, Gate, Method};
 use crate::engine::{Engine, EngineError};
 use crate::event::{format_time, now_ms, validate};
 use crate::evidence::{event_status, evidence_json, in_plan_order, task_status};
 use crate::store::{EventRecord, verify_audit};
 
-/// The request metadata header naming the calling principal, until
-/// authentication proper replaces it.
-pub const PRINCIPAL_HEADER: &str = "x-jml-principal";
-
-/// The calling principal. The single place where callers are identified:
-/// swapped for certificate or token authentication later.
-pub fn principal<T>(request: &Request<T>) -> Option<String> {
-    let value = request.metadata().get(PRINCIPAL_HEADER)?.to_str().ok()?.trim();
-    let valid = !value.is_empty()
-        && value.len() <= 256
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c));
-    valid.then(|| value.to_owned())
-}
+pub use crate::auth::PRINCIPAL_HEADER;
 
 impl From<EngineError> for Status {
     fn from(error: EngineError) -> Self {
@@ -62,12 +51,15 @@ fn receipt(event: &EventRecord, duplicate: bool) -> pb::Receipt {
 #[derive(Debug, Clone)]
 pub struct LifecycleService {
     engine: Engine,
+    gate: Gate,
 }
 
 impl LifecycleService {
-    /// A service over `engine`.
-    pub fn new(engine: Engine) -> Self {
-        Self { engine }
+    /// A service over `engine`, its callers identified as `authentication`
+    /// says (see [`crate::auth`]).
+    pub fn new(engine: Engine, authentication: Authentication) -> Self {
+        let gate = Gate::new(authentication, engine.store().clone());
+        Self { engine, gate }
     }
 
     /// The tonic server wrapper.
@@ -92,8 +84,7 @@ impl LifecycleService {
         request: Request<pb::ApprovalRequest>,
         approve: bool,
     ) -> Result<pb::ApprovalResponse, Status> {
-        let principal = principal(&request)
-            .ok_or_else(|| Status::unauthenticated(format!("approvals need a principal ({PRINCIPAL_HEADER})")))?;
+        let principal = self.gate.check(&request, if approve { Method::Approve } else { Method::Reject }).await?.principal;
         let request = request.into_inner();
         if request.event_id.is_empty() {
             return Err(Status::invalid_argument("event_id: is required"));
@@ -116,6 +107,7 @@ impl LifecycleService {
 }
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::EventStatus, Status>> + Send + 'static>>;
+type ReconcileStream = Pin<Box<dyn Stream<Item = Result<pb::ReconcileProgress, Status>> + Send + 'static>>;
 
 fn terminal(status: &pb::EventStatus) -> bool {
     status.state != pb::EventState::InProgress as i32 && status.state != pb::EventState::Unspecified as i32
@@ -127,15 +119,17 @@ impl Lifecycle for LifecycleService {
         &self,
         request: Request<pb::SubmitEventRequest>,
     ) -> Result<Response<pb::SubmitEventResponse>, Status> {
-        let caller = principal(&request);
+        let caller = self.gate.check(&request, Method::SubmitEvent).await?;
         let request = request.into_inner();
+        let source_system = request.event.as_ref().map(|e| e.source_system.as_str()).unwrap_or_default();
+        self.gate.check_source(&caller, Method::SubmitEvent, source_system).await?;
         let event = validate(request.event.as_ref(), self.engine.policy()).map_err(EngineError::from)?;
-        let initiator = caller.unwrap_or_else(|| format!("source:{}", event.source_system));
-        let outcome = self.engine.submit(event, initiator).await?;
+        let outcome = self.engine.submit(event, caller.principal).await?;
         Ok(Response::new(pb::SubmitEventResponse { receipt: Some(receipt(&outcome.event, outcome.duplicate)) }))
     }
 
     async fn get_event(&self, request: Request<pb::GetEventRequest>) -> Result<Response<pb::EventStatus>, Status> {
+        self.gate.check(&request, Method::GetEvent).await?;
         let event_id = request.into_inner().event_id;
         if event_id.is_empty() {
             return Err(Status::invalid_argument("event_id: is required"));
@@ -146,6 +140,7 @@ impl Lifecycle for LifecycleService {
     type WatchEventStream = StatusStream;
 
     async fn watch_event(&self, request: Request<pb::GetEventRequest>) -> Result<Response<StatusStream>, Status> {
+        self.gate.check(&request, Method::WatchEvent).await?;
         let event_id = request.into_inner().event_id;
         if event_id.is_empty() {
             return Err(Status::invalid_argument("event_id: is required"));
@@ -197,6 +192,7 @@ impl Lifecycle for LifecycleService {
     }
 
     async fn plan(&self, request: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
+        self.gate.check(&request, Method::Plan).await?;
         let request = request.into_inner();
         let event = validate(request.event.as_ref(), self.engine.policy()).map_err(EngineError::from)?;
         let dry_run = self.engine.dry_run(&event).await?;
@@ -219,6 +215,7 @@ impl Lifecycle for LifecycleService {
         &self,
         request: Request<pb::ExportEvidenceRequest>,
     ) -> Result<Response<pb::ExportEvidenceResponse>, Status> {
+        self.gate.check(&request, Method::ExportEvidence).await?;
         let event_id = request.into_inner().event_id;
         if event_id.is_empty() {
             return Err(Status::invalid_argument("event_id: is required"));
@@ -239,8 +236,9 @@ impl Lifecycle for LifecycleService {
 
     async fn verify_audit(
         &self,
-        _request: Request<pb::VerifyAuditRequest>,
+        request: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        self.gate.check(&request, Method::VerifyAudit).await?;
         let verdict = verify_audit(self.engine.store().as_ref()).await.map_err(EngineError::from)?;
         let (first_broken_seq, reason) = verdict.broken.clone().unwrap_or_default();
         Ok(Response::new(pb::VerifyAuditResponse {
@@ -253,8 +251,9 @@ impl Lifecycle for LifecycleService {
 
     async fn list_overdue(
         &self,
-        _request: Request<pb::ListOverdueRequest>,
+        request: Request<pb::ListOverdueRequest>,
     ) -> Result<Response<pb::ListOverdueResponse>, Status> {
+        self.gate.check(&request, Method::ListOverdue).await?;
         let overdue = self.engine.store().overdue(now_ms()).await.map_err(EngineError::from)?;
         Ok(Response::new(pb::ListOverdueResponse {
             tasks: overdue
@@ -268,5 +267,67 @@ impl Lifecycle for LifecycleService {
                 })
                 .collect(),
         }))
+    }
+
+    type ReconcileStream = ReconcileStream;
+
+    /// Thin: checks the caller (a report-only run needs `auditor` or
+    /// `admin`, a remediating run `admin`), then streams what
+    /// [`crate::reconcile::reconcile`] reports.
+    async fn reconcile(&self, request: Request<pb::ReconcileRequest>) -> Result<Response<ReconcileStream>, Status> {
+        let method = if request.get_ref().remediate { Method::Reconcile } else { Method::ReconcileReport };
+        let caller = self.gate.check(&request, method).await?;
+        let request = request.into_inner();
+        let reconcile_request = crate::reconcile::ReconcileRequest {
+            target_id: (!request.target_id.is_empty()).then_some(request.target_id),
+            remediate: request.remediate,
+            person_id_prefix: request.person_id_prefix,
+            trigger: crate::reconcile::Trigger::OnDemand { principal: caller.principal },
+        };
+        let engine = self.engine.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel::<crate::reconcile::Progress>(64);
+            let forward = tx.clone();
+            let forwarder = tokio::spawn(async move {
+                while let Some(progress) = progress_rx.recv().await {
+                    let message = pb::ReconcileProgress {
+                        target_id: progress.target_id,
+                        phase: progress.phase.into(),
+                        done: progress.done,
+                        ..Default::default()
+                    };
+                    if forward.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let outcome = crate::reconcile::reconcile(&engine, &reconcile_request, &progress_tx).await;
+            drop(progress_tx);
+            let _ = forwarder.await;
+            match outcome {
+                Ok(reports) => {
+                    for report in reports {
+                        let message = match serde_json::to_string_pretty(&report) {
+                            Ok(json) => Ok(pb::ReconcileProgress {
+                                target_id: report.target_id.clone(),
+                                phase: "report".into(),
+                                done: report.counts.accounts_listed,
+                                report_json: json,
+                                drift_found: !report.clean,
+                            }),
+                            Err(error) => Err(Status::internal(error.to_string())),
+                        };
+                        if tx.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(error) => {
+                    let _ = tx.send(Err(Status::from(error))).await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }

@@ -9,20 +9,26 @@
 //! - [`engine`]: durable propagation: ordering per person, approvals,
 //!   dispatch, acknowledgement, read-back, retries, deadlines;
 //! - [`api`]: the `jml.v1.Lifecycle` gRPC service;
+//! - [`auth`]: authentication (bearer tokens, client certificates) and
+//!   role-based authorisation of its callers, refusals audited;
 //! - [`server`]: the coordinator's gRPC server (health, reflection, graceful
 //!   shutdown);
 //! - [`evidence`]: status and evidence documents;
 //! - [`metrics`]: the coordinator's Prometheus metrics;
+//! - [`reconcile`]: reconciliation of each target's accounts with the
+//!   expected state (drift report, remediation, schedules);
 //! - [`tracing_context`]: one OpenTelemetry trace per lifecycle event (root,
 //!   plan, approval wait, dispatch per target, connector calls).
 
 pub mod api;
+pub mod auth;
 pub mod engine;
 pub mod event;
 pub mod evidence;
 pub mod metrics;
 pub mod planner;
 pub mod policy;
+pub mod reconcile;
 pub mod server;
 pub mod store;
 pub mod tracing_context;

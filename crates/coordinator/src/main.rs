@@ -39,12 +39,16 @@ struct Args {
     /// probes `/healthz` and `/readyz` on; off when unset.
     #[arg(long, env = "JML_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// TLS and caller authentication of the lifecycle API.
+    #[command(flatten)]
+    access: coordinator::auth::ApiAccessArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     connector_kit::telemetry::init("coordinator");
+    let (tls, authentication) = args.access.resolve()?;
     let policy = Policy::load(&args.policy).with_context(|| format!("policy {}", args.policy.display()))?;
     let store: Arc<dyn Store> = if postgres::is_postgres_url(&args.db) {
         let store = PostgresStore::open(&args.db)
@@ -61,7 +65,9 @@ async fn main() -> anyhow::Result<()> {
         ..EngineConfig::default()
     };
     let engine = Engine::start(store, Arc::new(policy), config).await?;
-    let running = RunningCoordinator::bind(args.listen, engine).await?;
+    // Per-target reconciliation schedules (`reconcile.every` in the policy).
+    let _reconcile_schedules = coordinator::reconcile::spawn_schedules(&engine);
+    let running = RunningCoordinator::bind_with(args.listen, engine, tls, authentication).await?;
     let mut stdout = std::io::stdout();
     if let Some(addr) = args.metrics_listen {
         coordinator::metrics::CoordinatorMetrics::get();

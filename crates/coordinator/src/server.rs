@@ -11,7 +11,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use connector_kit::tls::ServerTlsFiles;
+
 use crate::api::LifecycleService;
+use crate::auth::Authentication;
 use crate::engine::Engine;
 
 /// The service name health reports under.
@@ -28,6 +31,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// TLS files could not be loaded.
+    #[error(transparent)]
+    TlsFiles(#[from] connector_kit::tls::TlsFileError),
     /// Reflection or serving failed.
     #[error("server: {0}")]
     Transport(String),
@@ -41,8 +47,27 @@ pub struct RunningCoordinator {
 }
 
 impl RunningCoordinator {
-    /// Binds `addr` and serves the lifecycle API of `engine`.
+    /// Binds `addr` and serves the lifecycle API of `engine` in plaintext,
+    /// trusting the `x-jml-principal` header ([`Authentication::InsecureHeader`]):
+    /// for tests and benchmarks only. Deployments use [`Self::bind_with`].
     pub async fn bind(addr: SocketAddr, engine: Engine) -> Result<Self, ServerError> {
+        Self::bind_with(addr, engine, None, Authentication::InsecureHeader).await
+    }
+
+    /// Binds `addr` and serves the lifecycle API of `engine`, over TLS when
+    /// `tls` is given, with callers identified as `authentication` says. With
+    /// a client CA in `tls`, client certificates are *optional* (a caller may
+    /// use a bearer token instead) but, when presented, must chain to it.
+    pub async fn bind_with(
+        addr: SocketAddr,
+        engine: Engine,
+        tls: Option<ServerTlsFiles>,
+        authentication: Authentication,
+    ) -> Result<Self, ServerError> {
+        let tls_config = match &tls {
+            Some(files) => Some(files.load()?.client_auth_optional(true)),
+            None => None,
+        };
         let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -53,11 +78,15 @@ impl RunningCoordinator {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| ServerError::Transport(e.to_string()))?;
-        let router = Server::builder()
-            .trace_fn(|request| tracing::info_span!("grpc.request", rpc.method = %request.uri().path()))
+        let mut builder = Server::builder()
+            .trace_fn(|request| tracing::info_span!("grpc.request", rpc.method = %request.uri().path()));
+        if let Some(config) = tls_config {
+            builder = builder.tls_config(config).map_err(|e| ServerError::Transport(e.to_string()))?;
+        }
+        let router = builder
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(LifecycleService::new(engine).into_server());
+            .add_service(LifecycleService::new(engine, authentication).into_server());
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let serving = tokio::spawn(async move {
             router

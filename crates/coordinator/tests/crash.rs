@@ -20,6 +20,7 @@ fn start_coordinator(policy: &std::path::Path, db: &std::path::Path) -> (Child, 
     let mut child = Command::new(env!("CARGO_BIN_EXE_coordinator"))
         .args(["--policy", &policy.display().to_string(), "--db", &db.display().to_string()])
         .args(["--listen", "127.0.0.1:0", "--base-backoff-ms", "20"])
+        .args(["--insecure-plaintext", "--insecure-no-auth"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

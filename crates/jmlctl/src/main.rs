@@ -2,9 +2,15 @@
 //!
 //! Talks to the coordinator's `jml.v1.Lifecycle` API (`--coordinator`, env
 //! `JML_COORDINATOR`); `policy check` and `audit verify --db` work offline.
+//! Callers authenticate with a bearer token (`--token-file`, env
+//! `JML_TOKEN_FILE`) and/or a client certificate (`--cert`/`--key`), over TLS
+//! checked against `--ca` (env `JML_CA_FILE`) for an `https://` coordinator.
 //! Every read command takes `--json`. Exit codes: 0 ok, 1 the operation or
-//! verification failed, 2 usage or bad input, 3 coordinator unreachable.
+//! verification failed, 2 usage or bad input, 3 coordinator unreachable,
+//! 4 `reconcile` found drift.
 //! Errors are one line on stderr.
+
+mod reconcile;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,9 +31,25 @@ struct Cli {
     /// The coordinator's URL.
     #[arg(long, global = true, env = "JML_COORDINATOR", default_value = "http://127.0.0.1:50050")]
     coordinator: String,
-    /// The principal to act as (sent as `x-jml-principal`).
+    /// The principal to act as (sent as `x-jml-principal`; honoured only by a
+    /// coordinator started with `--insecure-no-auth`).
     #[arg(long, global = true, env = "JML_PRINCIPAL")]
     principal: Option<String>,
+    /// CA the coordinator's certificate must chain to (PEM); needed for `https://`.
+    #[arg(long, global = true, env = "JML_CA_FILE")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM), for a coordinator that accepts client certificates.
+    #[arg(long, global = true, env = "JML_CERT_FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, global = true, env = "JML_KEY_FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The name the coordinator's certificate must carry (default: the URL's host).
+    #[arg(long, global = true, env = "JML_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
+    /// A file holding the bearer token (sent as `authorization: Bearer ...`).
+    #[arg(long, global = true, env = "JML_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -146,6 +168,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare each target's accounts with the expected state (drift,
+    /// orphans, failed deprovisioning); exit 4 when drift is found.
+    Reconcile {
+        /// One target (default: every target of the policy).
+        #[arg(long)]
+        target: Option<String>,
+        /// Push the expected state back where the target's policy allows.
+        #[arg(long)]
+        remediate: bool,
+        /// Only people whose person id starts with this.
+        #[arg(long, default_value = "")]
+        person_prefix: String,
+        /// Print the reports as JSON (no progress line).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,15 +237,109 @@ fn from_status(status: tonic::Status) -> Failure {
     }
 }
 
-async fn connect(url: &str) -> Result<LifecycleClient<Channel>, Failure> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+/// How this process authenticates to the coordinator, set once from the flags.
+#[derive(Clone, Default)]
+struct Credentials {
+    /// `Bearer TOKEN`, marked sensitive so it is never logged.
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// The `x-jml-principal` header for an `--insecure-no-auth` coordinator.
+    principal: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// TLS towards the coordinator.
+    tls: Option<connector_kit::tls::ClientTlsFiles>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("bearer_token", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        if let Some(value) = &self.principal
+            && !request.metadata().contains_key(coordinator::api::PRINCIPAL_HEADER)
+        {
+            request.metadata_mut().insert(coordinator::api::PRINCIPAL_HEADER, value.clone());
+        }
+        Ok(request)
+    }
+}
+
+static CREDENTIALS: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();
+
+impl Credentials {
+    fn from_cli(cli: &Cli) -> Result<Self, Failure> {
+        let authorization = match &cli.token_file {
+            None => None,
+            Some(path) => {
+                let token = std::fs::read_to_string(path)
+                    .map_err(|e| bad_input(format!("--token-file {}: {e}", path.display())))?;
+                let token = token.trim();
+                if token.is_empty() {
+                    return Err(bad_input(format!("--token-file {}: the file is empty", path.display())));
+                }
+                let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| bad_input(format!("--token-file {}: the token is not printable ASCII", path.display())))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let principal = match &cli.principal {
+            None => None,
+            Some(principal) => {
+                Some(principal.parse().map_err(|_| bad_input("--principal: not a valid header value"))?)
+            }
+        };
+        let tls = match &cli.ca {
+            None if cli.coordinator.starts_with("https://") => {
+                return Err(bad_input("an https:// coordinator needs --ca (or JML_CA_FILE)"));
+            }
+            None => None,
+            Some(ca) => {
+                let uri: tonic::transport::Uri =
+                    cli.coordinator.parse().map_err(|e| bad_input(format!("--coordinator: {e}")))?;
+                let server_name = cli
+                    .tls_server_name
+                    .clone()
+                    .or_else(|| uri.host().map(str::to_owned))
+                    .ok_or_else(|| bad_input("--coordinator has no host; pass --tls-server-name"))?;
+                Some(connector_kit::tls::ClientTlsFiles {
+                    server_ca: ca.clone(),
+                    server_name,
+                    identity: cli.cert.clone().zip(cli.key.clone()),
+                })
+            }
+        };
+        if tls.is_none() && authorization.is_some() {
+            eprintln!("jmlctl: warning: sending a bearer token without TLS");
+        }
+        Ok(Self { authorization, principal, tls })
+    }
+}
+
+type Client = LifecycleClient<tonic::service::interceptor::InterceptedService<Channel, Credentials>>;
+
+async fn connect(url: &str) -> Result<Client, Failure> {
+    let credentials = CREDENTIALS.get().cloned().unwrap_or_default();
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| bad_input(format!("--coordinator {url:?}: {e}")))?
         .connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(tls) = &credentials.tls {
+        let config = tls.load().map_err(|e| bad_input(e.to_string()))?;
+        endpoint = endpoint.tls_config(config).map_err(|e| bad_input(format!("TLS: {e}")))?;
+    }
     let channel = endpoint
         .connect()
         .await
         .map_err(|e| Failure { code: 3, message: format!("coordinator unreachable at {url}: {e}") })?;
-    Ok(LifecycleClient::new(channel))
+    Ok(LifecycleClient::with_interceptor(channel, credentials))
 }
 
 fn with_principal<T>(message: T, principal: &Option<String>) -> Result<tonic::Request<T>, Failure> {
@@ -564,6 +696,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Reconcile { target, remediate, person_prefix, json } => {
+            let mut client = connect(&cli.coordinator).await?;
+            let request = pb::ReconcileRequest {
+                target_id: target.unwrap_or_default(),
+                remediate,
+                person_id_prefix: person_prefix,
+            };
+            let stream = client.reconcile(request).await.map_err(from_status)?.into_inner();
+            let outcome = reconcile::run(stream, json, from_status).await?;
+            if outcome.drift_found {
+                return Err(Failure { code: reconcile::DRIFT_FOUND, message: "drift found".into() });
+            }
+            Ok(())
+        }
         Command::Overdue { json } => {
             let mut client = connect(&cli.coordinator).await?;
             let overdue = client.list_overdue(pb::ListOverdueRequest {}).await.map_err(from_status)?.into_inner();
@@ -604,8 +750,9 @@ async fn decide(
     json: bool,
     approve: bool,
 ) -> Result<(), Failure> {
-    if principal.is_none() {
-        return Err(bad_input("--principal (or JML_PRINCIPAL) is required to approve or reject"));
+    let authenticated = CREDENTIALS.get().is_some_and(|c| c.authorization.is_some() || c.tls.as_ref().is_some_and(|t| t.identity.is_some()));
+    if principal.is_none() && !authenticated {
+        return Err(bad_input("approving or rejecting needs --token-file, --cert/--key, or (development) --principal"));
     }
     let mut client = connect(coordinator).await?;
     let request = with_principal(request, principal)?;
@@ -722,6 +869,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    match Credentials::from_cli(&cli) {
+        Ok(credentials) => {
+            let _ = CREDENTIALS.set(credentials);
+        }
+        Err(failure) => {
+            eprintln!("jmlctl: {}", failure.message.replace('\n', " "));
+            return ExitCode::from(failure.code);
+        }
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -90,6 +90,22 @@ default_approval: {{ approvers: 1, group: security }}
     )
 }
 
+/// How the lifecycle API is served and how the mesh's own client reaches it.
+pub struct Access {
+    /// TLS of the lifecycle API.
+    pub server_tls: Option<connector_kit::tls::ServerTlsFiles>,
+    /// How callers are identified.
+    pub authentication: coordinator::auth::Authentication,
+    /// TLS of `Mesh::client` (with `server_tls`).
+    pub client_tls: Option<connector_kit::tls::ClientTlsFiles>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self { server_tls: None, authentication: coordinator::auth::Authentication::InsecureHeader, client_tls: None }
+    }
+}
+
 /// An in-process coordinator over the four connectors.
 pub struct Mesh {
     pub targets: Vec<Target>,
@@ -105,8 +121,15 @@ impl Mesh {
         Self::start_with(concurrency, |policy| policy).await
     }
 
-    /// Starts with the test policy as `edit` changes it.
+    /// Starts with the test policy as `edit` changes it, plaintext and
+    /// trusting the `x-jml-principal` header (development mode).
     pub async fn start_with(concurrency: usize, edit: impl FnOnce(String) -> String) -> Self {
+        Self::start_with_access(concurrency, edit, Access::default()).await
+    }
+
+    /// Starts with the test policy as `edit` changes it, the lifecycle API
+    /// served and reached as `access` says.
+    pub async fn start_with_access(concurrency: usize, edit: impl FnOnce(String) -> String, access: Access) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let targets = targets(None).await;
         let policy = Policy::parse(&edit(policy_yaml(&targets, concurrency))).expect("policy");
@@ -119,9 +142,28 @@ impl Mesh {
             ..EngineConfig::default()
         };
         let engine = Engine::start(store.clone(), Arc::new(policy), config).await.expect("engine");
-        let coordinator =
-            RunningCoordinator::bind("127.0.0.1:0".parse().expect("address"), engine).await.expect("bind");
-        let client = LifecycleClient::connect(coordinator.endpoint()).await.expect("client");
+        let coordinator = RunningCoordinator::bind_with(
+            "127.0.0.1:0".parse().expect("address"),
+            engine,
+            access.server_tls,
+            access.authentication,
+        )
+        .await
+        .expect("bind");
+        let client = match access.client_tls {
+            None => LifecycleClient::connect(coordinator.endpoint()).await.expect("client"),
+            Some(files) => {
+                let endpoint = format!("https://{}", coordinator.local_addr());
+                let channel = tonic::transport::Endpoint::from_shared(endpoint)
+                    .expect("endpoint")
+                    .tls_config(files.load().expect("client TLS files"))
+                    .expect("client TLS")
+                    .connect()
+                    .await
+                    .expect("TLS client");
+                LifecycleClient::new(channel)
+            }
+        };
         Self { targets, coordinator, client, db, store, dir }
     }
 
