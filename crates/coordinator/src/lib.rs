@@ -6,6 +6,7 @@
 //!   state per target, with a plan hash;
 //! - [`store`]: durable storage behind a backend-neutral trait, SQLite by
 //!   default, with the audit hash chain;
+//! - [`claims`]: task claims with leases for several replicas on PostgreSQL;
 //! - [`engine`]: durable propagation: ordering per person, approvals,
 //!   dispatch, acknowledgement, read-back, retries, deadlines;
 //! - [`api`]: the `jml.v1.Lifecycle` gRPC service;
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod claims;
 pub mod engine;
 pub mod event;
 pub mod evidence;

@@ -53,13 +53,22 @@ const CONFLICT_RETRIES: usize = 5;
 /// The PostgreSQL migrations, mirroring the SQLite ones.
 fn migrator() -> Migrator {
     Migrator {
-        migrations: std::borrow::Cow::Owned(vec![Migration::new(
-            1,
-            std::borrow::Cow::Borrowed("lifecycle"),
-            MigrationType::Simple,
-            std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0001_lifecycle.sql")),
-            false,
-        )]),
+        migrations: std::borrow::Cow::Owned(vec![
+            Migration::new(
+                1,
+                std::borrow::Cow::Borrowed("lifecycle"),
+                MigrationType::Simple,
+                std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0001_lifecycle.sql")),
+                false,
+            ),
+            Migration::new(
+                2,
+                std::borrow::Cow::Borrowed("claims"),
+                MigrationType::Simple,
+                std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0002_claims.sql")),
+                false,
+            ),
+        ]),
         ignore_missing: false,
         locking: true,
         no_tx: false,
