@@ -15,10 +15,13 @@
 #      slapd.sh loads the LDAP groups, the Vault connector's configuration carries its policies);
 #   5. makes a throwaway CA (deploy/certs/make-dev-certs.sh) and starts the four connectors with
 #      mutual TLS, each on a free port;
-#   6. starts the coordinator on its embedded SQLite store with deploy/quickstart/policy.yaml.in;
-#   7. submits the sample joiner, mover and leaver (deploy/quickstart/events/), approves the
-#      joiner's privileged Vault grant as a security approver, waits for each event to finish,
-#      and prints per target: state, acknowledgement and read-back;
+#   6. starts the coordinator on its embedded SQLite store with deploy/quickstart/policy.yaml.in,
+#      serving TLS, its callers authenticated from RUN_DIR/callers.yaml: a random bearer token
+#      each for the HR integration (source) and the approver alice (RUN_DIR/tokens/, only their
+#      SHA-256 in the callers file), jmlctl's client certificate for the operator (auditor);
+#   7. submits the sample joiner, mover and leaver (deploy/quickstart/events/) with the HR
+#      integration's token, approves the joiner's privileged Vault grant with alice's token,
+#      waits for each event to finish, and prints per target: state, acknowledgement and read-back;
 #   8. verifies the audit hash chain and prints the jmlctl commands to look further.
 # Ctrl-C, or the end of a --no-wait run, stops everything it started. Exits non-zero when an
 # event does not verify or the audit chain is broken. One outcome is reported but not counted
@@ -32,7 +35,7 @@ NO_WAIT=${JML_QUICKSTART_NO_WAIT:-0}
 for arg in "$@"; do
   case $arg in
     --no-wait) NO_WAIT=1 ;;
-    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "quickstart.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -145,14 +148,28 @@ for connector in "${CONNECTORS[@]}"; do
   printf '    %-16s https://%s (mutual TLS, client CA %s)\n' "connector-$connector" "$ADDR" "$JML_CERT_DIR/ca.pem"
 done
 
-say "starting the coordinator on its embedded SQLite store"
+say "starting the coordinator on its embedded SQLite store (TLS, authenticated callers)"
 render deploy/quickstart/policy.yaml.in "$RUN_DIR/policy.yaml"
 "$BIN/jmlctl" policy check "$RUN_DIR/policy.yaml" | sed 's/^/    /'
+# A random bearer token per caller; the callers file keeps only its SHA-256.
+mkdir -p "$RUN_DIR/tokens"
+(umask 077 && for principal in hr-integration alice; do openssl rand -hex 32 | tr -d '\n' >"$RUN_DIR/tokens/$principal.token"; done)
+digest() { sha256sum <"$RUN_DIR/tokens/$1.token" | cut -d' ' -f1; }
+export JML_HR_TOKEN_SHA256=$(digest hr-integration) JML_ALICE_TOKEN_SHA256=$(digest alice)
+render deploy/quickstart/callers.yaml.in "$RUN_DIR/callers.yaml"
 start_process coordinator "$BIN/coordinator" --policy "$RUN_DIR/policy.yaml" --db "$RUN_DIR/lifecycle-mesh.db" \
-  --listen 127.0.0.1:0
-export JML_COORDINATOR="http://$ADDR"
-echo "    coordinator $JML_COORDINATOR, database $RUN_DIR/lifecycle-mesh.db"
+  --listen 127.0.0.1:0 --tls-cert "$JML_CERT_DIR/coordinator.pem" --tls-key "$JML_CERT_DIR/coordinator.key" \
+  --tls-client-ca "$JML_CERT_DIR/ca.pem" --callers "$RUN_DIR/callers.yaml"
+# jmlctl: TLS to the coordinator; by default its client certificate (the auditor).
+export JML_COORDINATOR="https://$ADDR" JML_CA_FILE=$JML_CERT_DIR/ca.pem JML_TLS_SERVER_NAME=localhost
+export JML_CERT_FILE=$JML_CERT_DIR/jmlctl.pem JML_KEY_FILE=$JML_CERT_DIR/jmlctl.key
+echo "    coordinator $JML_COORDINATOR (TLS, callers $RUN_DIR/callers.yaml), database $RUN_DIR/lifecycle-mesh.db"
 jmlctl() { "$BIN/jmlctl" "$@"; }
+# jmlctl_as PRINCIPAL ARGS...: jmlctl with PRINCIPAL's bearer token instead of the certificate.
+jmlctl_as() {
+  local principal=$1; shift
+  env -u JML_CERT_FILE -u JML_KEY_FILE JML_TOKEN_FILE="$RUN_DIR/tokens/$principal.token" "$BIN/jmlctl" "$@"
+}
 
 # table EVENT_ID: the per-target outcome of one event (state, acknowledgement, read-back).
 table() { jmlctl status "$1" --json | python3 deploy/quickstart/outcome.py; }
@@ -164,7 +181,7 @@ run_event() {
   local file=$1 approver=${2:-} event_id
   event_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["event_id"])' "$file")
   say "submitting $(basename "$file" .json) $event_id"
-  jmlctl --principal hr-integration submit --file "$file" | sed 's/^/    /'
+  jmlctl_as hr-integration submit --file "$file" | sed 's/^/    /'
   if [[ -n $approver ]]; then
     local awaiting
     for _ in $(seq 100); do
@@ -175,7 +192,7 @@ print(" ".join(t["target_id"] for t in json.load(sys.stdin)["tasks"] if t["state
       sleep 0.1
     done
     for target in $awaiting; do
-      jmlctl --principal "$approver" approve "$event_id" "$target" --comment "quickstart: production operations for an SRE" \
+      jmlctl_as "$approver" approve "$event_id" "$target" --comment "quickstart: production operations for an SRE" \
         | sed 's/^/    /'
     done
   fi
@@ -199,15 +216,16 @@ if ! jmlctl audit verify --db "$RUN_DIR/lifecycle-mesh.db" | sed 's/^/    (offli
 
 cat <<EOF
 
-==> where to look next (the mesh is at $JML_COORDINATOR)
-    export JML_COORDINATOR=$JML_COORDINATOR
+==> where to look next (the mesh is at $JML_COORDINATOR, TLS, callers in $RUN_DIR/callers.yaml)
+    export JML_COORDINATOR=$JML_COORDINATOR JML_CA_FILE=$JML_CA_FILE JML_TLS_SERVER_NAME=localhost
+    export JML_CERT_FILE=$JML_CERT_FILE JML_KEY_FILE=$JML_KEY_FILE   # jmlctl's certificate: the auditor
     $BIN/jmlctl status quickstart-joiner-ada        per-target state of one event
     $BIN/jmlctl evidence quickstart-leaver-ada      initiator, workflow, policy hash, each target's ack and read-back
     $BIN/jmlctl evidence quickstart-mover-ada --json
     $BIN/jmlctl plan --file deploy/quickstart/events/joiner.json   dry run: the desired state per target
     $BIN/jmlctl overdue                             tasks past their propagation deadline
     $BIN/jmlctl audit verify                        walk the audit hash chain
-    $BIN/jmlctl submit --principal hr-integration --file YOUR_EVENT.json
+    env -u JML_CERT_FILE -u JML_KEY_FILE $BIN/jmlctl --token-file $RUN_DIR/tokens/hr-integration.token submit --file YOUR_EVENT.json
     logs: $RUN_DIR/*.log   policy: $RUN_DIR/policy.yaml   target settings: $RUN_DIR/*.env
 EOF
 
