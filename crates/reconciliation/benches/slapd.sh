@@ -40,7 +40,7 @@ ou="ou=$tag,ou=people,$JML_TEST_SLAPD_BASE_DN"
       "$tag" "$i" "$ou" "$tag" "$i" "$i" "$tag" "$i" "$i"
   done
 } > "$work/entries.ldif"
-ldap ldapadd -q -f "$work/entries.ldif" >/dev/null
+ldap ldapadd -f "$work/entries.ldif" >/dev/null
 echo "seeded $count entries under $ou"
 
 cat > "$work/connector-ldap.yaml" <<EOF
