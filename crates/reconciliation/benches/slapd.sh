@@ -19,17 +19,19 @@ for b in coordinator connector-ldap jmlctl; do
   [ -x "$bin/$b" ] || { echo "missing $bin/$b: build it (cargo build --bins -p coordinator -p jmlctl -p connector-ldap)" >&2; exit 2; }
 done
 work="$(mktemp -d)"
+ldap() { LDAPTLS_CACERT="$JML_TEST_SLAPD_CA_FILE" "$@" -x -ZZ -H "$JML_TEST_SLAPD_URL" -D "$JML_TEST_SLAPD_BIND_DN" -y "$JML_TEST_SLAPD_BIND_PASSWORD_FILE"; }
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   if [ -n "${ou:-}" ]; then
-    LDAPTLS_CACERT="$JML_TEST_SLAPD_CA_FILE" ldapdelete -x -ZZ -H "$JML_TEST_SLAPD_URL" -D "$JML_TEST_SLAPD_BIND_DN" \
-      -y "$JML_TEST_SLAPD_BIND_PASSWORD_FILE" -r "$ou" >/dev/null 2>&1 || true
+    # The entries, then the OU (ldapdelete -r stops at slapd's size limit).
+    ldap ldapsearch -LLL -b "$ou" -s one '(objectClass=*)' 1.1 2>/dev/null | sed -n 's/^dn: //p' > "$work/dns" || true
+    ldap ldapdelete -c -f "$work/dns" >/dev/null 2>&1 || true
+    ldap ldapdelete "$ou" >/dev/null 2>&1 || true
   fi
   rm -rf "$work"
 }
 trap cleanup EXIT
-ldap() { LDAPTLS_CACERT="$JML_TEST_SLAPD_CA_FILE" "$@" -x -ZZ -H "$JML_TEST_SLAPD_URL" -D "$JML_TEST_SLAPD_BIND_DN" -y "$JML_TEST_SLAPD_BIND_PASSWORD_FILE"; }
 
 tag="bench-$(date +%s)"
 ou="ou=$tag,ou=people,$JML_TEST_SLAPD_BASE_DN"
