@@ -154,11 +154,19 @@ pub struct Mesh {
     connectors: BTreeMap<String, MeshProcess>,
     connector_addrs: BTreeMap<String, SocketAddr>,
     coordinator: Option<MeshProcess>,
+    /// Extra environment of every process started (e.g. `OTEL_*`).
+    env: Vec<(String, String)>,
 }
 
 impl Mesh {
     /// Seeds the targets, starts the four connectors and the coordinator.
     pub async fn start(label: &str, options: MeshOptions) -> anyhow::Result<Self> {
+        Self::start_with_env(label, options, Vec::new()).await
+    }
+
+    /// As [`Mesh::start`], every process started with `env` added to its
+    /// environment (e.g. the `OTEL_*` trace export settings).
+    pub async fn start_with_env(label: &str, options: MeshOptions, env: Vec<(String, String)>) -> anyhow::Result<Self> {
         let mut vars = BTreeMap::new();
         for (script, name) in REQUIRED_ENV {
             vars.insert(name.to_string(), target_env(script, name));
@@ -204,6 +212,7 @@ impl Mesh {
             connectors: BTreeMap::new(),
             connector_addrs: BTreeMap::new(),
             coordinator: None,
+            env,
         };
         for (connector, _) in CONNECTORS {
             let template =
@@ -244,7 +253,7 @@ impl Mesh {
             "--tls-client-ca".into(),
             certs.join("ca.pem").display().to_string(),
         ];
-        let process = MeshProcess::start(&binary(&format!("connector-{name}"))?, &args, &[]).await?;
+        let process = MeshProcess::start(&binary(&format!("connector-{name}"))?, &args, &self.process_env()).await?;
         let addr = process.addr();
         self.vars.insert(format!("JML_{}_ENDPOINT", name.to_uppercase()), format!("https://{addr}"));
         self.connector_addrs.insert(name.into(), addr);
@@ -274,7 +283,7 @@ impl Mesh {
             "--base-backoff-ms".into(),
             self.options.base_backoff_ms.to_string(),
         ];
-        self.coordinator = Some(MeshProcess::start(&binary("coordinator")?, &args, &[]).await?);
+        self.coordinator = Some(MeshProcess::start(&binary("coordinator")?, &args, &self.process_env()).await?);
         Ok(())
     }
 
@@ -284,6 +293,22 @@ impl Mesh {
             Some(process) => process.kill().await,
             None => bail!("the coordinator is not running"),
         }
+    }
+
+    fn process_env(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect()
+    }
+
+    /// Stops the coordinator, then every connector, with SIGTERM (clean
+    /// shutdowns: each process flushes its spans before exiting).
+    pub async fn stop_all(&mut self) -> anyhow::Result<()> {
+        if let Some(process) = self.coordinator.take() {
+            process.terminate().await?;
+        }
+        for (_, process) in std::mem::take(&mut self.connectors) {
+            process.terminate().await?;
+        }
+        Ok(())
     }
 
     /// Stops the coordinator with SIGTERM (a clean shutdown).

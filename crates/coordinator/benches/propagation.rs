@@ -8,7 +8,13 @@
 //! - *paced*: `--rate` events/s for `--seconds`, open loop: p50 / p99 from
 //!   submit to all targets verified.
 //!
-//! `cargo bench -p coordinator --bench propagation -- [--events N] [--rate R] [--seconds S]`
+//! `cargo bench -p coordinator --bench propagation -- [--events N] [--rate R] [--seconds S] [--trace-export]`
+//!
+//! Logs go through the kit's `telemetry::init` either way. With
+//! `--trace-export` (or `JML_BENCH_TRACE_EXPORT=1`) every span of the
+//! in-process mesh (coordinator and connectors) is also exported over
+//! OTLP/gRPC, always sampled, to a receiver in this process that accepts and
+//! drops them: the overhead of tracing export, for the on/off ratio.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,6 +27,8 @@ use coordinator::server::RunningCoordinator;
 use coordinator::store::EventState;
 use coordinator::{Engine, EngineConfig, Policy, SqliteStore};
 use jml_contract::v1::lifecycle_client::LifecycleClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use tokio::sync::Mutex;
 
 struct Options {
@@ -29,13 +37,26 @@ struct Options {
     rate: u64,
     seconds: u64,
     concurrency: usize,
+    trace_export: bool,
 }
 
 fn options() -> Options {
-    let mut options = Options { events: 5000, submitters: 64, rate: 200, seconds: 10, concurrency: 64 };
+    let mut options = Options {
+        events: 5000,
+        submitters: 64,
+        rate: 200,
+        seconds: 10,
+        concurrency: 64,
+        trace_export: std::env::var("JML_BENCH_TRACE_EXPORT").is_ok_and(|v| v == "1"),
+    };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
+        if args[i] == "--trace-export" {
+            options.trace_export = true;
+            i += 1;
+            continue;
+        }
         let value = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
         match (args[i].as_str(), value) {
             ("--events", Some(v)) => options.events = v as usize,
@@ -128,9 +149,40 @@ fn collector(
     })
 }
 
+/// An OTLP/gRPC trace receiver that accepts every export and drops it.
+struct DroppingReceiver;
+
+#[tonic::async_trait]
+impl TraceService for DroppingReceiver {
+    async fn export(
+        &self,
+        _request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+/// Serves [`DroppingReceiver`] on a free loopback port; answers its endpoint.
+async fn dropping_receiver() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(DroppingReceiver))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    Ok(format!("http://{addr}"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = options();
+    if options.trace_export {
+        connector_kit::telemetry::init_with_otlp_endpoint("coordinator-bench", &dropping_receiver().await?);
+    } else {
+        connector_kit::telemetry::init("coordinator-bench");
+    }
+    println!("trace export: {}", if options.trace_export { "on (OTLP/gRPC, every span sampled)" } else { "off" });
     let dir = tempfile::tempdir()?;
     let catalogue = MemoryConfig::default().entitlements;
     let mut servers = Vec::new();
@@ -222,6 +274,7 @@ async fn main() -> anyhow::Result<()> {
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
     );
     running.shutdown().await?;
+    connector_kit::telemetry::shutdown();
     drop(servers);
     Ok(())
 }
