@@ -49,8 +49,15 @@ cmd_start() {
   local dir=$run_dir/postgresql env_file=$run_dir/postgresql.env bin
   bin=$(pg_bin)
   cmd_stop "$run_dir"
+  if [[ -L $dir ]]; then rm -rf "$(readlink -f "$dir")"; fi
   rm -rf "$dir"
+  if [[ $(id -u) -eq 0 ]] && ! runuser -u postgres -- test -x "$run_dir"; then
+    # RUN_DIR is not reachable by the postgres user (e.g. under /root): keep
+    # the cluster in a private directory it can reach, linked from RUN_DIR.
+    ln -s "$(mktemp -d /var/tmp/jml-postgresql.XXXXXX)" "$dir"
+  fi
   mkdir -p "$dir/socket"
+  dir=$(readlink -f "$dir")
   chmod 700 "$dir"
   local password port
   password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
@@ -86,7 +93,8 @@ EOF
 
 cmd_stop() {
   local run_dir=${1:?usage: postgresql.sh stop RUN_DIR}
-  local dir=$run_dir/postgresql
+  local dir
+  dir=$(readlink -f "$run_dir/postgresql")
   rm -f "$run_dir/postgresql.env"
   [[ -f $dir/data/postmaster.pid ]] || return 0
   local bin
