@@ -136,17 +136,22 @@ fn pairs(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
 /// act as an administrator too, then restarts the coordinator on them.
 async fn allow_remediation(mesh: &mut Mesh, admin: bool) -> anyhow::Result<()> {
     let policy = std::fs::read_to_string(mesh.policy_path())?;
-    let mut rewritten = String::new();
-    for line in policy.lines() {
-        rewritten.push_str(line);
-        rewritten.push('\n');
-        if line.trim_start().starts_with("tls:")
-            && (line.contains("server_name: connector-ldap") || line.contains("server_name: connector-scim"))
-        {
-            rewritten.push_str("    reconcile: { action: remediate }\n");
+    if !policy.contains("reconcile:") {
+        let mut rewritten = String::new();
+        for line in policy.lines() {
+            rewritten.push_str(line);
+            rewritten.push('\n');
+            if line.trim_start().starts_with("tls:")
+                && (line.contains("server_name: connector-ldap") || line.contains("server_name: connector-scim"))
+            {
+                rewritten.push_str("    reconcile: { action: remediate }\n");
+            }
         }
+        if rewritten.matches("reconcile:").count() != 2 {
+            bail!("expected the ldap and scim targets' tls lines in the policy: {policy}");
+        }
+        std::fs::write(mesh.policy_path(), rewritten)?;
     }
-    std::fs::write(mesh.policy_path(), rewritten)?;
     if admin {
         let callers = std::fs::read_to_string(mesh.callers_path())?;
         let upgraded = callers.replace(
