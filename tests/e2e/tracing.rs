@@ -192,7 +192,9 @@ async fn one_trace_per_event_across_the_mesh_without_personal_values() {
         assert_eq!(span.trace_id, trace_id, "{span:?}");
     }
     let names: BTreeSet<&str> = of_event.iter().map(|s| s.name.as_str()).collect();
-    for expected in ["lifecycle.plan", "lifecycle.dispatch", "lifecycle.approval_wait", "coordinator.apply", "coordinator.read"] {
+    for expected in
+        ["lifecycle.plan", "lifecycle.dispatch", "lifecycle.approval_wait", "coordinator.apply", "coordinator.read"]
+    {
         assert!(names.contains(expected), "no {expected} span in the event's trace: {names:?}");
     }
     for span in spans.iter().filter(|s| s.name == "connector.apply" || s.name == "connector.read") {
@@ -203,15 +205,22 @@ async fn one_trace_per_event_across_the_mesh_without_personal_values() {
     for (connector, target_id) in CONNECTORS {
         let dispatches: Vec<&&ReceivedSpan> = of_event
             .iter()
-            .filter(|s| s.name == "lifecycle.dispatch" && s.attributes.get("target").map(String::as_str) == Some(target_id))
+            .filter(|s| {
+                s.name == "lifecycle.dispatch" && s.attributes.get("target").map(String::as_str) == Some(target_id)
+            })
             .collect();
         assert_eq!(dispatches.len(), 1, "one dispatch span for {target_id}: {dispatches:?}");
         let dispatch = &dispatches[0].span_id;
         let service = format!("connector-{connector}");
-        let mine: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.service == service && s.trace_id == trace_id).collect();
+        let mine: Vec<&ReceivedSpan> =
+            spans.iter().filter(|s| s.service == service && s.trace_id == trace_id).collect();
         assert!(mine.iter().any(|s| s.name == "connector.apply"), "{service} exported no apply span in the trace");
         for span in &mine {
-            assert!(descends_from(span, dispatch, &by_id), "{service} span {} is not under the {target_id} dispatch", span.name);
+            assert!(
+                descends_from(span, dispatch, &by_id),
+                "{service} span {} is not under the {target_id} dispatch",
+                span.name
+            );
         }
         let prefix = target_calls.iter().find(|(c, _)| *c == connector).map(|(_, p)| *p).unwrap_or_default();
         assert!(

@@ -1042,7 +1042,8 @@ impl TaskRun {
             tracing::error!(%error, "cannot record an acknowledgement");
         }
         let account = desired.account.clone().unwrap_or_default();
-        let read_back = match crate::tracing_context::connector_call(&target, "read", runtime.client.read(account)).await {
+        let read = runtime.client.read(account);
+        let read_back = match crate::tracing_context::connector_call(&target, "read", read).await {
             Ok(state) => state,
             Err(error) => return self.connector_error("read", error).await,
         };

@@ -192,7 +192,9 @@ impl CoordinatorMetrics {
 
     /// A task failed for good.
     pub fn failure(&self, target: &str, error_kind: &str) {
-        self.failures.get_or_create(&ErrorLabels { target: target.to_owned(), error_kind: error_kind.to_owned() }).inc();
+        self.failures
+            .get_or_create(&ErrorLabels { target: target.to_owned(), error_kind: error_kind.to_owned() })
+            .inc();
     }
 
     /// One connector call.

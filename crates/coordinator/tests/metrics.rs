@@ -166,12 +166,8 @@ async fn scraped_counts_match_the_events_run() {
         assert_eq!(metrics.sum("jml_revocation_seconds_count", &target_label), revoked, "{target} revocation");
         let breaches = count(target, &|_, t| t.deadline_breached);
         assert_eq!(metrics.sum("jml_deadline_breaches_total", &target_label), breaches, "{target} breaches");
-        let attempts: u32 = statuses
-            .values()
-            .flat_map(|s| s.tasks.iter())
-            .filter(|t| t.target_id == target)
-            .map(|t| t.attempts)
-            .sum();
+        let attempts: u32 =
+            statuses.values().flat_map(|s| s.tasks.iter()).filter(|t| t.target_id == target).map(|t| t.attempts).sum();
         let applies = [("target", target), ("operation", "apply"), ("outcome", "ok")];
         assert_eq!(metrics.sum("jml_coordinator_connector_calls_total", &applies), f64::from(attempts), "{target}");
         let apply_latency = [("target", target), ("operation", "apply")];
