@@ -1,6 +1,11 @@
 //! The mesh under test: the four real connector binaries (mutual TLS, each on
 //! a free port) and the real coordinator binary on a fresh SQLite file, wired
 //! by the quickstart's templates, plus the calls a test makes on it.
+//!
+//! The coordinator serves TLS and authenticates every caller from a callers
+//! file ([`Mesh::callers_path`]): the HR integration and each approver with a
+//! random bearer token made for the run, `jmlctl` with its client
+//! certificate (the auditor).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,7 +17,30 @@ use anyhow::{Context, bail};
 use jml_contract::v1 as pb;
 use jml_contract::v1::lifecycle_client::LifecycleClient;
 use mesh_harness::{MeshProcess, binary, target_env, workspace_root};
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+/// A lifecycle API client that sends a bearer token with every call.
+pub type Client = LifecycleClient<InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer TOKEN` to every call.
+#[derive(Clone)]
+pub struct BearerToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// The callers the coordinator knows, with a token each: (principal, roles).
+pub const TOKEN_CALLERS: [(&str, &str); 4] = [
+    ("hr-integration", "roles: [source], source_systems: [workday]"),
+    ("alice", "roles: [approver]"),
+    ("bob", "roles: [approver]"),
+    ("carol", "roles: [approver]"),
+];
 
 /// The connectors: (binary suffix, the policy's target id).
 pub const CONNECTORS: [(&str, &str); 4] = [("ldap", "ldap"), ("scim", "scim"), ("vault", "vault"), ("iam", "aws")];
@@ -156,6 +184,8 @@ pub struct Mesh {
     coordinator: Option<MeshProcess>,
     /// Extra environment of every process started (e.g. `OTEL_*`).
     env: Vec<(String, String)>,
+    /// principal -> bearer token (secret; never logged).
+    tokens: BTreeMap<String, String>,
 }
 
 impl Mesh {
@@ -191,7 +221,7 @@ impl Mesh {
         let made = tokio::process::Command::new("bash")
             .arg(root.join("deploy/certs/make-dev-certs.sh"))
             .arg(&certs)
-            .args(["coordinator", "connector-ldap", "connector-scim", "connector-iam", "connector-vault"])
+            .args(["coordinator", "connector-ldap", "connector-scim", "connector-iam", "connector-vault", "jmlctl"])
             .output()
             .await
             .context("running deploy/certs/make-dev-certs.sh")?;
@@ -213,7 +243,9 @@ impl Mesh {
             connector_addrs: BTreeMap::new(),
             coordinator: None,
             env,
+            tokens: BTreeMap::new(),
         };
+        mesh.write_callers()?;
         for (connector, _) in CONNECTORS {
             let template =
                 std::fs::read_to_string(root.join(format!("deploy/quickstart/connector-{connector}.yaml.in")))?;
@@ -229,6 +261,46 @@ impl Mesh {
     /// The rendered policy file.
     pub fn policy_path(&self) -> PathBuf {
         self.dir.join("policy.yaml")
+    }
+
+    /// The coordinator's callers file.
+    pub fn callers_path(&self) -> PathBuf {
+        self.dir.join("callers.yaml")
+    }
+
+    /// The bearer token file of `principal`.
+    pub fn token_path(&self, principal: &str) -> PathBuf {
+        self.dir.join(format!("{principal}.token"))
+    }
+
+    /// Every bearer token of this run (to prove none leaks).
+    pub fn tokens(&self) -> Vec<String> {
+        self.tokens.values().cloned().collect()
+    }
+
+    /// Makes a random token per caller (files `PRINCIPAL.token`, mode 0600)
+    /// and the callers file holding their SHA-256 digests; `jmlctl`'s client
+    /// certificate authenticates the auditor.
+    fn write_callers(&mut self) -> anyhow::Result<()> {
+        use sha2::Digest;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut yaml = String::from("callers:\n");
+        for (principal, roles) in TOKEN_CALLERS {
+            let token = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
+            let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+            yaml.push_str(&format!("  - {{ principal: {principal}, {roles}, token_sha256: [\"{digest}\"] }}\n"));
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(self.token_path(principal))?;
+            std::io::Write::write_all(&mut file, token.as_bytes())?;
+            self.tokens.insert(principal.to_owned(), token);
+        }
+        yaml.push_str("  - { principal: auditor, roles: [auditor], certificate_names: [jmlctl] }\n");
+        std::fs::write(self.callers_path(), yaml)?;
+        Ok(())
     }
 
     /// The coordinator's SQLite file.
@@ -282,6 +354,14 @@ impl Mesh {
             self.options.max_attempts.to_string(),
             "--base-backoff-ms".into(),
             self.options.base_backoff_ms.to_string(),
+            "--tls-cert".into(),
+            self.dir.join("certs/coordinator.pem").display().to_string(),
+            "--tls-key".into(),
+            self.dir.join("certs/coordinator.key").display().to_string(),
+            "--tls-client-ca".into(),
+            self.dir.join("certs/ca.pem").display().to_string(),
+            "--callers".into(),
+            self.callers_path().display().to_string(),
         ];
         self.coordinator = Some(MeshProcess::start(&binary("coordinator")?, &args, &self.process_env()).await?);
         Ok(())
@@ -293,6 +373,20 @@ impl Mesh {
             Some(process) => process.kill().await,
             None => bail!("the coordinator is not running"),
         }
+    }
+
+    /// (name, everything it wrote so far) of every running mesh process.
+    pub fn process_logs(&self) -> Vec<(String, String)> {
+        let coordinator = self.coordinator.iter().map(|p| ("coordinator".to_string(), p));
+        let connectors = self.connectors.iter().map(|(name, p)| (format!("connector-{name}"), p));
+        coordinator.chain(connectors).map(|(name, p)| (name, p.output())).collect()
+    }
+
+    /// (name, pid) of every running mesh process.
+    pub fn process_ids(&self) -> Vec<(String, u32)> {
+        let coordinator = self.coordinator.iter().map(|p| ("coordinator".to_string(), p));
+        let connectors = self.connectors.iter().map(|(name, p)| (format!("connector-{name}"), p));
+        coordinator.chain(connectors).filter_map(|(name, p)| p.pid().map(|pid| (name, pid))).collect()
     }
 
     fn process_env(&self) -> Vec<(&str, &str)> {
@@ -319,9 +413,10 @@ impl Mesh {
         }
     }
 
-    /// The coordinator's endpoint.
+    /// The coordinator's endpoint (TLS; its certificate names `localhost`).
     pub fn coordinator_endpoint(&self) -> anyhow::Result<String> {
-        Ok(self.coordinator.as_ref().context("the coordinator is not running")?.endpoint())
+        let addr = self.coordinator.as_ref().context("the coordinator is not running")?.addr();
+        Ok(format!("https://{addr}"))
     }
 
     /// The last lines the coordinator wrote on stderr.
@@ -329,15 +424,30 @@ impl Mesh {
         self.coordinator.as_ref().map(MeshProcess::stderr_tail).unwrap_or_default()
     }
 
-    /// A client of the coordinator's lifecycle API.
-    pub async fn client(&self) -> anyhow::Result<LifecycleClient<Channel>> {
-        Ok(LifecycleClient::connect(self.coordinator_endpoint()?).await?)
+    /// A client of the coordinator's lifecycle API, authenticated as the HR
+    /// integration (a source: submit, status, plan).
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        self.client_as("hr-integration").await
+    }
+
+    /// A TLS channel to the coordinator, without credentials.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        let ca = std::fs::read(self.dir.join("certs/ca.pem"))?;
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+        Ok(Channel::from_shared(self.coordinator_endpoint()?)?.tls_config(tls)?.connect().await?)
+    }
+
+    /// A client authenticated with `principal`'s bearer token.
+    pub async fn client_as(&self, principal: &str) -> anyhow::Result<Client> {
+        let token = self.tokens.get(principal).with_context(|| format!("no token for {principal}"))?;
+        let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}").parse()?;
+        value.set_sensitive(true);
+        Ok(LifecycleClient::with_interceptor(self.channel().await?, BearerToken(value)))
     }
 
     /// Submits an event as the HR integration.
     pub async fn submit(&self, event: pb::LifecycleEvent) -> anyhow::Result<pb::Receipt> {
-        let mut request = tonic::Request::new(pb::SubmitEventRequest { event: Some(event) });
-        request.metadata_mut().insert("x-jml-principal", "hr-integration".parse()?);
+        let request = tonic::Request::new(pb::SubmitEventRequest { event: Some(event) });
         let response = self.client().await?.submit_event(request).await?;
         response.into_inner().receipt.context("no receipt")
     }
@@ -347,8 +457,7 @@ impl Mesh {
         let mut client = self.client().await?;
         let mut receipts = Vec::with_capacity(events.len());
         for event in events {
-            let mut request = tonic::Request::new(pb::SubmitEventRequest { event: Some(event) });
-            request.metadata_mut().insert("x-jml-principal", "hr-integration".parse()?);
+            let request = tonic::Request::new(pb::SubmitEventRequest { event: Some(event) });
             receipts.push(client.submit_event(request).await?.into_inner().receipt.context("no receipt")?);
         }
         Ok(receipts)
@@ -356,13 +465,12 @@ impl Mesh {
 
     /// Approves what awaits approval for (event, target) as `approver`.
     pub async fn approve(&self, event_id: &str, target_id: &str, approver: &str) -> anyhow::Result<()> {
-        let mut request = tonic::Request::new(pb::ApprovalRequest {
+        let request = tonic::Request::new(pb::ApprovalRequest {
             event_id: event_id.into(),
             target_id: target_id.into(),
             comment: "end-to-end test".into(),
         });
-        request.metadata_mut().insert("x-jml-principal", approver.parse()?);
-        self.client().await?.approve(request).await?;
+        self.client_as(approver).await?.approve(request).await?;
         Ok(())
     }
 
@@ -413,11 +521,17 @@ impl Mesh {
         }
     }
 
-    /// Runs the real `jmlctl` against this coordinator.
+    /// Runs the real `jmlctl` against this coordinator, authenticated by its
+    /// client certificate (the auditor).
     pub async fn jmlctl(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let certs = self.dir.join("certs");
         let output = tokio::process::Command::new(binary("jmlctl")?)
             .args(args)
             .env("JML_COORDINATOR", self.coordinator_endpoint()?)
+            .env("JML_CA_FILE", certs.join("ca.pem"))
+            .env("JML_TLS_SERVER_NAME", "localhost")
+            .env("JML_CERT_FILE", certs.join("jmlctl.pem"))
+            .env("JML_KEY_FILE", certs.join("jmlctl.key"))
             .output()
             .await?;
         Ok(output)

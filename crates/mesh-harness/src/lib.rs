@@ -54,6 +54,19 @@ pub struct MeshProcess {
     child: Child,
     addr: SocketAddr,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    output: Arc<Mutex<String>>,
+}
+
+/// The most of a process's output [`MeshProcess::output`] keeps.
+const MAX_OUTPUT_BYTES: usize = 32 * 1024 * 1024;
+
+fn keep(output: &Mutex<String>, line: &str) {
+    if let Ok(mut output) = output.lock()
+        && output.len() + line.len() < MAX_OUTPUT_BYTES
+    {
+        output.push_str(line);
+        output.push('\n');
+    }
 }
 
 impl MeshProcess {
@@ -70,11 +83,14 @@ impl MeshProcess {
         let stdout = child.stdout.take().context("stdout")?;
         let stderr = child.stderr.take().context("stderr")?;
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let output = Arc::new(Mutex::new(String::new()));
         let tail = stderr_tail.clone();
+        let all = output.clone();
         let echo_name = name.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                keep(&all, &line);
                 if std::env::var_os("JML_TEST_ECHO").is_some() {
                     eprintln!("[{echo_name}] {line}");
                 }
@@ -104,8 +120,13 @@ impl MeshProcess {
                 bail!("{name} did not report its address ({other:?}); its stderr:\n{tail}");
             }
         };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { name, child, addr, stderr_tail })
+        let all = output.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                keep(&all, &line);
+            }
+        });
+        Ok(Self { name, child, addr, stderr_tail, output })
     }
 
     /// The bound address.
@@ -126,6 +147,12 @@ impl MeshProcess {
     /// The last lines the process wrote on stderr.
     pub fn stderr_tail(&self) -> String {
         self.stderr_tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap_or_default()
+    }
+
+    /// Everything the process wrote on stderr, and on stdout after its
+    /// `listening on` line (at most 32 MiB), e.g. to search it for secrets.
+    pub fn output(&self) -> String {
+        self.output.lock().map(|o| o.clone()).unwrap_or_default()
     }
 
     /// Kills the process with SIGKILL (no chance to clean up) and reaps it.
