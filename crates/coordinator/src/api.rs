@@ -84,7 +84,8 @@ impl LifecycleService {
         request: Request<pb::ApprovalRequest>,
         approve: bool,
     ) -> Result<pb::ApprovalResponse, Status> {
-        let principal = self.gate.check(&request, if approve { Method::Approve } else { Method::Reject }).await?.principal;
+        let principal =
+            self.gate.check(&request, if approve { Method::Approve } else { Method::Reject }).await?.principal;
         let request = request.into_inner();
         if request.event_id.is_empty() {
             return Err(Status::invalid_argument("event_id: is required"));

@@ -284,18 +284,17 @@ impl Credentials {
                 if token.is_empty() {
                     return Err(bad_input(format!("--token-file {}: the file is empty", path.display())));
                 }
-                let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}")
-                    .parse()
-                    .map_err(|_| bad_input(format!("--token-file {}: the token is not printable ASCII", path.display())))?;
+                let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+                    format!("Bearer {token}").parse().map_err(|_| {
+                        bad_input(format!("--token-file {}: the token is not printable ASCII", path.display()))
+                    })?;
                 value.set_sensitive(true);
                 Some(value)
             }
         };
         let principal = match &cli.principal {
             None => None,
-            Some(principal) => {
-                Some(principal.parse().map_err(|_| bad_input("--principal: not a valid header value"))?)
-            }
+            Some(principal) => Some(principal.parse().map_err(|_| bad_input("--principal: not a valid header value"))?),
         };
         let tls = match &cli.ca {
             None if cli.coordinator.starts_with("https://") => {
@@ -750,7 +749,9 @@ async fn decide(
     json: bool,
     approve: bool,
 ) -> Result<(), Failure> {
-    let authenticated = CREDENTIALS.get().is_some_and(|c| c.authorization.is_some() || c.tls.as_ref().is_some_and(|t| t.identity.is_some()));
+    let authenticated = CREDENTIALS
+        .get()
+        .is_some_and(|c| c.authorization.is_some() || c.tls.as_ref().is_some_and(|t| t.identity.is_some()));
     if principal.is_none() && !authenticated {
         return Err(bad_input("approving or rejecting needs --token-file, --cert/--key, or (development) --principal"));
     }

@@ -77,20 +77,28 @@ for name, value in [
     ("DEL", "a\u007fb"), ("space", "a b"), ("slash", "a/b"), ("path traversal", "../../etc/passwd"),
     ("encoded slash", "a%2Fb"), ("backslash", "a\\b"), ("quote", "a\"b"), ("unicode", "événement"),
     ("cyrillic look-alike", "еvent-1"), ("zero-width space", "a\u200bb"), ("RTL override", "a\u202eb"),
-    ("129 bytes", "{repeat:e:129}"), ("empty", ""), ("only dots", ".."), ("LDAP filter", "*)(uid=*"),
+    ("129 bytes", "{repeat:e:129}"), ("empty", ""), ("LDAP filter", "*)(uid=*"),
     ("SQL", "x'; DROP TABLE events; --"),
 ]:
     ev("event-id", f"event_id: {name}", "INVALID_ARGUMENT", {"event_id": value})
+# Only dots is within the event id alphabet: accepted, an opaque key (never a path).
+ev("event-id", "event_id: only dots", "handled", {"event_id": "..{n}.."})
 # --- kinds --------------------------------------------------------------------
 for value in [0, 4, 99, -1, 2147483647]:
     ev("kind", f"kind {value}", "INVALID_ARGUMENT", {"kind": value})
 # --- person ids ---------------------------------------------------------------
 for name, value in [
-    ("empty", ""), ("path traversal", "../admin"), ("slash", "P/1"), ("encoded slash", "P%2F1"),
-    ("NUL", "P\u00001"), ("newline", "P\n1"), ("space", "P 1"), ("LDAP DN", "cn=admin,dc=x"),
-    ("LDAP filter", "*"), ("300 bytes", "{repeat:p:300}"), ("unicode look-alike", "Р-1"), ("tab", "P\t1"),
+    ("empty", ""), ("NUL", "P\u00001"), ("newline", "P\n1"), ("300 bytes", "{repeat:p:300}"), ("tab", "P\t1"),
 ]:
     ev("person-id", f"person_id: {name}", "INVALID_ARGUMENT", {"person_id": value})
+# The person id is an opaque key the coordinator never puts in a DN, filter or
+# path: printable values are accepted and handled literally.
+for name, value in [
+    ("path traversal", "../admin-{run}-{n}"), ("slash", "P/{run}/{n}"), ("encoded slash", "P%2F{run}-{n}"),
+    ("space", "P {run} {n}"), ("LDAP DN", "cn=admin,dc=x-{run}-{n}"), ("LDAP filter", "*-{run}-{n}"),
+    ("unicode look-alike", "Р-{run}-{n}"),
+]:
+    ev("person-id", f"person_id: {name}", "handled", {"person_id": value})
 # --- source systems (hr-integration is bound to workday) -----------------------
 for name, value in [
     ("another system", "sap"), ("case", "Workday"), ("trailing space", "workday "), ("NUL", "workday\u0000"),
