@@ -255,19 +255,36 @@ impl Lifecycle for LifecycleService {
         request: Request<pb::ListOverdueRequest>,
     ) -> Result<Response<pb::ListOverdueResponse>, Status> {
         self.gate.check(&request, Method::ListOverdue).await?;
-        let overdue = self.engine.store().overdue(now_ms()).await.map_err(EngineError::from)?;
-        Ok(Response::new(pb::ListOverdueResponse {
-            tasks: overdue
-                .into_iter()
-                .map(|o| pb::OverdueTask {
-                    event_id: o.event_id,
-                    person_id: o.person_id,
-                    target_id: o.target_id,
-                    state: o.state.to_proto() as i32,
-                    deadline_at: format_time(Some(o.deadline_at)),
-                })
-                .collect(),
-        }))
+        let now = now_ms();
+        let store = self.engine.store();
+        let policy = self.engine.policy();
+        let mut tasks = Vec::new();
+        for record in store.overdue(now).await.map_err(EngineError::from)? {
+            // The task names the workflows that planned it; their owners are
+            // who to ask about a late task.
+            let task = store.task(&record.event_id, &record.target_id).await.map_err(EngineError::from)?;
+            let workflows = task.as_ref().map(|t| t.planned.workflows.clone()).unwrap_or_default();
+            let mut owners: Vec<String> = Vec::new();
+            for workflow in &workflows {
+                if let Some(owner) = policy.file.workflows.iter().find(|w| &w.name == workflow).map(|w| &w.owner) {
+                    if !owners.contains(owner) {
+                        owners.push(owner.clone());
+                    }
+                }
+            }
+            let late_until = task.as_ref().and_then(|t| t.finished_at).unwrap_or(now);
+            tasks.push(pb::OverdueTask {
+                event_id: record.event_id,
+                person_id: record.person_id,
+                target_id: record.target_id,
+                state: record.state.to_proto() as i32,
+                deadline_at: format_time(Some(record.deadline_at)),
+                late_by_seconds: u64::try_from(late_until.saturating_sub(record.deadline_at) / 1000).unwrap_or(0),
+                workflows,
+                owners,
+            });
+        }
+        Ok(Response::new(pb::ListOverdueResponse { tasks }))
     }
 
     type ReconcileStream = ReconcileStream;

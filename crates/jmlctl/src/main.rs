@@ -455,6 +455,7 @@ fn status_json(status: &pb::EventStatus) -> Value {
         "urgent": status.urgent,
         "policy_hash": status.policy_hash,
         "plan_hash": status.plan_hash,
+        "trace_id": status.trace_id,
         "deadline_breached": status.deadline_breached,
         "tasks": status.tasks.iter().map(task_json).collect::<Vec<_>>(),
     })
@@ -462,12 +463,13 @@ fn status_json(status: &pb::EventStatus) -> Value {
 
 fn print_status(status: &pb::EventStatus) {
     println!(
-        "event {} ({}, person {}): {}{}",
+        "event {} ({}, person {}): {}{}\n  trace {}",
         status.event_id,
         event_kind_name(status.kind),
         status.person_id,
         event_state_name(status.state),
-        if status.deadline_breached { " [deadline breached]" } else { "" }
+        if status.deadline_breached { " [deadline breached]" } else { "" },
+        if status.trace_id.is_empty() { "-" } else { &status.trace_id }
     );
     for task in &status.tasks {
         println!(
@@ -720,6 +722,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         .map(|t| json!({
                             "event_id": t.event_id, "person_id": t.person_id, "target_id": t.target_id,
                             "state": state_name(t.state), "deadline_at": t.deadline_at,
+                            "late_by_seconds": t.late_by_seconds, "workflows": t.workflows, "owners": t.owners,
                         }))
                         .collect::<Vec<_>>()
                 ));
@@ -728,12 +731,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 for task in &overdue.tasks {
                     println!(
-                        "{} {} {} {} deadline {}",
+                        "{} {} {} {} deadline {} late by {}s owner {}",
                         task.event_id,
                         task.person_id,
                         task.target_id,
                         state_name(task.state),
-                        task.deadline_at
+                        task.deadline_at,
+                        task.late_by_seconds,
+                        if task.owners.is_empty() { "-".to_owned() } else { task.owners.join(",") }
                     );
                 }
             }
