@@ -1,26 +1,30 @@
 //! Reconciliation end to end, through the real coordinator, the real
-//! connector processes and the real `jmlctl`, against slapd and
-//! scim2-server: after a joiner and a leaver are propagated, ad hoc edits are
-//! made directly on each target with its own protocol (a privileged group
-//! added, a group removed, an attribute changed, a leaver's disable undone,
+//! connector processes and the real `jmlctl`, against all four targets
+//! (slapd, scim2-server, moto's IAM and RustyVault): after a joiner and a
+//! leaver are propagated, ad hoc edits are made directly on each target with
+//! its own protocol (a privileged group or policy added, a group removed, a
+//! managed policy attached, an attribute changed, a leaver's disable undone,
 //! an orphan account created); `jmlctl reconcile --json` names each with its
 //! class; `--remediate` pushes the expected state back through the normal
 //! propagation path, the targets show it, the evidence shows the
 //! remediation, and the next reconcile is clean.
 //!
-//! Covered: LDAP and SCIM. IAM and Vault are reconciled by the same code
-//! (their connectors implement `List`) but have no test of their own here.
+//! On Vault an account is a userpass user plus the connector's record of it
+//! (a user without a record is not managed, so not listed): the orphan made
+//! directly there is a record and a user, as someone copying the managed
+//! pattern would make it. SCIM and RustyVault cannot prove that no session
+//! remains, so their disabling remediations are done but never verified.
 //!
 //! The target servers are shared with other runs, so every reconcile is
 //! limited to this run's people (`--person-prefix P-<run>-`).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use jml_contract::v1 as pb;
 use ldap3::Mod;
-use mesh_e2e::mesh::task;
+use mesh_e2e::mesh::{TARGET_IDS, task};
 use mesh_e2e::{Mesh, MeshOptions, Person, Targets};
 use mesh_harness::target_env;
 use serde_json::{Value, json};
@@ -132,7 +136,10 @@ fn pairs(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
     items.iter().map(|(p, c)| (p.to_string(), c.to_string())).collect()
 }
 
-/// Lets the coordinator remediate LDAP and SCIM, and `jmlctl`'s certificate
+/// The connectors' TLS server names, one per target of the policy.
+const SERVER_NAMES: [&str; 4] = ["connector-ldap", "connector-scim", "connector-vault", "connector-iam"];
+
+/// Lets the coordinator remediate every target, and `jmlctl`'s certificate
 /// act as an administrator too, then restarts the coordinator on them.
 async fn allow_remediation(mesh: &mut Mesh, admin: bool) -> anyhow::Result<()> {
     let policy = std::fs::read_to_string(mesh.policy_path())?;
@@ -142,13 +149,13 @@ async fn allow_remediation(mesh: &mut Mesh, admin: bool) -> anyhow::Result<()> {
             rewritten.push_str(line);
             rewritten.push('\n');
             if line.trim_start().starts_with("tls:")
-                && (line.contains("server_name: connector-ldap") || line.contains("server_name: connector-scim"))
+                && SERVER_NAMES.iter().any(|name| line.contains(&format!("server_name: {name}")))
             {
                 rewritten.push_str("    reconcile: { action: remediate }\n");
             }
         }
-        if rewritten.matches("reconcile:").count() != 2 {
-            bail!("expected the ldap and scim targets' tls lines in the policy: {policy}");
+        if rewritten.matches("reconcile:").count() != SERVER_NAMES.len() {
+            bail!("expected every target's tls line in the policy: {policy}");
         }
         std::fs::write(mesh.policy_path(), rewritten)?;
     }
@@ -168,7 +175,7 @@ async fn allow_remediation(mesh: &mut Mesh, admin: bool) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn drift_on_ldap_and_scim_is_classified_then_remediated() {
+async fn drift_on_every_target_is_classified_then_remediated() {
     let targets = Targets::from_env().await.expect("clients of the real targets");
     let scim = ScimDirect::from_env().expect("a direct SCIM client");
     let mut mesh = Mesh::start("rec", MeshOptions::default()).await.expect("the mesh starts");
@@ -190,10 +197,12 @@ async fn drift_on_ldap_and_scim_is_classified_then_remediated() {
     let leaver = format!("{}-leave-1", mesh.run_id);
     mesh.submit(gone.event(&leaver, pb::EventKind::Leaver)).await.expect("leaver accepted");
     let status = mesh.wait_finished(std::slice::from_ref(&leaver), within).await.expect("leaver finishes");
-    assert_eq!(task(&status[&leaver], "ldap").state, pb::TaskState::Verified as i32, "{:?}", status[&leaver]);
+    for target in ["ldap", "aws"] {
+        assert_eq!(task(&status[&leaver], target).state, pb::TaskState::Verified as i32, "{:?}", status[&leaver]);
+    }
 
     // Clean before anyone touches the targets.
-    for target in ["ldap", "scim"] {
+    for target in TARGET_IDS {
         let (code, report) = reconcile(&mesh, target, &prefix, false).await.expect("reconcile");
         assert_eq!(code, 0, "{target} is clean after propagation: {report}");
         assert_eq!(report["clean"], true, "{report}");
@@ -284,6 +293,48 @@ async fn drift_on_ldap_and_scim_is_classified_then_remediated() {
     .await
     .expect("SCIM PATCH: the orphan in staff");
 
+    // Ad hoc edits on moto's IAM, with the AWS SDK.
+    let stay_iam = targets.iam.account(&stay.username).await.expect("iam").expect("stay's user");
+    let gone_iam = targets.iam.account(&gone.username).await.expect("iam").expect("gone's user");
+    assert_eq!(stay_iam.groups, BTreeSet::from(["staff".to_string(), "sales".to_string()]), "{stay_iam:?}");
+    assert!(gone_iam.disabled_tag && gone_iam.groups.is_empty(), "the leaver is disabled: {gone_iam:?}");
+    let adhoc_policy =
+        targets.iam.managed_policy(&format!("{}-adhoc", mesh.run_id)).await.expect("CreatePolicy: an ad hoc policy");
+    targets.iam.attach_policy(&stay.username, &adhoc_policy).await.expect("AttachUserPolicy: on stay");
+    targets.iam.remove_from_group(&stay.username, "sales").await.expect("RemoveUserFromGroup: stay from sales");
+    targets.iam.untag_user(&gone.username, "lifecycle-mesh:disabled").await.expect("UntagUser: the leaver enabled");
+    targets
+        .iam
+        .create_user(&orphan_uid, &mesh.iam_user_path, &[("lifecycle-mesh:person-id", orphan_id.as_str())])
+        .await
+        .expect("CreateUser: an orphan");
+    targets.iam.add_to_group(&orphan_uid, "staff").await.expect("AddUserToGroup: the orphan in staff");
+
+    // Ad hoc edits on RustyVault, with the Vault HTTP API (the records'
+    // place is deploy/quickstart/connector-vault.yaml.in's).
+    let records = format!("secret/lifecycle-mesh/{}/accounts", mesh.run_id);
+    assert_eq!(
+        targets.vault.user(&stay.username).await.expect("vault"),
+        Some(BTreeSet::from(["pam-read".to_string()])),
+        "stay's login holds pam-read"
+    );
+    assert_eq!(targets.vault.user(&gone.username).await.expect("vault"), None, "the leaver has no login");
+    targets
+        .vault
+        .set_user_policies(&stay.username, &["pam-read", "pam-ops"])
+        .await
+        .expect("Vault: the privileged pam-ops policy added to stay");
+    targets.vault.create_user(&gone.username, &[]).await.expect("Vault: the leaver's login recreated");
+    targets
+        .vault
+        .write_kv(
+            &format!("{records}/{orphan_uid}"),
+            &json!({ "person_id": orphan_id, "policies": ["pam-read"], "enabled": true, "managed_by": "lifecycle-mesh" }),
+        )
+        .await
+        .expect("Vault: an orphan's record");
+    targets.vault.create_user(&orphan_uid, &["pam-read"]).await.expect("Vault: the orphan's login");
+
     // Report: each edit with its class.
     let (code, ldap_report) = reconcile(&mesh, "ldap", &prefix, false).await.expect("reconcile ldap");
     assert_eq!(code, DRIFT_FOUND, "{ldap_report}");
@@ -316,6 +367,37 @@ async fn drift_on_ldap_and_scim_is_classified_then_remediated() {
     );
     assert_eq!(find(&scim_report, &stay.person_id, "excess_entitlement")["privileged"], true, "{scim_report}");
 
+    let (code, iam_report) = reconcile(&mesh, "aws", &prefix, false).await.expect("reconcile aws");
+    assert_eq!(code, DRIFT_FOUND, "{iam_report}");
+    assert_eq!(
+        drift_of(&iam_report),
+        pairs(&[
+            (&stay.person_id, "excess_entitlement"),
+            (&stay.person_id, "missing_entitlement"),
+            (&gone.person_id, "should_be_disabled"),
+            (&orphan_id, "orphan_account"),
+        ]),
+        "{iam_report}"
+    );
+    let excess = find(&iam_report, &stay.person_id, "excess_entitlement");
+    assert!(excess["detail"].as_str().is_some_and(|d| d.contains(&adhoc_policy)), "names the policy: {excess}");
+    assert_eq!(find(&iam_report, &gone.person_id, "should_be_disabled")["severity"], "critical");
+
+    let (code, vault_report) = reconcile(&mesh, "vault", &prefix, false).await.expect("reconcile vault");
+    assert_eq!(code, DRIFT_FOUND, "{vault_report}");
+    assert_eq!(
+        drift_of(&vault_report),
+        pairs(&[
+            (&stay.person_id, "excess_entitlement"),
+            (&gone.person_id, "should_be_disabled"),
+            (&orphan_id, "orphan_account"),
+        ]),
+        "{vault_report}"
+    );
+    let excess = find(&vault_report, &stay.person_id, "excess_entitlement");
+    assert_eq!((excess["privileged"].clone(), excess["severity"].clone()), (json!(true), json!("high")), "{excess}");
+    assert_eq!(find(&vault_report, &gone.person_id, "should_be_disabled")["severity"], "critical");
+
     // An auditor may report but not remediate.
     let refused = mesh
         .jmlctl(&["reconcile", "--target", "ldap", "--person-prefix", &prefix, "--remediate", "--json"])
@@ -327,8 +409,8 @@ async fn drift_on_ldap_and_scim_is_classified_then_remediated() {
     // Remediate, as an administrator.
     allow_remediation(&mut mesh, true).await.expect("the coordinator restarts");
     let mut remediation_ids = Vec::new();
-    let mut stay_remediation = String::new();
-    for target in ["ldap", "scim"] {
+    let mut stay_remediations = BTreeMap::new();
+    for target in TARGET_IDS {
         let (code, report) = reconcile(&mesh, target, &prefix, true).await.expect("reconcile --remediate");
         assert_eq!(code, DRIFT_FOUND, "the remediating run still reports what it found: {report}");
         assert_eq!(report["action"], "remediate", "{report}");
@@ -342,8 +424,8 @@ async fn drift_on_ldap_and_scim_is_classified_then_remediated() {
         for remediation in &remediations {
             assert_eq!(remediation["awaiting_approval"], false, "removing access needs no approval: {remediation}");
             let id = remediation["event_id"].as_str().expect("event id").to_owned();
-            if target == "ldap" && remediation["person_id"] == stay.person_id.as_str() {
-                stay_remediation = id.clone();
+            if remediation["person_id"] == stay.person_id.as_str() {
+                stay_remediations.insert(target, id.clone());
             }
             remediation_ids.push(id);
         }
@@ -352,11 +434,12 @@ async fn drift_on_ldap_and_scim_is_classified_then_remediated() {
     for (id, status) in &finished {
         let only = &status.tasks;
         assert_eq!(only.len(), 1, "a remediation touches one target: {status:?}");
-        // SCIM cannot prove that no session remains: disabling there is
-        // done but, by design, never called verified.
+        // SCIM and RustyVault cannot prove that no session remains:
+        // disabling there is done but, by design, never called verified.
         let unproven = only[0].differences == vec!["credentials: the target cannot prove that none remain".to_string()];
         assert!(
-            only[0].state == pb::TaskState::Verified as i32 || (only[0].target_id == "scim" && unproven),
+            only[0].state == pb::TaskState::Verified as i32
+                || (["scim", "vault"].contains(&only[0].target_id.as_str()) && unproven),
             "remediation {id}: {status:?}"
         );
     }
@@ -379,18 +462,38 @@ async fn drift_on_ldap_and_scim_is_classified_then_remediated() {
     let orphan = targets.scim.account(&orphan_email).await.expect("scim").expect("the orphan is kept, not deleted");
     assert!(!orphan.active && orphan.groups.is_empty(), "the orphan is disabled and stripped: {orphan:?}");
 
+    let stay_iam = targets.iam.account(&stay.username).await.expect("iam").expect("stay's user");
+    assert_eq!(stay_iam.groups, BTreeSet::from(["staff".to_string(), "sales".to_string()]), "{stay_iam:?}");
+    assert!(stay_iam.policies.is_empty(), "the ad hoc policy is detached: {stay_iam:?}");
+    let gone_iam = targets.iam.account(&gone.username).await.expect("iam").expect("gone's user");
+    assert!(gone_iam.disabled_tag && !gone_iam.login_profile, "the leaver is disabled again: {gone_iam:?}");
+    let orphan = targets.iam.account(&orphan_uid).await.expect("iam").expect("the orphan is kept, not deleted");
+    assert!(orphan.disabled_tag && orphan.groups.is_empty(), "the orphan is disabled and stripped: {orphan:?}");
+    assert_eq!(
+        targets.vault.user(&stay.username).await.expect("vault"),
+        Some(BTreeSet::from(["pam-read".to_string()])),
+        "pam-ops is taken off stay's login"
+    );
+    assert_eq!(targets.vault.user(&gone.username).await.expect("vault"), None, "the leaver's login is gone again");
+    assert_eq!(targets.vault.user(&orphan_uid).await.expect("vault"), None, "the orphan cannot log in");
+    let record = targets.vault.read_kv(&format!("{records}/{orphan_uid}")).await.expect("vault");
+    let record = record.expect("the orphan's record is kept, not deleted");
+    assert_eq!((record["enabled"].clone(), record["policies"].clone()), (json!(false), json!([])), "{record}");
+
     // The evidence shows the remediation.
-    let evidence = mesh.evidence(&stay_remediation).await.expect("evidence of the remediation");
-    assert_eq!(evidence["source_system"], "reconciliation", "{evidence}");
-    assert!(evidence["initiator"].as_str().is_some_and(|i| i.starts_with("reconcile:")), "{evidence}");
-    let listed = evidence["targets"].as_array().expect("targets");
-    assert_eq!(listed.len(), 1, "{evidence}");
-    assert_eq!(listed[0]["target_id"], "ldap");
-    assert_eq!(listed[0]["state"], "verified", "{evidence}");
-    assert!(listed[0]["acknowledgement"].is_object() && listed[0]["read_back"].is_object(), "{evidence}");
+    for target in TARGET_IDS {
+        let evidence = mesh.evidence(&stay_remediations[target]).await.expect("evidence of the remediation");
+        assert_eq!(evidence["source_system"], "reconciliation", "{evidence}");
+        assert!(evidence["initiator"].as_str().is_some_and(|i| i.starts_with("reconcile:")), "{evidence}");
+        let listed = evidence["targets"].as_array().expect("targets");
+        assert_eq!(listed.len(), 1, "{evidence}");
+        assert_eq!(listed[0]["target_id"], target);
+        assert_eq!(listed[0]["state"], "verified", "{evidence}");
+        assert!(listed[0]["acknowledgement"].is_object() && listed[0]["read_back"].is_object(), "{evidence}");
+    }
 
     // And the next reconcile is clean.
-    for target in ["ldap", "scim"] {
+    for target in TARGET_IDS {
         let (code, report) = reconcile(&mesh, target, &prefix, false).await.expect("reconcile");
         assert_eq!(code, 0, "{target} is clean after remediation: {report}");
         assert_eq!(report["counts"]["contained_orphans"], 1, "the disabled orphan is counted: {report}");

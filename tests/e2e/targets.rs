@@ -368,6 +368,67 @@ impl Iam {
         }
         Ok(seen.into_iter().filter(|(_, n)| *n > 1).map(|(m, _)| m).collect())
     }
+
+    /// The ARN of the customer managed policy `name` (allowing `iam:Get*`),
+    /// created when missing: an ad hoc edit.
+    pub async fn managed_policy(&self, name: &str) -> anyhow::Result<String> {
+        let document =
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:Get*","Resource":"*"}]}"#;
+        match self.client.create_policy().policy_name(name).policy_document(document).send().await {
+            Ok(output) => output.policy.and_then(|p| p.arn).context("CreatePolicy without an ARN"),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_entity_already_exists_exception()) => {
+                let mut pages = self
+                    .client
+                    .list_policies()
+                    .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    if let Some(arn) =
+                        page?.policies().iter().find(|p| p.policy_name() == Some(name)).and_then(|p| p.arn.clone())
+                    {
+                        return Ok(arn);
+                    }
+                }
+                bail!("policy {name} exists but is not listed")
+            }
+            Err(error) => bail!("CreatePolicy {name}: {error:?}"),
+        }
+    }
+
+    /// Attaches managed policy `arn` to user `user` directly (an ad hoc edit).
+    pub async fn attach_policy(&self, user: &str, arn: &str) -> anyhow::Result<()> {
+        self.client.attach_user_policy().user_name(user).policy_arn(arn).send().await?;
+        Ok(())
+    }
+
+    /// Adds user `user` to group `group` directly (an ad hoc edit).
+    pub async fn add_to_group(&self, user: &str, group: &str) -> anyhow::Result<()> {
+        self.client.add_user_to_group().user_name(user).group_name(group).send().await?;
+        Ok(())
+    }
+
+    /// Removes user `user` from group `group` directly (an ad hoc edit).
+    pub async fn remove_from_group(&self, user: &str, group: &str) -> anyhow::Result<()> {
+        self.client.remove_user_from_group().user_name(user).group_name(group).send().await?;
+        Ok(())
+    }
+
+    /// Removes tag `key` from user `user` directly (an ad hoc edit).
+    pub async fn untag_user(&self, user: &str, key: &str) -> anyhow::Result<()> {
+        self.client.untag_user().user_name(user).tag_keys(key).send().await?;
+        Ok(())
+    }
+
+    /// Creates user `name` under `path` with `tags` directly (an ad hoc edit).
+    pub async fn create_user(&self, name: &str, path: &str, tags: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut request = self.client.create_user().user_name(name).path(path);
+        for (key, value) in tags {
+            request = request.tags(aws_sdk_iam::types::Tag::builder().key(*key).value(*value).build()?);
+        }
+        request.send().await?;
+        Ok(())
+    }
 }
 
 /// RustyVault, through the Vault HTTP API with the root token.
@@ -446,6 +507,63 @@ impl Vault {
             .flatten()
             .filter_map(|k| k.as_str().map(str::to_owned))
             .collect())
+    }
+
+    /// One call with the root token; the answer's body (`Null` when empty or
+    /// on a 404 of a GET).
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request =
+            self.http.request(method.clone(), format!("{}/{path}", self.base)).header("X-Vault-Token", &self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if method == reqwest::Method::GET && status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Value::Null);
+        }
+        if !status.is_success() {
+            bail!("Vault {method} {path}: HTTP {status}: {text}");
+        }
+        Ok(if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text)? })
+    }
+
+    /// Sets the policies of the existing userpass user `name` directly,
+    /// keeping its password and token TTLs (an ad hoc edit).
+    pub async fn set_user_policies(&self, name: &str, policies: &[&str]) -> anyhow::Result<()> {
+        let path = format!("auth/userpass/users/{name}");
+        let current = self.call(reqwest::Method::GET, &path, None).await?;
+        let data = &current["data"];
+        if data.is_null() {
+            bail!("userpass user {name} does not exist");
+        }
+        let mut body = serde_json::json!({ "token_policies": policies });
+        for field in ["token_ttl", "token_max_ttl"] {
+            if !data[field].is_null() {
+                body[field] = data[field].clone();
+            }
+        }
+        self.call(reqwest::Method::POST, &path, Some(body)).await.map(|_| ())
+    }
+
+    /// Creates the userpass user `name` directly with a random password that
+    /// is not kept (an ad hoc edit).
+    pub async fn create_user(&self, name: &str, policies: &[&str]) -> anyhow::Result<()> {
+        let password = format!("{:032x}", rand::random::<u128>());
+        let body = serde_json::json!({ "password": password, "token_policies": policies });
+        self.call(reqwest::Method::POST, &format!("auth/userpass/users/{name}"), Some(body)).await.map(|_| ())
+    }
+
+    /// The data of the KV (version 1) entry at `path`, or `None`.
+    pub async fn read_kv(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let found = self.call(reqwest::Method::GET, path, None).await?;
+        Ok((!found["data"].is_null()).then(|| found["data"].clone()))
+    }
+
+    /// Writes the KV (version 1) entry at `path` directly (an ad hoc edit).
+    pub async fn write_kv(&self, path: &str, data: &Value) -> anyhow::Result<()> {
+        self.call(reqwest::Method::POST, path, Some(data.clone())).await.map(|_| ())
     }
 }
 
