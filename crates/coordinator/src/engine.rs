@@ -33,9 +33,10 @@ use jml_contract::v1 as pb;
 use rand::Rng;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, OnceCell, broadcast, mpsc};
+use tokio::sync::{Mutex, OnceCell, broadcast, mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::claims::{LaneLeases, LaneState};
 use crate::event::{ValidEvent, format_time, kind_name, now_ms};
 use crate::evidence::{acknowledgement_json, entitlement_json, read_back_json};
 use crate::metrics::CoordinatorMetrics;
@@ -146,6 +147,20 @@ struct Inner {
     decisions: Mutex<()>,
     /// Event trace contexts and live dispatch spans.
     dispatch_spans: crate::tracing_context::DispatchSpans,
+    /// Lane leases when this engine is one of several replicas on one
+    /// PostgreSQL database; `None` for a single coordinator.
+    leases: Option<LaneLeases>,
+}
+
+impl Inner {
+    /// Stores a task the scheduler or a worker changed: fenced by the lane's
+    /// lease when replicated.
+    async fn save_task(&self, task: TaskRecord, audit: Vec<AuditEntry>) -> Result<Option<EventState>, StoreError> {
+        match &self.leases {
+            Some(leases) => self.store.save_held_task(task, audit, leases.replica()).await,
+            None => self.store.save_task(task, audit).await,
+        }
+    }
 }
 
 /// The engine; cheap to clone.
@@ -183,8 +198,31 @@ fn subject_principals(event: &EventRecord) -> BTreeSet<String> {
 
 impl Engine {
     /// Builds connector clients from the policy, recovers every unfinished
-    /// task from the store and starts the scheduler.
+    /// task from the store and starts the scheduler: the only coordinator
+    /// on its database.
     pub async fn start(store: Arc<dyn Store>, policy: Arc<Policy>, config: EngineConfig) -> Result<Self, EngineError> {
+        Self::start_with(store, policy, config, None).await
+    }
+
+    /// Starts one of several replicas sharing `store` (PostgreSQL): it runs
+    /// only the lanes whose leases it holds (see [`crate::claims`]),
+    /// claiming the lanes of the events it accepts and free or expired lanes
+    /// while its backlog is short, and taking over a dead replica's lanes.
+    pub async fn start_replica(
+        store: Arc<dyn Store>,
+        policy: Arc<Policy>,
+        config: EngineConfig,
+        leases: LaneLeases,
+    ) -> Result<Self, EngineError> {
+        Self::start_with(store, policy, config, Some(leases)).await
+    }
+
+    async fn start_with(
+        store: Arc<dyn Store>,
+        policy: Arc<Policy>,
+        config: EngineConfig,
+        leases: Option<LaneLeases>,
+    ) -> Result<Self, EngineError> {
         let mut targets = BTreeMap::new();
         for target in &policy.file.targets {
             let tls = target.tls.as_ref().map(|tls| ClientTlsFiles {
@@ -222,21 +260,54 @@ impl Engine {
             finished,
             decisions: Mutex::new(()),
             dispatch_spans: crate::tracing_context::DispatchSpans::default(),
+            leases,
         });
-        let watermarks = inner.store.started_watermarks().await?.into_iter().collect();
-        let mut unfinished = inner.store.unfinished_tasks().await?;
-        for task in &mut unfinished {
-            // Dispatched or acknowledged when the previous process stopped:
-            // dispatched again with the same command id (idempotent).
-            if matches!(task.state, TaskState::Dispatched | TaskState::Acknowledged) {
-                task.state = TaskState::Planned;
-            }
+        if let Some(leases) = inner.leases.clone() {
+            // A replica recovers nothing itself: it takes lanes over with
+            // their stored tasks as it claims them.
+            tracing::info!(replica = %leases.replica(), lease_ms = leases.lease().as_millis(), "engine starting as a replica");
+            let scheduler = Scheduler::new(inner.clone(), HashMap::new(), true);
+            tokio::spawn(scheduler.run(scheduler_rx));
+            tokio::spawn(run_leases(inner.clone(), leases));
+            return Ok(Self { inner });
         }
+        let watermarks = inner.store.started_watermarks().await?.into_iter().collect();
+        let unfinished = inner.store.unfinished_tasks().await?;
         tracing::info!(recovered = unfinished.len(), "engine starting");
-        let scheduler = Scheduler::new(inner.clone(), watermarks);
+        let scheduler = Scheduler::new(inner.clone(), watermarks, false);
         tokio::spawn(scheduler.run(scheduler_rx));
         let _ = inner.scheduler.send(SchedulerMessage::Enqueue(unfinished));
         Ok(Self { inner })
+    }
+
+    /// Whether this process runs the periodic job `name` (period `every`)
+    /// now: always for a single coordinator; for a replica, only when it is
+    /// the first to start the period (see [`LaneLeases::take_schedule_run`]).
+    pub async fn take_schedule_run(&self, name: &str, every: Duration) -> bool {
+        let Some(leases) = &self.inner.leases else { return true };
+        match leases.take_schedule_run(name, every, now_ms()).await {
+            Ok(taken) => taken,
+            Err(error) => {
+                tracing::warn!(%error, schedule = %name, "cannot record a schedule run; skipping this period");
+                false
+            }
+        }
+    }
+
+    /// The replica's name, when this engine is one of several replicas.
+    pub fn replica(&self) -> Option<&str> {
+        self.inner.leases.as_ref().map(LaneLeases::replica)
+    }
+
+    /// Gives every lane lease back (a clean shutdown of a replica), so the
+    /// other replicas take the lanes over without waiting for expiry.
+    pub async fn release_leases(&self) {
+        if let Some(leases) = &self.inner.leases {
+            match leases.release_all().await {
+                Ok(released) => tracing::info!(released, "lane leases released"),
+                Err(error) => tracing::warn!(%error, "cannot release lane leases; they expire"),
+            }
+        }
     }
 
     /// The policy in force.
@@ -547,9 +618,49 @@ type LaneKey = (String, String);
 type Order = (i64, i64);
 
 enum SchedulerMessage {
+    /// Tasks to run: recovered at start, or accepted by this process (a
+    /// replica queues those of lanes it holds and claims the others).
     Enqueue(Vec<TaskRecord>),
     Finished(Box<TaskRecord>, Outcome),
     Released(Box<TaskRecord>),
+    /// Replica: lanes of accepted tasks that another replica holds.
+    Unclaimed(Vec<LaneKey>),
+    /// Replica: lanes just claimed, with their stored tasks and watermarks.
+    Claimed {
+        lanes: Vec<LaneKey>,
+        state: LaneState,
+        at: i64,
+    },
+    /// Replica: what the lease loop needs this round.
+    Poll {
+        renew: bool,
+        reply: oneshot::Sender<PollView>,
+    },
+    /// Replica: lanes whose lease was found lost at `as_of`.
+    Lost {
+        lanes: Vec<LaneKey>,
+        as_of: i64,
+    },
+    /// Replica: the stored unfinished tasks of held lanes; answers which
+    /// ones this process does not know as stored (new, or released by an
+    /// approval on another replica).
+    Unknown {
+        stored: Vec<(String, String, TaskState)>,
+        reply: oneshot::Sender<Vec<TaskKey>>,
+    },
+    /// Replica: rows asked for after `Unknown`.
+    Loaded(Vec<TaskRecord>),
+}
+
+/// The scheduler's answer to the lease loop.
+#[derive(Debug, Default)]
+struct PollView {
+    /// Lanes of accepted tasks this replica does not hold yet.
+    pending_claims: Vec<LaneKey>,
+    /// Unfinished tasks held in memory.
+    backlog: usize,
+    /// Lanes held with work in them (to renew), when asked for.
+    working_lanes: Vec<LaneKey>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -557,6 +668,8 @@ enum Outcome {
     Done,
     /// The target could not be reached (counts towards the breaker).
     Unreachable,
+    /// Replica: a write was refused because the lane's lease was lost.
+    LeaseLost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -595,7 +708,18 @@ struct Scheduler {
     timers: BinaryHeap<Reverse<(i64, LaneKey)>>,
     dirty: HashSet<LaneKey>,
     last_sweep: i64,
+    /// Replica: the lanes held, with when each was claimed (Unix ms); `None`
+    /// for a single coordinator, which holds every lane.
+    held: Option<HashMap<LaneKey, i64>>,
+    /// Replica: lanes of accepted tasks to claim.
+    pending_claims: HashSet<LaneKey>,
+    /// Replica: tasks finished here recently (Unix ms), so a stale read of
+    /// the store does not queue them again.
+    finished_recently: HashMap<TaskKey, i64>,
 }
+
+/// How long a finished task is remembered against stale reads.
+const FINISHED_MEMORY_MS: i64 = 120_000;
 
 fn order(task: &TaskRecord) -> Order {
     (task.effective_at, task.event_seq)
@@ -610,7 +734,7 @@ fn key(task: &TaskRecord) -> TaskKey {
 }
 
 impl Scheduler {
-    fn new(inner: Arc<Inner>, watermarks: HashMap<LaneKey, Order>) -> Self {
+    fn new(inner: Arc<Inner>, watermarks: HashMap<LaneKey, Order>, replica: bool) -> Self {
         Self {
             inner,
             slots: HashMap::new(),
@@ -622,6 +746,47 @@ impl Scheduler {
             timers: BinaryHeap::new(),
             dirty: HashSet::new(),
             last_sweep: 0,
+            held: replica.then(HashMap::new),
+            pending_claims: HashSet::new(),
+            finished_recently: HashMap::new(),
+        }
+    }
+
+    fn holds(&self, lane_key: &LaneKey) -> bool {
+        self.held.as_ref().is_none_or(|held| held.contains_key(lane_key))
+    }
+
+    /// Forgets a lane this replica no longer holds: its waiting tasks are
+    /// dropped (the new holder runs them from the store); an in-flight one
+    /// is dropped when its worker returns (its writes are fenced).
+    fn drop_lane(&mut self, lane_key: &LaneKey) {
+        if let Some(held) = self.held.as_mut() {
+            held.remove(lane_key);
+        }
+        self.watermarks.remove(lane_key);
+        let Some(lane) = self.lanes.remove(lane_key) else { return };
+        let mut keep = BTreeSet::new();
+        for entry in lane {
+            match self.slots.get(&entry.1) {
+                Some(slot) if slot.status == SlotStatus::InFlight => {
+                    keep.insert(entry);
+                }
+                _ => {
+                    self.slots.remove(&entry.1);
+                }
+            }
+        }
+        if !keep.is_empty() {
+            self.lanes.insert(lane_key.clone(), keep);
+        }
+        tracing::info!(person = %lane_key.0, target = %lane_key.1, "lane lease lost; left to its new holder");
+    }
+
+    fn poll_view(&mut self, renew: bool) -> PollView {
+        PollView {
+            pending_claims: self.pending_claims.iter().cloned().collect(),
+            backlog: self.slots.len(),
+            working_lanes: if renew { self.lanes.keys().cloned().collect() } else { Vec::new() },
         }
     }
 
@@ -656,6 +821,7 @@ impl Scheduler {
             self.dispatch(now);
             if now - self.last_sweep >= 1000 {
                 self.last_sweep = now;
+                self.finished_recently.retain(|_, at| now - *at < FINISHED_MEMORY_MS);
                 self.sweep_deadlines(now);
                 CoordinatorMetrics::get().refresh_queue(self.slots.values().map(|slot| &slot.record), now);
             }
@@ -666,13 +832,95 @@ impl Scheduler {
         match message {
             SchedulerMessage::Enqueue(tasks) => {
                 for task in tasks {
-                    self.enqueue(task);
+                    if self.holds(&lane(&task)) {
+                        self.enqueue(task);
+                    } else {
+                        // Claimed by the lease loop, which loads it from the store.
+                        self.pending_claims.insert(lane(&task));
+                    }
+                }
+            }
+            SchedulerMessage::Claimed { lanes, state, at } => {
+                for lane_key in lanes {
+                    self.pending_claims.remove(&lane_key);
+                    if let Some(held) = self.held.as_mut() {
+                        held.insert(lane_key, at);
+                    }
+                }
+                for (lane_key, mark) in state.watermarks {
+                    let entry = self.watermarks.entry(lane_key).or_insert(mark);
+                    if mark > *entry {
+                        *entry = mark;
+                    }
+                }
+                for task in state.tasks {
+                    if self.holds(&lane(&task)) {
+                        self.enqueue(task);
+                    }
+                }
+            }
+            SchedulerMessage::Unclaimed(lanes) => {
+                for lane_key in lanes {
+                    self.pending_claims.remove(&lane_key);
+                }
+            }
+            SchedulerMessage::Poll { renew, reply } => {
+                let _ = reply.send(self.poll_view(renew));
+            }
+            SchedulerMessage::Lost { lanes, as_of } => {
+                for lane_key in lanes {
+                    let claimed_at = self.held.as_ref().and_then(|held| held.get(&lane_key)).copied();
+                    if claimed_at.is_some_and(|at| at <= as_of) {
+                        self.drop_lane(&lane_key);
+                    }
+                }
+            }
+            SchedulerMessage::Unknown { stored, reply } => {
+                let wanted = stored
+                    .into_iter()
+                    .filter(|(event_id, target_id, state)| {
+                        let task_key = (event_id.clone(), target_id.clone());
+                        match self.slots.get(&task_key) {
+                            Some(slot) => {
+                                slot.record.state == TaskState::AwaitingApproval && *state == TaskState::Planned
+                            }
+                            None => !self.finished_recently.contains_key(&task_key),
+                        }
+                    })
+                    .map(|(event_id, target_id, _)| (event_id, target_id))
+                    .collect();
+                let _ = reply.send(wanted);
+            }
+            SchedulerMessage::Loaded(tasks) => {
+                for task in tasks {
+                    let task_key = key(&task);
+                    if self.finished_recently.contains_key(&task_key) || !self.holds(&lane(&task)) {
+                        continue;
+                    }
+                    match self.slots.get_mut(&task_key) {
+                        Some(slot) => {
+                            // Approved or replanned on another replica.
+                            if slot.record.state == TaskState::AwaitingApproval && task.state == TaskState::Planned {
+                                slot.record = task;
+                                self.dirty.insert(lane(&slot.record));
+                            }
+                        }
+                        None => self.enqueue(task),
+                    }
                 }
             }
             SchedulerMessage::Finished(task, outcome) => {
                 let target = task.target_id.clone();
                 if let Some(count) = self.in_flight.get_mut(&target) {
                     *count = count.saturating_sub(1);
+                }
+                if outcome == Outcome::LeaseLost {
+                    let lane_key = lane(&task);
+                    if let Some(slot) = self.slots.get_mut(&key(&task)) {
+                        slot.status = SlotStatus::Waiting;
+                    }
+                    self.drop_lane(&lane_key);
+                    return;
                 }
                 let breaker = self.breakers.entry(target).or_default();
                 if outcome == Outcome::Unreachable {
@@ -698,10 +946,15 @@ impl Scheduler {
         }
     }
 
-    fn enqueue(&mut self, task: TaskRecord) {
+    fn enqueue(&mut self, mut task: TaskRecord) {
         let lane_key = lane(&task);
         if task.state.is_terminal() || self.slots.contains_key(&key(&task)) {
             return;
+        }
+        // Dispatched or acknowledged when the process running it stopped:
+        // dispatched again with the same command id (idempotent).
+        if matches!(task.state, TaskState::Dispatched | TaskState::Acknowledged) {
+            task.state = TaskState::Planned;
         }
         if self.watermarks.get(&lane_key).is_some_and(|mark| *mark > order(&task)) {
             self.supersede(
@@ -734,9 +987,12 @@ impl Scheduler {
     }
 
     /// Persists a task as superseded, in the background.
-    fn supersede(&self, mut task: TaskRecord, reason: &str) {
+    fn supersede(&mut self, mut task: TaskRecord, reason: &str) {
         let inner = self.inner.clone();
         let now = now_ms();
+        if self.held.is_some() {
+            self.finished_recently.insert(key(&task), now);
+        }
         task.state = TaskState::Superseded;
         self.inner.dispatch_spans.forget(&task.event_id, &task.target_id);
         task.finished_at = Some(now);
@@ -751,7 +1007,7 @@ impl Scheduler {
         };
         tokio::spawn(async move {
             let event_id = task.event_id.clone();
-            match inner.store.save_task(task, vec![audit]).await {
+            match inner.save_task(task, vec![audit]).await {
                 Ok(Some(state)) => {
                     let _ = inner.finished.send((event_id.clone(), state));
                 }
@@ -768,7 +1024,21 @@ impl Scheduler {
     fn settle(&mut self, task: TaskRecord) {
         let task_key = key(&task);
         let lane_key = lane(&task);
+        if !self.holds(&lane_key) {
+            // The lane was lost while the task ran: the new holder has it.
+            self.slots.remove(&task_key);
+            if let Some(lane) = self.lanes.get_mut(&lane_key) {
+                lane.remove(&(order(&task), task_key));
+                if lane.is_empty() {
+                    self.lanes.remove(&lane_key);
+                }
+            }
+            return;
+        }
         if task.state.is_terminal() {
+            if self.held.is_some() {
+                self.finished_recently.insert(task_key.clone(), now_ms());
+            }
             self.slots.remove(&task_key);
             if let Some(lane) = self.lanes.get_mut(&lane_key) {
                 lane.remove(&(order(&task), task_key));
@@ -905,6 +1175,114 @@ impl Scheduler {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Lane leases (replicas)
+
+/// How often a replica's lease loop runs: claims, renewals, store polls.
+const LEASE_TICK: Duration = Duration::from_millis(200);
+
+/// How often a replica reads the stored states of its lanes' tasks (tasks
+/// another replica accepted into them, approvals decided elsewhere).
+const HELD_POLL_MS: i64 = 1000;
+
+/// A replica's lease loop: renews its leases (and drops the lanes it lost),
+/// claims the lanes of tasks it accepted and, while its backlog is short,
+/// free or expired lanes (a dead replica's), and loads what the store holds
+/// for its lanes that it does not know. Ends with the scheduler.
+async fn run_leases(inner: Arc<Inner>, leases: LaneLeases) {
+    let renew_every = i64::try_from((leases.lease() / 5).as_millis()).unwrap_or(2000).max(100);
+    // Enough queued work to keep every target's workers busy a few rounds.
+    let backlog_limit: usize = inner.targets.values().map(|t| t.concurrency).sum::<usize>().max(1) * 16;
+    let (mut last_renew, mut last_poll) = (0i64, 0i64);
+    let mut ticker = tokio::time::interval(LEASE_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = now_ms();
+        let renew = now - last_renew >= renew_every;
+        let (reply, view) = oneshot::channel();
+        if inner.scheduler.send(SchedulerMessage::Poll { renew, reply }).is_err() {
+            return;
+        }
+        let Ok(view) = view.await else { return };
+        if renew {
+            match leases.renew(&view.working_lanes, now).await {
+                Ok(kept) => {
+                    last_renew = now;
+                    let kept: HashSet<LaneKey> = kept.into_iter().collect();
+                    let lost: Vec<LaneKey> =
+                        view.working_lanes.into_iter().filter(|lane_key| !kept.contains(lane_key)).collect();
+                    if !lost.is_empty() {
+                        tracing::warn!(lanes = lost.len(), "lane leases lost");
+                        let _ = inner.scheduler.send(SchedulerMessage::Lost { lanes: lost, as_of: now });
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot renew lane leases"),
+            }
+        }
+        let mut claimed = match leases.claim_lanes(&view.pending_claims, now).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim the lanes of accepted events");
+                Vec::new()
+            }
+        };
+        let room = backlog_limit.saturating_sub(view.backlog + claimed.len());
+        if room > 0 {
+            match leases.claim_free(now, u32::try_from(room).unwrap_or(u32::MAX)).await {
+                Ok(free) => claimed.extend(free),
+                Err(error) => tracing::warn!(%error, "cannot claim free lanes"),
+            }
+        }
+        // Lanes asked for and not obtained are held by another replica,
+        // which learns of their tasks from the store.
+        let mut settled: Vec<LaneKey> = claimed.clone();
+        settled.extend(view.pending_claims.iter().filter(|lane_key| !claimed.contains(lane_key)).cloned());
+        let state = match leases.lane_state(&claimed).await {
+            Ok(state) => state,
+            Err(error) => {
+                // Claimed but not loaded: forget them; they are claimed again
+                // (as this replica's) once the store answers.
+                tracing::warn!(%error, "cannot load claimed lanes");
+                claimed.clear();
+                LaneState::default()
+            }
+        };
+        if !settled.is_empty() || !claimed.is_empty() {
+            let mut lanes = claimed;
+            // Lanes not obtained only leave the pending list.
+            let not_obtained: Vec<LaneKey> = settled.into_iter().filter(|l| !lanes.contains(l)).collect();
+            let _ = inner.scheduler.send(SchedulerMessage::Unclaimed(not_obtained));
+            lanes.dedup();
+            let _ = inner.scheduler.send(SchedulerMessage::Claimed { lanes, state, at: now_ms() });
+        }
+        if now - last_poll >= HELD_POLL_MS {
+            last_poll = now;
+            let stored = match leases.held_task_states().await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the held lanes' tasks");
+                    continue;
+                }
+            };
+            let (reply, wanted) = oneshot::channel();
+            if inner.scheduler.send(SchedulerMessage::Unknown { stored, reply }).is_err() {
+                return;
+            }
+            let Ok(wanted) = wanted.await else { return };
+            if wanted.is_empty() {
+                continue;
+            }
+            match leases.tasks(&wanted).await {
+                Ok(tasks) => {
+                    let _ = inner.scheduler.send(SchedulerMessage::Loaded(tasks));
+                }
+                Err(error) => tracing::warn!(%error, "cannot load the held lanes' tasks"),
+            }
+        }
+    }
+}
+
 async fn persist_and_report(inner: Arc<Inner>, task: TaskRecord, action: &'static str) {
     let audit = AuditEntry {
         at: now_ms(),
@@ -913,7 +1291,7 @@ async fn persist_and_report(inner: Arc<Inner>, task: TaskRecord, action: &'stati
         action: action.into(),
         payload: json!({ "target_id": task.target_id, "error": task.last_error }),
     };
-    if let Err(error) = inner.store.save_task(task.clone(), vec![audit]).await {
+    if let Err(error) = inner.save_task(task.clone(), vec![audit]).await {
         tracing::error!(%error, "cannot record a task");
     }
     let _ = inner.updates.send(task.event_id.clone());
@@ -937,6 +1315,8 @@ struct TaskRun {
     task: TaskRecord,
     /// The kind of the last failed attempt's error (metrics, span events).
     error_kind: &'static str,
+    /// Replica: a write was refused because the lane's lease was lost.
+    lease_lost: bool,
 }
 
 impl TaskRun {
@@ -948,7 +1328,8 @@ impl TaskRun {
             action: action.into(),
             payload,
         };
-        let result = self.inner.store.save_task(self.task.clone(), vec![audit]).await;
+        let result = self.inner.save_task(self.task.clone(), vec![audit]).await;
+        self.lease_lost |= matches!(result, Err(StoreError::LeaseLost(_)));
         let _ = self.inner.updates.send(self.task.event_id.clone());
         if let Ok(Some(state)) = &result {
             let _ = self.inner.finished.send((self.task.event_id.clone(), *state));
@@ -1084,8 +1465,11 @@ impl TaskRun {
 async fn run_task(inner: Arc<Inner>, runtime: Arc<TargetRuntime>, task: TaskRecord) {
     let span = inner.dispatch_spans.dispatch_span(inner.store.as_ref(), &task).await;
     let breached_before = task.deadline_breached;
-    let mut run = TaskRun { inner: inner.clone(), task, error_kind: "" };
-    let outcome = run.attempt(&runtime).instrument(span).await;
+    let mut run = TaskRun { inner: inner.clone(), task, error_kind: "", lease_lost: false };
+    let mut outcome = run.attempt(&runtime).instrument(span).await;
+    if run.lease_lost {
+        outcome = Outcome::LeaseLost;
+    }
     crate::tracing_context::task_settled(&inner.dispatch_spans, &run.task, breached_before, run.error_kind);
     let _ = inner.scheduler.send(SchedulerMessage::Finished(Box::new(run.task), outcome));
 }

@@ -1,5 +1,6 @@
 //! `coordinator`: serves the Lifecycle Mesh lifecycle API over a policy file
-//! and a SQLite database.
+//! and a database: a SQLite file (one coordinator), or PostgreSQL shared by
+//! several replicas that split the work by lane leases (`coordinator::claims`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use coordinator::claims::LaneLeases;
 use coordinator::server::RunningCoordinator;
 use coordinator::store::{Store, postgres};
 use coordinator::{Engine, EngineConfig, Policy, PostgresStore, SqliteStore};
@@ -39,6 +41,15 @@ struct Args {
     /// probes `/healthz` and `/readyz` on; off when unset.
     #[arg(long, env = "JML_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// This replica's name when several coordinators share one PostgreSQL
+    /// database (unique per process; default: host name, process id and a
+    /// random suffix). Ignored with SQLite.
+    #[arg(long, env = "JML_REPLICA_ID")]
+    replica_id: Option<String>,
+    /// Lane lease period in seconds (PostgreSQL): a replica that stops
+    /// renewing has its lanes taken over this long after its last renewal.
+    #[arg(long, env = "JML_LEASE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_seconds: u64,
     /// TLS and caller authentication of the lifecycle API.
     #[command(flatten)]
     access: coordinator::auth::ApiAccessArgs,
@@ -50,24 +61,27 @@ async fn main() -> anyhow::Result<()> {
     connector_kit::telemetry::init("coordinator");
     let (tls, authentication) = args.access.resolve()?;
     let policy = Policy::load(&args.policy).with_context(|| format!("policy {}", args.policy.display()))?;
-    let store: Arc<dyn Store> = if postgres::is_postgres_url(&args.db) {
-        let store = PostgresStore::open(&args.db)
-            .await
-            .map_err(|error| anyhow::anyhow!("database {}: {error}", postgres::redacted_url(&args.db)))?;
-        Arc::new(store)
-    } else {
-        let path = PathBuf::from(&args.db);
-        Arc::new(SqliteStore::open(&path).await.with_context(|| format!("database {}", path.display()))?)
-    };
     let config = EngineConfig {
         max_attempts: args.max_attempts.max(1),
         base_backoff: Duration::from_millis(args.base_backoff_ms),
         ..EngineConfig::default()
     };
-    let engine = Engine::start(store, Arc::new(policy), config).await?;
+    let engine = if postgres::is_postgres_url(&args.db) {
+        let store = PostgresStore::open(&args.db)
+            .await
+            .map_err(|error| anyhow::anyhow!("database {}: {error}", postgres::redacted_url(&args.db)))?;
+        let replica = args.replica_id.clone().unwrap_or_else(default_replica_id);
+        let leases = LaneLeases::new(store.pool().clone(), replica, Duration::from_secs(args.lease_seconds));
+        Engine::start_replica(Arc::new(store), Arc::new(policy), config, leases).await?
+    } else {
+        let path = PathBuf::from(&args.db);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&path).await.with_context(|| format!("database {}", path.display()))?);
+        Engine::start(store, Arc::new(policy), config).await?
+    };
     // Per-target reconciliation schedules (`reconcile.every` in the policy).
     let _reconcile_schedules = coordinator::reconcile::spawn_schedules(&engine);
-    let running = RunningCoordinator::bind_with(args.listen, engine, tls, authentication).await?;
+    let running = RunningCoordinator::bind_with(args.listen, engine.clone(), tls, authentication).await?;
     let mut stdout = std::io::stdout();
     if let Some(addr) = args.metrics_listen {
         coordinator::metrics::CoordinatorMetrics::get();
@@ -81,8 +95,22 @@ async fn main() -> anyhow::Result<()> {
     connector_kit::server::shutdown_signal().await;
     tracing::info!("signal received, shutting down");
     let stopped = running.shutdown().await;
+    // A replica hands its lanes over at once rather than after expiry.
+    engine.release_leases().await;
     // Flush the last spans even when the server stopped with an error.
     connector_kit::telemetry::shutdown();
     stopped?;
     Ok(())
+}
+
+/// `<host>-<pid>-<random>`: unique per process, readable in the `lanes`
+/// table and the logs.
+fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "coordinator".into());
+    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
 }

@@ -706,6 +706,11 @@ pub fn spawn_schedules(engine: &Engine) -> Vec<tokio::task::JoinHandle<()>> {
             tokio::spawn(async move { while sink.recv().await.is_some() {} });
             loop {
                 interval.tick().await;
+                // With several replicas, the first one to record the
+                // period's start runs it; the others skip the period.
+                if !engine.take_schedule_run(&format!("reconcile:{target_id}"), every).await {
+                    continue;
+                }
                 match reconcile_target(&engine, &target_id, remediate, "", &Trigger::Schedule, &progress).await {
                     Ok(report) => tracing::info!(
                         target = %target_id,

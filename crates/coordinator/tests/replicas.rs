@@ -1,37 +1,49 @@
-//! Several coordinator replicas on one real PostgreSQL database, at the
-//! level of the store and the task claims (`coordinator::claims`): three
-//! claimers standing for three replicas drain a shared backlog; each task is
-//! held by one replica at a time and finished exactly once, each person's
-//! order per target holds across replicas, a dead replica's work is taken
-//! over after its lease expires, and the audit chain stays one chain.
+//! Several coordinator replicas on one real PostgreSQL database: the lane
+//! leases (`coordinator::claims`) directly (one holder at a time, takeover
+//! after expiry, fencing of a replica that lost its lease, a schedule run
+//! once per period), and three in-process engines started with
+//! `Engine::start_replica` sharing one database and four reference
+//! connectors (every event finished once, each person's order held, one
+//! audit chain). The process-level test with SIGKILL is replica_processes.rs.
 //!
 //! Needs `JML_TEST_POSTGRES_URL` (`deploy/local/postgresql.sh start RUN_DIR`,
 //! then `source RUN_DIR/postgresql.env`, or `.ci/run`); fails without it.
-//!
-//! Not here yet: the issue's process-level test (three coordinator binaries,
-//! 2,000 events, one SIGKILLed) needs the engine to schedule through the
-//! claims, which it does not do yet.
 
-use std::collections::{BTreeMap, HashMap};
+mod support;
+
+use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use coordinator::PostgresStore;
-use coordinator::claims::TaskClaims;
+use coordinator::claims::LaneLeases;
 use coordinator::policy::EventKindName;
+use coordinator::server::RunningCoordinator;
 use coordinator::store::{
-    AuditEntry, EventRecord, EventState, InsertOutcome, Store, TaskRecord, TaskState, verify_audit,
+    AuditEntry, EventRecord, EventState, InsertOutcome, Store, StoreError, TaskRecord, TaskState, verify_audit,
 };
+use coordinator::{Engine, EngineConfig, Policy, PostgresStore};
 use jml_contract::v1 as pb;
+use jml_contract::v1::lifecycle_client::LifecycleClient;
 use sqlx::Executor;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 const LEASE: Duration = Duration::from_secs(30);
 const NOW: i64 = 1_800_000_000_000;
 
+fn now_ms() -> i64 {
+    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis())
+        .expect("ms")
+}
+
 /// A fresh database on the test cluster; the store and a pool on it.
 async fn database() -> (Arc<PostgresStore>, PgPool) {
+    let (store, pool, _) = database_with_options().await;
+    (store, pool)
+}
+
+/// As [`database`], also giving the connection options of the database.
+async fn database_with_options() -> (Arc<PostgresStore>, PgPool, PgConnectOptions) {
     let url = std::env::var("JML_TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!(
             "JML_TEST_POSTGRES_URL is not set: run `deploy/local/postgresql.sh start RUN_DIR` and \
@@ -45,8 +57,8 @@ async fn database() -> (Arc<PostgresStore>, PgPool) {
     admin.close().await;
     let options = options.database(&name);
     let store = PostgresStore::open_with(options.clone()).await.expect("open the PostgreSQL store");
-    let pool = PgPoolOptions::new().max_connections(6).connect_with(options).await.expect("connect");
-    (Arc::new(store), pool)
+    let pool = PgPoolOptions::new().max_connections(6).connect_with(options.clone()).await.expect("connect");
+    (Arc::new(store), pool, options)
 }
 
 fn event(event_id: &str, person_id: &str, effective_at: i64) -> EventRecord {
@@ -115,150 +127,214 @@ async fn accept(store: &dyn Store, event: EventRecord, tasks: Vec<TaskRecord>) {
     }
 }
 
-/// What the three replicas did, shared between them.
-#[derive(Default)]
-struct Ledger {
-    /// Tasks being worked on now, by replica.
-    running: HashMap<(String, String), String>,
-    /// Two replicas held one task at once.
-    violations: Vec<String>,
-    /// Per (person, target): the effective times in the order work started.
-    lanes: BTreeMap<(String, String), Vec<i64>>,
-    /// How often each task was finished.
-    finished: HashMap<(String, String), u32>,
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_finish_every_task_once_in_each_persons_order() {
-    let (store, pool) = database().await;
-    let targets = ["ldap", "scim"];
-    // 50 people x 3 events x 2 targets; each person's events arrive out of
-    // effective order (the latest first), so arrival order alone would be wrong.
-    for person in 0..50 {
-        for step in [2i64, 0, 1] {
-            let record = event(&format!("p{person}-e{step}"), &format!("p{person}"), NOW - 10_000 + step * 1_000);
-            let tasks = targets.iter().map(|t| task(&record, t, TaskState::Planned)).collect();
-            accept(store.as_ref(), record, tasks).await;
-        }
-    }
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let mut replicas = Vec::new();
-    for name in ["replica-a", "replica-b", "replica-c"] {
-        let claims = TaskClaims::new(pool.clone(), name, LEASE);
-        let store = store.clone();
-        let ledger = ledger.clone();
-        replicas.push(tokio::spawn(async move {
-            loop {
-                let claimed = claims.claim(NOW, 7).await.expect("claim");
-                if claimed.is_empty() {
-                    if store.unfinished_tasks().await.expect("unfinished").is_empty() {
-                        return;
-                    }
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-                for claim in claimed {
-                    let key = (claim.event_id.clone(), claim.target_id.clone());
-                    let mut task = store.task(&key.0, &key.1).await.expect("read").expect("task");
-                    {
-                        let mut ledger = ledger.lock().expect("ledger");
-                        if let Some(other) = ledger.running.insert(key.clone(), claims.replica().to_string()) {
-                            ledger.violations.push(format!("{key:?} held by {other} and {}", claims.replica()));
-                        }
-                        ledger
-                            .lanes
-                            .entry((task.person_id.clone(), task.target_id.clone()))
-                            .or_default()
-                            .push(task.effective_at);
-                    }
-                    assert!(claims.holds(&key.0, &key.1, NOW).await.expect("holds"));
-                    task.state = TaskState::Verified;
-                    task.attempts = 1;
-                    task.dispatched_at = Some(NOW);
-                    task.finished_at = Some(NOW);
-                    store.save_task(task, vec![entry(&key.0, "task.verified")]).await.expect("save");
-                    {
-                        let mut ledger = ledger.lock().expect("ledger");
-                        ledger.running.remove(&key);
-                        *ledger.finished.entry(key.clone()).or_default() += 1;
-                    }
-                    assert!(claims.release(&key.0, &key.1).await.expect("release"));
-                }
-            }
-        }));
-    }
-    for replica in replicas {
-        replica.await.expect("replica");
-    }
-    {
-        let ledger = ledger.lock().expect("ledger");
-        assert_eq!(ledger.violations, Vec::<String>::new(), "a task was held by two replicas at once");
-        assert_eq!(ledger.finished.len(), 50 * 3 * 2, "every task finished");
-        assert!(ledger.finished.values().all(|&n| n == 1), "every task finished exactly once");
-        assert_eq!(ledger.lanes.len(), 50 * 2);
-        for (lane, order) in &ledger.lanes {
-            assert!(order.windows(2).all(|w| w[0] < w[1]), "lane {lane:?} ran out of effective order: {order:?}");
-        }
-    }
-    for person in 0..50 {
-        for step in 0..3 {
-            let id = format!("p{person}-e{step}");
-            assert_eq!(store.event(&id).await.expect("read").expect("event").state, EventState::Verified, "{id}");
-        }
-    }
-    let verdict = verify_audit(store.as_ref()).await.expect("verify");
-    assert_eq!(verdict.broken, None);
-    // Per event: accepted, 2 x task.verified, event.verified, and identity.updated
-    // when it was the newest verified so far for the person.
-    assert!(verdict.records >= 150 * 4, "{} records", verdict.records);
+fn lane(person: &str, target: &str) -> (String, String) {
+    (person.to_owned(), target.to_owned())
 }
 
 #[tokio::test]
-async fn a_dead_replicas_tasks_are_taken_over_after_its_lease_expires() {
+async fn a_lane_has_one_holder_and_is_taken_over_after_its_lease_expires() {
     let (store, pool) = database().await;
     for n in 0..5 {
         let record = event(&format!("e{n}"), &format!("p{n}"), NOW - 1_000);
         accept(store.as_ref(), record.clone(), vec![task(&record, "ldap", TaskState::Planned)]).await;
     }
-    let dead = TaskClaims::new(pool.clone(), "replica-dead", LEASE);
-    let alive = TaskClaims::new(pool.clone(), "replica-alive", LEASE);
-    assert_eq!(dead.claim(NOW, 100).await.expect("claim").len(), 5);
-    assert!(alive.claim(NOW + 1, 100).await.expect("claim").is_empty(), "live leases are not taken over");
+    let dead = LaneLeases::new(pool.clone(), "replica-dead", LEASE);
+    let alive = LaneLeases::new(pool.clone(), "replica-alive", LEASE);
+    let lanes: Vec<_> = (0..5).map(|n| lane(&format!("p{n}"), "ldap")).collect();
+    let mut claimed = dead.claim_free(NOW, 100).await.expect("claim");
+    claimed.sort();
+    assert_eq!(claimed, lanes);
+    assert!(alive.claim_free(NOW + 1, 100).await.expect("claim").is_empty(), "live leases are not taken over");
+    assert!(alive.claim_lanes(&lanes, NOW + 1).await.expect("claim").is_empty(), "not even by name");
     // Renewing extends the leases past the first expiry.
-    assert_eq!(dead.renew(NOW + 20_000).await.expect("renew"), 5);
-    assert!(alive.claim(NOW + 31_000, 100).await.expect("claim").is_empty(), "renewed leases hold");
+    assert_eq!(dead.renew(&lanes, NOW + 20_000).await.expect("renew").len(), 5);
+    assert!(alive.claim_free(NOW + 31_000, 100).await.expect("claim").is_empty(), "renewed leases hold");
     // The replica dies: nothing renews; after expiry another replica takes over.
-    let taken = alive.claim(NOW + 50_001, 100).await.expect("claim");
-    assert_eq!(taken.iter().map(|c| c.event_id.as_str()).collect::<Vec<_>>(), vec!["e0", "e1", "e2", "e3", "e4"]);
-    assert!(!dead.holds("e0", "ldap", NOW + 50_001).await.expect("holds"), "the dead replica lost its lease");
-    assert!(alive.holds("e0", "ldap", NOW + 50_001).await.expect("holds"));
-    assert!(!dead.release("e0", "ldap").await.expect("release"), "a replica cannot give back what it lost");
-    assert_eq!(dead.renew(NOW + 50_002).await.expect("renew"), 0, "nor renew it");
-    assert!(alive.release("e0", "ldap").await.expect("release"));
+    let mut taken = alive.claim_free(NOW + 50_001, 100).await.expect("claim");
+    taken.sort();
+    assert_eq!(taken, lanes);
+    assert!(dead.renew(&lanes, NOW + 50_002).await.expect("renew").is_empty(), "the dead replica lost its leases");
+    // The new holder loads what it needs to go on: the unfinished tasks.
+    let state = alive.lane_state(&taken).await.expect("lane state");
+    assert_eq!(state.tasks.len(), 5);
+    assert!(state.watermarks.is_empty(), "nothing was dispatched yet");
+    // Lanes without unfinished work are never claimed.
+    let done = event("done", "p9", NOW - 1_000);
+    accept(store.as_ref(), done.clone(), vec![task(&done, "ldap", TaskState::Verified)]).await;
+    assert!(LaneLeases::new(pool.clone(), "c", LEASE).claim_free(NOW + 90_000, 100).await.expect("claim").len() == 5);
 }
 
 #[tokio::test]
-async fn approvals_and_backoff_are_not_claimed_and_hold_back_the_lane() {
+async fn a_replica_that_lost_its_lease_cannot_write_its_lanes_tasks() {
     let (store, pool) = database().await;
-    let claims = TaskClaims::new(pool.clone(), "replica-a", LEASE);
-    // p1's first task awaits approval: neither it nor p1's later task may run.
-    let first = event("p1-e1", "p1", NOW - 2_000);
-    accept(store.as_ref(), first.clone(), vec![task(&first, "ldap", TaskState::AwaitingApproval)]).await;
-    let second = event("p1-e2", "p1", NOW - 1_000);
-    accept(store.as_ref(), second.clone(), vec![task(&second, "ldap", TaskState::Planned)]).await;
-    // p2's task backs off until NOW + 5 s.
-    let backing_off = event("p2-e1", "p2", NOW - 1_000);
-    let mut retry = task(&backing_off, "ldap", TaskState::Planned);
-    retry.next_attempt_at = Some(NOW + 5_000);
-    accept(store.as_ref(), backing_off, vec![retry]).await;
-    assert!(claims.claim(NOW, 100).await.expect("claim").is_empty());
-    let after_backoff = claims.claim(NOW + 5_000, 100).await.expect("claim");
-    assert_eq!(after_backoff.iter().map(|c| c.event_id.as_str()).collect::<Vec<_>>(), vec!["p2-e1"]);
-    // Approved: the first task becomes claimable, the second still waits behind it.
-    let mut approved = store.task("p1-e1", "ldap").await.expect("read").expect("task");
-    approved.state = TaskState::Planned;
-    store.save_task(approved, vec![entry("p1-e1", "task.approved")]).await.expect("save");
-    let claimed = claims.claim(NOW + 5_000, 100).await.expect("claim");
-    let ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
-    assert!(ids.contains(&"p1-e1") && !ids.contains(&"p1-e2"), "{ids:?}");
+    let record = event("fenced", "p1", NOW - 1_000);
+    accept(store.as_ref(), record.clone(), vec![task(&record, "ldap", TaskState::Planned)]).await;
+    let stalled = LaneLeases::new(pool.clone(), "replica-stalled", Duration::from_millis(300));
+    let taker = LaneLeases::new(pool.clone(), "replica-taker", LEASE);
+    assert_eq!(stalled.claim_free(now_ms(), 10).await.expect("claim").len(), 1);
+    let mut dispatched = store.task("fenced", "ldap").await.expect("read").expect("task");
+    dispatched.state = TaskState::Dispatched;
+    dispatched.attempts = 1;
+    dispatched.dispatched_at = Some(now_ms());
+    store
+        .save_held_task(dispatched.clone(), vec![entry("fenced", "task.dispatched")], stalled.replica())
+        .await
+        .expect("the holder writes");
+    // The holder stalls past its lease; another replica takes the lane over.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(taker.claim_free(now_ms(), 10).await.expect("claim").len(), 1);
+    let mut late = dispatched.clone();
+    late.state = TaskState::Verified;
+    late.finished_at = Some(now_ms());
+    let refused = store.save_held_task(late, vec![entry("fenced", "task.verified")], stalled.replica()).await;
+    assert!(matches!(refused, Err(StoreError::LeaseLost(_))), "{refused:?}");
+    let stored = store.task("fenced", "ldap").await.expect("read").expect("task");
+    assert_eq!(stored.state, TaskState::Dispatched, "the late write left nothing");
+    let actions: Vec<String> =
+        store.event_audit("fenced").await.expect("audit").into_iter().map(|record| record.action).collect();
+    assert_eq!(actions, ["event.accepted", "task.dispatched"], "nor any audit record");
+    // The new holder writes; the watermark it loads says the lane was dispatched.
+    let state = taker.lane_state(&[lane("p1", "ldap")]).await.expect("lane state");
+    assert_eq!(state.watermarks, vec![(lane("p1", "ldap"), (NOW - 1_000, stored.event_seq))]);
+    let mut verified = stored;
+    verified.state = TaskState::Verified;
+    verified.finished_at = Some(now_ms());
+    let finished = store.save_held_task(verified, vec![entry("fenced", "task.verified")], taker.replica()).await;
+    assert_eq!(finished.expect("the new holder writes"), Some(EventState::Verified));
+    assert_eq!(verify_audit(store.as_ref()).await.expect("verify").broken, None);
 }
+
+#[tokio::test]
+async fn a_schedule_runs_once_per_period_across_replicas() {
+    let (_store, pool) = database().await;
+    let a = LaneLeases::new(pool.clone(), "a", LEASE);
+    let b = LaneLeases::new(pool.clone(), "b", LEASE);
+    let every = Duration::from_secs(60);
+    assert!(a.take_schedule_run("reconcile:ldap", every, NOW).await.expect("take"));
+    assert!(!b.take_schedule_run("reconcile:ldap", every, NOW + 1_000).await.expect("take"), "same period");
+    assert!(b.take_schedule_run("reconcile:scim", every, NOW + 1_000).await.expect("take"), "another schedule");
+    assert!(b.take_schedule_run("reconcile:ldap", every, NOW + 60_000).await.expect("take"), "next period");
+    assert!(!a.take_schedule_run("reconcile:ldap", every, NOW + 60_500).await.expect("take"));
+}
+
+/// Three engines on one database, each with its own store (connection) and
+/// replica name, serving the lifecycle API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_the_work_once_each_in_each_persons_order() {
+    let (first_store, pool, options) = database_with_options().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let targets = support::targets(Some(dir.path())).await;
+    let policy = Arc::new(Policy::parse(&support::policy_yaml(&targets, 4)).expect("policy"));
+    let config = EngineConfig {
+        max_attempts: 3,
+        base_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        ..EngineConfig::default()
+    };
+    let mut replicas = Vec::new();
+    let mut clients = Vec::new();
+    for name in ["replica-a", "replica-b", "replica-c"] {
+        let store: Arc<dyn Store> = if replicas.is_empty() {
+            first_store.clone()
+        } else {
+            Arc::new(PostgresStore::open_with(options.clone()).await.expect("store"))
+        };
+        let leases = LaneLeases::new(pool.clone(), name, Duration::from_secs(5));
+        let engine = Engine::start_replica(store, policy.clone(), config.clone(), leases).await.expect("engine");
+        let server = RunningCoordinator::bind("127.0.0.1:0".parse().expect("address"), engine).await.expect("bind");
+        clients.push(LifecycleClient::connect(server.endpoint()).await.expect("client"));
+        replicas.push(server);
+    }
+    // 120 joiners, then two movers each for 40 of them, round-robin over the
+    // replicas, so a person's events are accepted by different replicas.
+    let mut events = Vec::new();
+    for n in 0..120 {
+        let name = format!("r{n:03}");
+        events.push(support::event(
+            &format!("join-{n}"),
+            pb::EventKind::Joiner,
+            &name,
+            support::person(&name, "Sales"),
+            "",
+        ));
+    }
+    for round in 0..2 {
+        for n in 0..40 {
+            let name = format!("r{n:03}");
+            let department = if round == 0 { "Engineering" } else { "Sales" };
+            events.push(support::event(
+                &format!("move-{round}-{n}"),
+                pb::EventKind::Mover,
+                &name,
+                support::person(&name, department),
+                "",
+            ));
+        }
+    }
+    for (index, event) in events.iter().enumerate() {
+        support::submit(&mut clients[index % 3], event.clone()).await;
+    }
+    for (index, event) in events.iter().enumerate() {
+        let status = support::until_terminal(&mut clients[(index + 1) % 3], &event.event_id).await;
+        assert!(
+            status.state == pb::EventState::Verified as i32 || status.state == pb::EventState::Superseded as i32,
+            "{status:?}"
+        );
+    }
+    // The last event of every person is verified everywhere and the targets
+    // show its access: r000..r039 are back in Sales, like the others.
+    for n in 0..120 {
+        let name = format!("r{n:03}");
+        let last = if n < 40 { format!("move-1-{n}") } else { format!("join-{n}") };
+        let status = support::until_terminal(&mut clients[0], &last).await;
+        assert_eq!(status.state, pb::EventState::Verified as i32, "{status:?}");
+        let ldap = targets.iter().find(|t| t.id == "ldap").expect("ldap");
+        let groups = support::held(&ldap.store, &name);
+        assert!(groups.iter().any(|g| g.contains("sales")), "{name}: {groups:?}");
+        assert!(!groups.iter().any(|g| g.contains("engineering")), "{name}: {groups:?}");
+    }
+    // Every (event, target) verified at most once, and each task verified
+    // or superseded, never both.
+    let rows = sqlx::query_as::<_, (String, String, i64)>(
+        "SELECT event_id, payload::json->>'target_id', count(*) FROM audit WHERE action = 'task.verified' \
+         GROUP BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("audit");
+    assert!(rows.iter().all(|(_, _, count)| *count == 1), "a task verified twice");
+    let superseded_and_verified: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks t WHERE t.state = 'superseded' AND EXISTS (SELECT 1 FROM audit a \
+         WHERE a.action = 'task.verified' AND a.event_id = t.event_id AND a.payload::json->>'target_id' = t.target_id)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("tasks");
+    assert_eq!(superseded_and_verified, 0);
+    // Work was shared: every replica held lanes.
+    let holders: Vec<String> = sqlx::query_scalar("SELECT DISTINCT claimed_by FROM lanes WHERE claimed_by IS NOT NULL")
+        .fetch_all(&pool)
+        .await
+        .expect("lanes");
+    assert_eq!(holders.len(), 3, "{holders:?}");
+    // No account created twice on any target.
+    for target in TARGETS_WITH_ACCOUNTS {
+        let journal = std::fs::read_to_string(dir.path().join(format!("{target}.journal"))).expect("journal");
+        let mut creates = BTreeMap::<String, usize>::new();
+        for line in journal.lines() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            if fields.get(2) == Some(&"create") {
+                *creates.entry(fields[1].to_owned()).or_default() += 1;
+            }
+        }
+        assert_eq!(creates.len(), 120, "{target}");
+        assert!(creates.values().all(|n| *n == 1), "{target}: an account created twice");
+    }
+    let verdict = verify_audit(first_store.as_ref()).await.expect("verify");
+    assert_eq!(verdict.broken, None);
+    for replica in replicas {
+        replica.shutdown().await.expect("shutdown");
+    }
+}
+
+const TARGETS_WITH_ACCOUNTS: [&str; 3] = ["ldap", "scim", "aws"];

@@ -47,6 +47,10 @@ pub enum StoreError {
     /// A request conflicts with the stored state.
     #[error("{0}")]
     Conflict(String),
+    /// A replica wrote a task of a lane whose lease it no longer holds
+    /// (another replica took it over): nothing was written.
+    #[error("{0}")]
+    LeaseLost(String),
 }
 
 /// Where a task stands. Terminal: verified, failed, superseded.
@@ -473,6 +477,20 @@ pub trait Store: Send + Sync + 'static {
     /// reconciliation's remediation event ([`RECONCILIATION_SOURCE`]); the
     /// event's new state is returned.
     fn save_task(&self, task: TaskRecord, audit: Vec<AuditEntry>) -> StoreFuture<'_, Option<EventState>>;
+    /// As [`Store::save_task`], by a replica holding the task's lane
+    /// (`crate::claims`): written only while `holder`'s lease on the lane is
+    /// live, in the same transaction, else [`StoreError::LeaseLost`] and
+    /// nothing is written (fencing). A store serving one process has no
+    /// leases and writes as `save_task` does.
+    fn save_held_task(
+        &self,
+        task: TaskRecord,
+        audit: Vec<AuditEntry>,
+        holder: &str,
+    ) -> StoreFuture<'_, Option<EventState>> {
+        let _ = holder;
+        self.save_task(task, audit)
+    }
     /// Flags a task's deadline as breached, with its audit record.
     fn mark_breached(&self, event_id: String, target_id: String, audit: AuditEntry) -> StoreFuture<'_, ()>;
     /// Records an approval decision with its audit record; refuses a second

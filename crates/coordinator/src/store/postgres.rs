@@ -68,6 +68,13 @@ fn migrator() -> Migrator {
                 std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0002_claims.sql")),
                 false,
             ),
+            Migration::new(
+                3,
+                std::borrow::Cow::Borrowed("lanes"),
+                MigrationType::Simple,
+                std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0003_lanes.sql")),
+                false,
+            ),
         ]),
         ignore_missing: false,
         locking: true,
@@ -100,7 +107,7 @@ pub fn redacted_url(url: &str) -> String {
 
 enum WriteOp {
     InsertEvent { event: Box<EventRecord>, tasks: Vec<TaskRecord>, audit: Vec<AuditEntry> },
-    SaveTask { task: Box<TaskRecord>, audit: Vec<AuditEntry> },
+    SaveTask { task: Box<TaskRecord>, audit: Vec<AuditEntry>, holder: Option<String> },
     MarkBreached { event_id: String, target_id: String, audit: AuditEntry },
     RecordApproval { approval: ApprovalRecord, audit: AuditEntry },
     AppendAudit { audit: Vec<AuditEntry> },
@@ -474,6 +481,20 @@ async fn apply_op(
                 return Ok(WriteResult::Inserted(InsertOutcome::Duplicate(Box::new(event_from_row(&row)?))));
             };
             let seq: i64 = inserted.try_get("seq")?;
+            // Every lane gets its lease row with its first task, free: the
+            // replicas claim it (crate::claims).
+            let (people, targets): (Vec<&str>, Vec<&str>) =
+                tasks.iter().map(|t| (t.person_id.as_str(), t.target_id.as_str())).unzip();
+            if !people.is_empty() {
+                sqlx::query(
+                    "INSERT INTO lanes (person_id, target_id) SELECT * FROM unnest($1::text[], $2::text[]) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&people)
+                .bind(&targets)
+                .execute(&mut *conn)
+                .await?;
+            }
             for task in tasks {
                 let mut task = task.clone();
                 task.event_seq = seq;
@@ -482,7 +503,28 @@ async fn apply_op(
             batch.audit.extend(audit.iter().cloned());
             Ok(WriteResult::Inserted(InsertOutcome::Inserted(seq)))
         }
-        WriteOp::SaveTask { task, audit } => {
+        WriteOp::SaveTask { task, audit, holder } => {
+            if let Some(holder) = holder {
+                // Fencing: written only while the holder's lease on the lane
+                // is live. FOR SHARE makes a takeover wait for this commit.
+                let held = sqlx::query(
+                    "SELECT 1 AS held FROM lanes WHERE person_id = $1 AND target_id = $2 AND claimed_by = $3 \
+                     AND lease_expires_at > $4 FOR SHARE",
+                )
+                .bind(&task.person_id)
+                .bind(&task.target_id)
+                .bind(holder)
+                .bind(crate::event::now_ms())
+                .fetch_optional(&mut *conn)
+                .await?;
+                if held.is_none() {
+                    return Err(StoreError::LeaseLost(format!(
+                        "this replica no longer holds the lease on the lane of task ({}, {})",
+                        connector_kit::validate::printable(&task.event_id),
+                        connector_kit::validate::printable(&task.target_id)
+                    )));
+                }
+            }
             if task.state.is_terminal() {
                 batch.completions.push((task.event_id.clone(), index, task.finished_at.unwrap_or_default()));
             }
@@ -628,7 +670,7 @@ fn event_from_row(row: &PgRow) -> Result<EventRecord, StoreError> {
     })
 }
 
-fn task_from_row(row: &PgRow) -> Result<TaskRecord, StoreError> {
+pub(crate) fn task_from_row(row: &PgRow) -> Result<TaskRecord, StoreError> {
     let differences: String = row.try_get("differences")?;
     Ok(TaskRecord {
         event_id: row.try_get("event_id")?,
@@ -686,7 +728,22 @@ impl Store for PostgresStore {
 
     fn save_task(&self, task: TaskRecord, audit: Vec<AuditEntry>) -> StoreFuture<'_, Option<EventState>> {
         Box::pin(async move {
-            match self.write(WriteOp::SaveTask { task: Box::new(task), audit }).await? {
+            match self.write(WriteOp::SaveTask { task: Box::new(task), audit, holder: None }).await? {
+                WriteResult::Saved(state) => Ok(state),
+                _ => Err(corrupt("writer", "mismatched reply")),
+            }
+        })
+    }
+
+    fn save_held_task(
+        &self,
+        task: TaskRecord,
+        audit: Vec<AuditEntry>,
+        holder: &str,
+    ) -> StoreFuture<'_, Option<EventState>> {
+        let holder = Some(holder.to_owned());
+        Box::pin(async move {
+            match self.write(WriteOp::SaveTask { task: Box::new(task), audit, holder }).await? {
                 WriteResult::Saved(state) => Ok(state),
                 _ => Err(corrupt("writer", "mismatched reply")),
             }
