@@ -1389,11 +1389,15 @@ impl TaskRun {
         self.task.attempts += 1;
         self.task.dispatched_at = Some(now);
         self.task.next_attempt_at = None;
-        let payload = json!({
+        let mut payload = json!({
             "target_id": self.task.target_id,
             "attempt": self.task.attempts,
             "command_id": self.task.command_id,
         });
+        if let Some(leases) = &self.inner.leases {
+            // Which replica ran the attempt (several share the chain).
+            payload["replica"] = json!(leases.replica());
+        }
         if let Err(error) = self.save("task.dispatched", payload).await {
             // Not dispatched: try again later without spending an attempt.
             tracing::error!(%error, "cannot record a dispatch");
