@@ -218,33 +218,102 @@ async fn a_schedule_runs_once_per_period_across_replicas() {
 }
 
 /// Three engines on one database, each with its own store (connection) and
-/// replica name, serving the lifecycle API.
+/// replica name, serving the lifecycle API, over four reference connectors.
+struct Replicas {
+    first_store: Arc<PostgresStore>,
+    pool: PgPool,
+    dir: tempfile::TempDir,
+    targets: Vec<support::Target>,
+    servers: Vec<RunningCoordinator>,
+    clients: Vec<LifecycleClient<tonic::transport::Channel>>,
+}
+
+impl Replicas {
+    async fn start() -> Self {
+        let (first_store, pool, options) = database_with_options().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let targets = support::targets(Some(dir.path())).await;
+        let policy = Arc::new(Policy::parse(&support::policy_yaml(&targets, 4)).expect("policy"));
+        let config = EngineConfig {
+            max_attempts: 3,
+            base_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+            ..EngineConfig::default()
+        };
+        let mut servers = Vec::new();
+        let mut clients = Vec::new();
+        for name in ["replica-a", "replica-b", "replica-c"] {
+            let store: Arc<dyn Store> = if servers.is_empty() {
+                first_store.clone()
+            } else {
+                Arc::new(PostgresStore::open_with(options.clone()).await.expect("store"))
+            };
+            let leases = LaneLeases::new(pool.clone(), name, Duration::from_secs(5));
+            let engine = Engine::start_replica(store, policy.clone(), config.clone(), leases).await.expect("engine");
+            let server = RunningCoordinator::bind("127.0.0.1:0".parse().expect("address"), engine).await.expect("bind");
+            clients.push(LifecycleClient::connect(server.endpoint()).await.expect("client"));
+            servers.push(server);
+        }
+        Self { first_store, pool, dir, targets, servers, clients }
+    }
+
+    fn target(&self, id: &str) -> &support::Target {
+        self.targets.iter().find(|t| t.id == id).expect("target")
+    }
+
+    async fn shutdown(self) {
+        for server in self.servers {
+            server.shutdown().await.expect("shutdown");
+        }
+    }
+}
+
+/// An approval decided on other replicas than the one running the lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_decided_on_other_replicas_release_the_task_once() {
+    let mut mesh = Replicas::start().await;
+    let joiner = support::event("sre-1", pb::EventKind::Joiner, "P9", support::person("sre1", "SRE"), "");
+    support::submit(&mut mesh.clients[0], joiner).await;
+    let status = support::until_settled(&mut mesh.clients[1], "sre-1").await;
+    assert_eq!(support::task(&status, "vault").state, pb::TaskState::AwaitingApproval as i32, "{status:?}");
+    assert!(mesh.target("vault").store.get("sre1").is_none(), "nothing applied before approval");
+    for (client, principal, target, approve) in
+        [(1, "alice", "vault", true), (2, "bob", "vault", true), (2, "carol", "ldap", false)]
+    {
+        let mut request = tonic::Request::new(pb::ApprovalRequest {
+            event_id: "sre-1".into(),
+            target_id: target.into(),
+            comment: "".into(),
+        });
+        request.metadata_mut().insert("x-jml-principal", principal.parse().expect("header"));
+        let client = &mut mesh.clients[client];
+        if approve { client.approve(request).await } else { client.reject(request).await }.expect("decided");
+    }
+    let status = support::until_terminal(&mut mesh.clients[2], "sre-1").await;
+    assert_eq!(status.state, pb::EventState::Verified as i32, "{status:?}");
+    assert_eq!(support::held(&mesh.target("vault").store, "sre1"), vec!["group:prod-access"]);
+    assert_eq!(support::held(&mesh.target("ldap").store, "sre1"), vec!["group:staff"]);
+    let count = |action: &'static str| {
+        let pool = mesh.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit WHERE event_id = 'sre-1' AND action = $1")
+                .bind(action)
+                .fetch_one(&pool)
+                .await
+                .expect("audit")
+        }
+    };
+    assert_eq!(count("approval.approve").await, 2);
+    assert_eq!(count("task.approved").await, 1, "the vault task released once");
+    assert_eq!(count("task.replanned_without_rejected_grants").await, 1);
+    assert_eq!(count("task.verified").await, 4, "each target verified once");
+    mesh.shutdown().await;
+}
+
+/// Every event finished once, each person's order held, the work shared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_the_work_once_each_in_each_persons_order() {
-    let (first_store, pool, options) = database_with_options().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let targets = support::targets(Some(dir.path())).await;
-    let policy = Arc::new(Policy::parse(&support::policy_yaml(&targets, 4)).expect("policy"));
-    let config = EngineConfig {
-        max_attempts: 3,
-        base_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(200),
-        ..EngineConfig::default()
-    };
-    let mut replicas = Vec::new();
-    let mut clients = Vec::new();
-    for name in ["replica-a", "replica-b", "replica-c"] {
-        let store: Arc<dyn Store> = if replicas.is_empty() {
-            first_store.clone()
-        } else {
-            Arc::new(PostgresStore::open_with(options.clone()).await.expect("store"))
-        };
-        let leases = LaneLeases::new(pool.clone(), name, Duration::from_secs(5));
-        let engine = Engine::start_replica(store, policy.clone(), config.clone(), leases).await.expect("engine");
-        let server = RunningCoordinator::bind("127.0.0.1:0".parse().expect("address"), engine).await.expect("bind");
-        clients.push(LifecycleClient::connect(server.endpoint()).await.expect("client"));
-        replicas.push(server);
-    }
+    let mut mesh = Replicas::start().await;
     // 120 joiners, then two movers each for 40 of them, round-robin over the
     // replicas, so a person's events are accepted by different replicas.
     let mut events = Vec::new();
@@ -272,10 +341,10 @@ async fn three_replicas_share_the_work_once_each_in_each_persons_order() {
         }
     }
     for (index, event) in events.iter().enumerate() {
-        support::submit(&mut clients[index % 3], event.clone()).await;
+        support::submit(&mut mesh.clients[index % 3], event.clone()).await;
     }
     for (index, event) in events.iter().enumerate() {
-        let status = support::until_terminal(&mut clients[(index + 1) % 3], &event.event_id).await;
+        let status = support::until_terminal(&mut mesh.clients[(index + 1) % 3], &event.event_id).await;
         assert!(
             status.state == pb::EventState::Verified as i32 || status.state == pb::EventState::Superseded as i32,
             "{status:?}"
@@ -286,10 +355,9 @@ async fn three_replicas_share_the_work_once_each_in_each_persons_order() {
     for n in 0..120 {
         let name = format!("r{n:03}");
         let last = if n < 40 { format!("move-1-{n}") } else { format!("join-{n}") };
-        let status = support::until_terminal(&mut clients[0], &last).await;
+        let status = support::until_terminal(&mut mesh.clients[0], &last).await;
         assert_eq!(status.state, pb::EventState::Verified as i32, "{status:?}");
-        let ldap = targets.iter().find(|t| t.id == "ldap").expect("ldap");
-        let groups = support::held(&ldap.store, &name);
+        let groups = support::held(&mesh.target("ldap").store, &name);
         assert!(groups.iter().any(|g| g.contains("sales")), "{name}: {groups:?}");
         assert!(!groups.iter().any(|g| g.contains("engineering")), "{name}: {groups:?}");
     }
@@ -299,7 +367,7 @@ async fn three_replicas_share_the_work_once_each_in_each_persons_order() {
         "SELECT event_id, payload::json->>'target_id', count(*) FROM audit WHERE action = 'task.verified' \
          GROUP BY 1, 2",
     )
-    .fetch_all(&pool)
+    .fetch_all(&mesh.pool)
     .await
     .expect("audit");
     assert!(rows.iter().all(|(_, _, count)| *count == 1), "a task verified twice");
@@ -307,19 +375,19 @@ async fn three_replicas_share_the_work_once_each_in_each_persons_order() {
         "SELECT count(*) FROM tasks t WHERE t.state = 'superseded' AND EXISTS (SELECT 1 FROM audit a \
          WHERE a.action = 'task.verified' AND a.event_id = t.event_id AND a.payload::json->>'target_id' = t.target_id)",
     )
-    .fetch_one(&pool)
+    .fetch_one(&mesh.pool)
     .await
     .expect("tasks");
     assert_eq!(superseded_and_verified, 0);
     // Work was shared: every replica held lanes.
     let holders: Vec<String> = sqlx::query_scalar("SELECT DISTINCT claimed_by FROM lanes WHERE claimed_by IS NOT NULL")
-        .fetch_all(&pool)
+        .fetch_all(&mesh.pool)
         .await
         .expect("lanes");
     assert_eq!(holders.len(), 3, "{holders:?}");
     // No account created twice on any target.
     for target in TARGETS_WITH_ACCOUNTS {
-        let journal = std::fs::read_to_string(dir.path().join(format!("{target}.journal"))).expect("journal");
+        let journal = std::fs::read_to_string(mesh.dir.path().join(format!("{target}.journal"))).expect("journal");
         let mut creates = BTreeMap::<String, usize>::new();
         for line in journal.lines() {
             let fields: Vec<&str> = line.split('\t').collect();
@@ -330,11 +398,9 @@ async fn three_replicas_share_the_work_once_each_in_each_persons_order() {
         assert_eq!(creates.len(), 120, "{target}");
         assert!(creates.values().all(|n| *n == 1), "{target}: an account created twice");
     }
-    let verdict = verify_audit(first_store.as_ref()).await.expect("verify");
+    let verdict = verify_audit(mesh.first_store.as_ref()).await.expect("verify");
     assert_eq!(verdict.broken, None);
-    for replica in replicas {
-        replica.shutdown().await.expect("shutdown");
-    }
+    mesh.shutdown().await;
 }
 
 const TARGETS_WITH_ACCOUNTS: [&str; 3] = ["ldap", "scim", "aws"];
