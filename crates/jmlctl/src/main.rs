@@ -190,9 +190,11 @@ enum Command {
 enum AuditCommand {
     /// Walk the audit hash chain and name the first broken record.
     Verify {
-        /// Verify this SQLite database file directly, offline.
-        #[arg(long)]
-        db: Option<PathBuf>,
+        /// Verify the database directly, without the coordinator: a SQLite
+        /// file, or a `postgres://` URL (prefer JML_DB for a URL with a
+        /// password). Read-only.
+        #[arg(long, env = "JML_DB", hide_env_values = true)]
+        db: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -556,31 +558,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Err(error) => Err(bad_input(error.to_string())),
         },
         Command::Audit { command: AuditCommand::Verify { db: Some(db), json } } => {
-            if !db.exists() {
-                return Err(bad_input(format!("{}: no such file", db.display())));
-            }
-            let pool = coordinator::SqliteStore::open_read_only(&db).await.map_err(|e| bad_input(e.to_string()))?;
-            let mut head = (0i64, coordinator::store::GENESIS_HASH.to_string());
-            let mut records = 0u64;
-            let broken = loop {
-                let page = coordinator::store::sqlite::read_audit(&pool, head.0, 5000)
-                    .await
-                    .map_err(|e| failed(e.to_string()))?;
-                if page.is_empty() {
-                    break None;
+            let chain = coordinator::store::ReadOnlyAudit::open(&db).await.map_err(|error| match error {
+                coordinator::store::StoreError::NotFound(what) => bad_input(format!("{what}: no such file")),
+                other if coordinator::store::postgres::is_postgres_url(&db) => {
+                    failed(format!("database {}: {other}", coordinator::store::postgres::redacted_url(&db)))
                 }
-                match coordinator::store::verify_chain_segment(&page, head.clone()) {
-                    Ok(next) => {
-                        records += page.len() as u64;
-                        head = next;
-                    }
-                    Err((seq, reason)) => {
-                        records += page.iter().take_while(|r| r.seq < seq).count() as u64;
-                        break Some((seq, reason));
-                    }
-                }
-            };
-            report_verdict(records, broken, json)
+                other => bad_input(format!("database {db}: {other}")),
+            })?;
+            let verdict = chain.verify().await.map_err(|e| failed(e.to_string()))?;
+            report_verdict(verdict.records, verdict.broken, json)
         }
         Command::Audit { command: AuditCommand::Verify { db: None, json } } => {
             let mut client = connect(&cli.coordinator).await?;

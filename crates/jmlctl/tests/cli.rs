@@ -87,11 +87,8 @@ fn usage_errors_exit_2_and_an_unreachable_coordinator_exits_3() {
     assert_eq!(stderr.lines().count(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_verify_offline_names_the_record_edited_by_hand() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("mesh.db");
-    let store = Arc::new(coordinator::SqliteStore::open(&db).await.expect("store"));
+/// Five accepted events, one audit record each.
+async fn five_audited_events(store: &dyn Store) {
     for i in 0..5 {
         let event = EventRecord {
             seq: 0,
@@ -120,6 +117,14 @@ async fn audit_verify_offline_names_the_record_edited_by_hand() {
         };
         store.insert_event(event, Vec::new(), vec![audit]).await.expect("insert");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_offline_names_the_record_edited_by_hand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("mesh.db");
+    let store = Arc::new(coordinator::SqliteStore::open(&db).await.expect("store"));
+    five_audited_events(store.as_ref()).await;
     let path = db.display().to_string();
     let (code, stdout, stderr) = jmlctl(&["audit", "verify", "--db", &path]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -135,4 +140,57 @@ async fn audit_verify_offline_names_the_record_edited_by_hand() {
     let verdict: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(verdict["first_broken_seq"], 4);
     assert_eq!(verdict["records"], 3);
+    let (code, _, stderr) = jmlctl(&["audit", "verify", "--db", &format!("{path}.missing")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no such file"), "{stderr}");
+}
+
+/// The same offline check on a real PostgreSQL database, the URL (with its
+/// password) given in JML_DB and never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_offline_reads_a_postgresql_chain() {
+    use sqlx::Executor;
+    use std::str::FromStr;
+    let url = std::env::var("JML_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "JML_TEST_POSTGRES_URL is not set: run `deploy/local/postgresql.sh start RUN_DIR` and \
+             `source RUN_DIR/postgresql.env` (or run .ci/run)"
+        )
+    });
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url).expect("a postgres:// URL");
+    let admin = sqlx::PgPool::connect_with(options).await.expect("connect");
+    let name = format!("jml_cli_{}", std::process::id());
+    admin.execute(format!("DROP DATABASE IF EXISTS {name}").as_str()).await.expect("drop");
+    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create a test database");
+    let database_url = format!("{}/{name}", url.rsplit_once('/').expect("URL with a database").0);
+    let store = Arc::new(coordinator::PostgresStore::open(&database_url).await.expect("store"));
+    five_audited_events(store.as_ref()).await;
+    let run = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_jmlctl"))
+            .args(["audit", "verify"])
+            .args(extra)
+            .env("JML_DB", &database_url)
+            .output()
+            .expect("jmlctl runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("intact: 5 records"), "{stdout}");
+    sqlx::query("UPDATE audit SET payload = '{\"n\":99}' WHERE seq = 2").execute(store.pool()).await.expect("tamper");
+    let (code, stdout, stderr) = run(&["--json"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let verdict: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(verdict["first_broken_seq"], 2);
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(credentials, _)| credentials.split_once(':'))
+        .map(|(_, password)| password.to_owned())
+        .expect("the test URL carries a password");
+    assert!(!stdout.contains(&password) && !stderr.contains(&password), "the password was printed");
 }

@@ -532,10 +532,19 @@ pub trait Store: Send + Sync + 'static {
 
 /// Walks the whole audit chain of a store.
 pub async fn verify_audit(store: &dyn Store) -> Result<ChainVerdict, StoreError> {
+    walk_chain(|after| store.audit_records(after, 5000)).await
+}
+
+/// Walks a chain page by page (`page(after)` gives the records with seq >
+/// `after`, in order; empty at the end) and names the first broken record.
+pub async fn walk_chain<'a, F>(mut page: F) -> Result<ChainVerdict, StoreError>
+where
+    F: FnMut(i64) -> StoreFuture<'a, Vec<AuditRecord>>,
+{
     let mut head = (0i64, GENESIS_HASH.to_string());
     let mut records = 0u64;
     loop {
-        let page = store.audit_records(head.0, 5000).await?;
+        let page = page(head.0).await?;
         if page.is_empty() {
             return Ok(ChainVerdict { records, broken: None });
         }
@@ -549,5 +558,40 @@ pub async fn verify_audit(store: &dyn Store) -> Result<ChainVerdict, StoreError>
                 return Ok(ChainVerdict { records, broken: Some((seq, reason)) });
             }
         }
+    }
+}
+
+/// A database's audit chain opened read-only, without a coordinator: what
+/// `jmlctl audit verify --db` checks offline. Never creates or migrates.
+#[derive(Debug)]
+pub enum ReadOnlyAudit {
+    /// A SQLite file.
+    Sqlite(sqlx::SqlitePool),
+    /// A PostgreSQL database (read-only transactions).
+    Postgres(sqlx::PgPool),
+}
+
+impl ReadOnlyAudit {
+    /// Opens `db`: a `postgres://` URL or the path of an existing SQLite file.
+    pub async fn open(db: &str) -> Result<Self, StoreError> {
+        if postgres::is_postgres_url(db) {
+            return Ok(Self::Postgres(postgres::open_read_only(db).await?));
+        }
+        let path = std::path::Path::new(db);
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!("database file {}", path.display())));
+        }
+        Ok(Self::Sqlite(sqlite::SqliteStore::open_read_only(path).await?))
+    }
+
+    /// Walks the whole chain.
+    pub async fn verify(&self) -> Result<ChainVerdict, StoreError> {
+        walk_chain(|after| -> StoreFuture<'_, Vec<AuditRecord>> {
+            match self {
+                Self::Sqlite(pool) => Box::pin(sqlite::read_audit(pool, after, 5000)),
+                Self::Postgres(pool) => Box::pin(postgres::read_audit(pool, after, 5000)),
+            }
+        })
+        .await
     }
 }

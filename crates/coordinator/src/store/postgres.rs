@@ -698,6 +698,24 @@ pub(crate) fn task_from_row(row: &PgRow) -> Result<TaskRecord, StoreError> {
     })
 }
 
+/// Connects to an existing database for reading only (offline audit
+/// verification by `jmlctl audit verify --db`): one connection whose
+/// transactions are read-only; never migrates.
+pub async fn open_read_only(url: &str) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)?.options([("default_transaction_read_only", "on")]);
+    Ok(PgPoolOptions::new().max_connections(1).connect_with(options).await?)
+}
+
+/// Audit records with seq > `after`, at most `limit`, in order.
+pub async fn read_audit(pool: &PgPool, after: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2")
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(audit_from_row).collect()
+}
+
 fn audit_from_row(row: &PgRow) -> Result<AuditRecord, StoreError> {
     Ok(AuditRecord {
         seq: row.try_get("seq")?,
@@ -917,14 +935,7 @@ impl Store for PostgresStore {
     }
 
     fn audit_records(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT * FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2")
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter().map(audit_from_row).collect()
-        })
+        Box::pin(read_audit(&self.pool, after, limit))
     }
 
     fn event_audit(&self, event_id: &str) -> StoreFuture<'_, Vec<AuditRecord>> {
