@@ -260,19 +260,17 @@ impl Lifecycle for LifecycleService {
         let policy = self.engine.policy();
         let mut tasks = Vec::new();
         for record in store.overdue(now).await.map_err(EngineError::from)? {
-            // The task names the workflows that planned it; their owners are
-            // who to ask about a late task.
-            let task = store.task(&record.event_id, &record.target_id).await.map_err(EngineError::from)?;
-            let workflows = task.as_ref().map(|t| t.planned.workflows.clone()).unwrap_or_default();
+            // The workflows that planned the task; their owners are who to
+            // ask about a late task.
             let mut owners: Vec<String> = Vec::new();
-            for workflow in &workflows {
+            for workflow in &record.workflows {
                 if let Some(owner) = policy.file.workflows.iter().find(|w| &w.name == workflow).map(|w| &w.owner) {
                     if !owners.contains(owner) {
                         owners.push(owner.clone());
                     }
                 }
             }
-            let late_until = task.as_ref().and_then(|t| t.finished_at).unwrap_or(now);
+            let late_until = record.finished_at.unwrap_or(now);
             tasks.push(pb::OverdueTask {
                 event_id: record.event_id,
                 person_id: record.person_id,
@@ -280,7 +278,7 @@ impl Lifecycle for LifecycleService {
                 state: record.state.to_proto() as i32,
                 deadline_at: format_time(Some(record.deadline_at)),
                 late_by_seconds: u64::try_from(late_until.saturating_sub(record.deadline_at) / 1000).unwrap_or(0),
-                workflows,
+                workflows: record.workflows,
                 owners,
             });
         }

@@ -126,7 +126,12 @@ fn task(event: &EventRecord, target_id: &str) -> TaskRecord {
         effective_at: event.effective_at,
         urgent: event.urgent,
         state: TaskState::Planned,
-        planned: pb::PlannedTarget { target_id: target_id.into(), deadline_seconds: 60, ..Default::default() },
+        planned: pb::PlannedTarget {
+            target_id: target_id.into(),
+            deadline_seconds: 60,
+            workflows: vec!["staff".into()],
+            ..Default::default()
+        },
         grants_access: grants,
         command_id: format!("{}/{target_id}", event.event_id),
         attempts: 0,
@@ -300,6 +305,8 @@ mod cases {
         let listed: BTreeSet<(String, String)> =
             overdue.iter().map(|o| (o.event_id.clone(), o.target_id.clone())).collect();
         assert_eq!(listed, BTreeSet::from([("e1".into(), "ldap".into()), ("e1".into(), "scim".into())]));
+        // Each row names the workflows that planned it, read with the row.
+        assert!(overdue.iter().all(|o| o.workflows == ["staff"] && o.finished_at.is_none()), "{overdue:?}");
         let before_deadline = store.overdue(1_000).await.expect("overdue");
         assert_eq!(before_deadline.len(), 1, "only the flagged task before the deadline: {before_deadline:?}");
     }

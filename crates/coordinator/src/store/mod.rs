@@ -451,6 +451,10 @@ pub struct OverdueRecord {
     pub state: TaskState,
     /// Its deadline (Unix ms).
     pub deadline_at: i64,
+    /// When it finished (Unix ms), if it did.
+    pub finished_at: Option<i64>,
+    /// The workflows that planned it (their owners answer for it).
+    pub workflows: Vec<String>,
 }
 
 /// ((person, target), (effective_at, event_seq)) of the latest dispatched task.

@@ -985,7 +985,7 @@ impl Store for PostgresStore {
     fn overdue(&self, now: i64) -> StoreFuture<'_, Vec<OverdueRecord>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT event_id, person_id, target_id, state, deadline_at FROM tasks WHERE deadline_breached \
+                "SELECT event_id, person_id, target_id, state, deadline_at, finished_at, planned FROM tasks WHERE deadline_breached \
                  OR (deadline_at < $1 AND state NOT IN ('verified', 'failed', 'superseded')) \
                  ORDER BY deadline_at, event_id, target_id",
             )
@@ -1000,6 +1000,13 @@ impl Store for PostgresStore {
                         target_id: row.try_get("target_id")?,
                         state: task_state(&row.try_get::<String, _>("state")?)?,
                         deadline_at: row.try_get("deadline_at")?,
+                        finished_at: row.try_get("finished_at")?,
+                        workflows: decode::<jml_contract::v1::PlannedTarget>(
+                            "tasks.planned",
+                            Some(row.try_get("planned")?),
+                        )?
+                        .map(|planned| planned.workflows)
+                        .unwrap_or_default(),
                     })
                 })
                 .collect()
