@@ -16,7 +16,10 @@
 //! hashed and compared with every stored digest in constant time. Every
 //! refusal (UNAUTHENTICATED or PERMISSION_DENIED) is appended to the audit
 //! chain with the principal (or `anonymous`), the method and the reason;
-//! never the token. Roles say what a caller may *call*; the engine still
+//! never the token. Under a flood, each (principal, method, code) gets its
+//! first 20 refusals per minute recorded one by one and the rest as one
+//! `access.refused.suppressed` record with their count ([`RefusalLimit`]).
+//! Roles say what a caller may *call*; the engine still
 //! enforces separation of duties (an approver is never the initiator or the
 //! subject, and must be in the task's approver group) and the policy's
 //! source of truth.
@@ -361,11 +364,49 @@ struct Refusal {
     status: Status,
 }
 
+/// The audit action summarising the refusals of one caller, method and
+/// code left out of the chain in one window ([`RefusalLimit`]).
+pub const ACCESS_REFUSED_SUPPRESSED: &str = "access.refused.suppressed";
+
+/// How many refused calls of one (principal, method, code) are recorded one
+/// by one per window; the rest of the window is recorded as one
+/// [`ACCESS_REFUSED_SUPPRESSED`] record with their count when the window
+/// ends. Keeps a flood of bad calls (every unauthenticated caller is
+/// `anonymous`) from growing the audit chain without bound while losing no
+/// refusal from the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalLimit {
+    /// Refusals recorded one by one per window and key.
+    pub recorded_per_window: u32,
+    /// The window.
+    pub window: std::time::Duration,
+}
+
+impl Default for RefusalLimit {
+    fn default() -> Self {
+        Self { recorded_per_window: 20, window: std::time::Duration::from_secs(60) }
+    }
+}
+
+/// Most (principal, method, code) windows remembered; beyond it, keys share
+/// one window per method and code (principal `*`).
+const MAX_REFUSAL_KEYS: usize = 10_000;
+
+type RefusalKey = (String, &'static str, &'static str);
+
+struct RefusalWindow {
+    started: i64,
+    recorded: u32,
+    suppressed: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// The check every lifecycle API method runs first.
 #[derive(Clone)]
 pub struct Gate {
     authentication: Authentication,
     store: Arc<dyn Store>,
+    limit: RefusalLimit,
+    windows: Arc<std::sync::Mutex<std::collections::HashMap<RefusalKey, RefusalWindow>>>,
 }
 
 impl fmt::Debug for Gate {
@@ -375,9 +416,72 @@ impl fmt::Debug for Gate {
 }
 
 impl Gate {
-    /// A gate recording refusals in `store`'s audit chain.
+    /// A gate recording refusals in `store`'s audit chain, at most as many
+    /// one by one as [`RefusalLimit::default`] allows.
     pub fn new(authentication: Authentication, store: Arc<dyn Store>) -> Self {
-        Self { authentication, store }
+        Self { authentication, store, limit: RefusalLimit::default(), windows: Arc::default() }
+    }
+
+    /// The same gate with another refusal limit.
+    pub fn with_refusal_limit(mut self, limit: RefusalLimit) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Whether this refusal is recorded on its own; if not, counts it, and
+    /// the first one suppressed in a window schedules the window's summary.
+    fn admit_refusal(&self, key: RefusalKey, now: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let window_ms = i64::try_from(self.limit.window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let Ok(mut windows) = self.windows.lock() else { return true };
+        if windows.len() >= MAX_REFUSAL_KEYS && !windows.contains_key(&key) {
+            windows.retain(|_, window| now - window.started < window_ms);
+        }
+        let key = if windows.len() >= MAX_REFUSAL_KEYS && !windows.contains_key(&key) {
+            ("*".to_owned(), key.1, key.2)
+        } else {
+            key
+        };
+        let window = windows.entry(key.clone()).or_insert_with(|| RefusalWindow {
+            started: now,
+            recorded: 0,
+            suppressed: Arc::default(),
+        });
+        if now - window.started >= window_ms {
+            *window = RefusalWindow { started: now, recorded: 0, suppressed: Arc::default() };
+        }
+        if window.recorded < self.limit.recorded_per_window {
+            window.recorded += 1;
+            return true;
+        }
+        if window.suppressed.fetch_add(1, Ordering::Relaxed) == 0 {
+            let suppressed = window.suppressed.clone();
+            let (started, ends) = (window.started, window.started.saturating_add(window_ms));
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let wait = u64::try_from(ends.saturating_sub(now_ms())).unwrap_or(0);
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                let (principal, method, code) = key;
+                let count = suppressed.load(Ordering::Relaxed);
+                let entry = AuditEntry {
+                    at: now_ms(),
+                    principal,
+                    event_id: String::new(),
+                    action: ACCESS_REFUSED_SUPPRESSED.into(),
+                    payload: serde_json::json!({
+                        "method": method,
+                        "code": code,
+                        "refusals": count,
+                        "window_start": crate::event::format_time(Some(started)),
+                        "window_end": crate::event::format_time(Some(ends)),
+                    }),
+                };
+                if let Err(error) = store.append_audit(vec![entry]).await {
+                    tracing::error!(%error, "could not record suppressed refusals in the audit chain");
+                }
+            });
+        }
+        false
     }
 
     /// Authenticates the caller of `method` and checks its role; refusals are
@@ -427,6 +531,10 @@ impl Gate {
             tonic::Code::Unauthenticated => "UNAUTHENTICATED",
             _ => "PERMISSION_DENIED",
         };
+        if !self.admit_refusal((refusal.principal.clone(), method.name(), code), now_ms()) {
+            tracing::debug!(principal = %refusal.principal, method = method.name(), code, "lifecycle API call refused (counted)");
+            return refusal.status;
+        }
         tracing::warn!(principal = %refusal.principal, method = method.name(), code, reason = %refusal.status.message(), "lifecycle API call refused");
         let entry = AuditEntry {
             at: now_ms(),

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use connector_kit::contract as pb;
 use connector_kit::tls::{ClientTlsFiles, ServerTlsFiles};
-use coordinator::auth::{ACCESS_REFUSED, Authentication, CallerRegistry};
+use coordinator::auth::{
+    ACCESS_REFUSED, ACCESS_REFUSED_SUPPRESSED, Authentication, CallerRegistry, Gate, Method, RefusalLimit,
+};
 use coordinator::store::{AuditRecord, Store};
 use jml_contract::v1::lifecycle_client::LifecycleClient;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -376,4 +378,46 @@ async fn a_client_certificate_authenticates_over_tls() {
     let records = audit(mesh.store.as_ref()).await;
     let refused: Vec<&str> = refusals(&records).iter().map(|r| r.principal.as_str()).collect();
     assert_eq!(refused, ["auditor", "anonymous", "anonymous"], "{records:#?}");
+}
+
+/// A flood of refused calls: the first few of a window are recorded one by
+/// one, the rest as one summary with their count when the window ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_calls_is_recorded_in_bounded_form() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> =
+        Arc::new(coordinator::SqliteStore::open(&dir.path().join("gate.db")).await.expect("store"));
+    let limit = RefusalLimit { recorded_per_window: 5, window: std::time::Duration::from_millis(500) };
+    let gate = Gate::new(callers(), store.clone()).with_refusal_limit(limit);
+    for _ in 0..50 {
+        let request = with_token(pb::VerifyAuditRequest {}, Some(WRONG_TOKEN));
+        let refused = gate.check(&request, Method::VerifyAudit).await.expect_err("unknown token");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    }
+    // The auditor's token still works, recorded by nobody.
+    let request = with_token(pb::VerifyAuditRequest {}, Some(AUDITOR_TOKEN));
+    gate.check(&request, Method::VerifyAudit).await.expect("the auditor may verify");
+    let summary = async {
+        loop {
+            let records = audit(store.as_ref()).await;
+            if records.iter().any(|r| r.action == ACCESS_REFUSED_SUPPRESSED) {
+                return records;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let records = tokio::time::timeout(std::time::Duration::from_secs(30), summary).await.expect("a summary");
+    assert_eq!(refusals(&records).len(), 5, "{records:#?}");
+    let summaries: Vec<&AuditRecord> = records.iter().filter(|r| r.action == ACCESS_REFUSED_SUPPRESSED).collect();
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    let payload: serde_json::Value = serde_json::from_str(&summaries[0].payload).expect("json");
+    assert_eq!(summaries[0].principal, "anonymous");
+    assert_eq!((payload["method"].as_str(), payload["code"].as_str()), (Some("VerifyAudit"), Some("UNAUTHENTICATED")));
+    assert_eq!(payload["refusals"], 45, "every refusal counted: {payload}");
+    // The next window records one by one again.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let request = with_token(pb::VerifyAuditRequest {}, Some(WRONG_TOKEN));
+    gate.check(&request, Method::VerifyAudit).await.expect_err("unknown token");
+    assert_eq!(refusals(&audit(store.as_ref()).await).len(), 6);
+    assert!(coordinator::store::verify_audit(store.as_ref()).await.expect("verify").broken.is_none());
 }
