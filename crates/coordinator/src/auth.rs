@@ -641,19 +641,10 @@ fn client_certificate_names<T>(request: &Request<T>) -> Option<Vec<String>> {
 /// The coordinator binary's flags for TLS and caller authentication.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiAccessArgs {
-    /// Server certificate chain (PEM) for the lifecycle API.
-    #[arg(long, env = "JML_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// Server private key (PEM).
-    #[arg(long, env = "JML_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// CA that callers' client certificates must chain to; a verified client
-    /// certificate is then an authentication method (optional per caller).
-    #[arg(long, env = "JML_TLS_CLIENT_CA", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Serve the lifecycle API without TLS. Local development only; logs a warning.
-    #[arg(long, conflicts_with = "tls_cert")]
-    pub insecure_plaintext: bool,
+    /// TLS of the lifecycle API (with `--tls-client-ca`, a verified client
+    /// certificate is an authentication method, optional per caller).
+    #[command(flatten)]
+    pub tls: connector_kit::cli::TlsServerArgs,
     /// The callers file (YAML): bearer token digests and client certificate
     /// names mapped to principals and roles.
     #[arg(long, env = "JML_CALLERS")]
@@ -668,10 +659,8 @@ pub struct ApiAccessArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum AccessConfigError {
     /// Neither TLS nor `--insecure-plaintext`.
-    #[error(
-        "no TLS configured: pass --tls-cert and --tls-key (and --tls-client-ca for client certificates), or --insecure-plaintext"
-    )]
-    NoTls,
+    #[error(transparent)]
+    NoTls(#[from] connector_kit::cli::NoTlsChosen),
     /// Neither a callers file nor `--insecure-no-auth`.
     #[error("no callers configured: pass --callers FILE, or --insecure-no-auth")]
     NoCallers,
@@ -684,20 +673,12 @@ impl ApiAccessArgs {
     /// The TLS files and the authentication the flags ask for; the insecure
     /// choices log a warning.
     pub fn resolve(&self) -> Result<(Option<connector_kit::tls::ServerTlsFiles>, Authentication), AccessConfigError> {
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(certificate), Some(private_key)) => Some(connector_kit::tls::ServerTlsFiles {
-                certificate: certificate.clone(),
-                private_key: private_key.clone(),
-                client_ca: self.tls_client_ca.clone(),
-            }),
-            _ if self.insecure_plaintext => {
-                tracing::warn!(
-                    "serving the lifecycle API in plaintext (--insecure-plaintext): bearer tokens cross the network in clear; local development only"
-                );
-                None
-            }
-            _ => return Err(AccessConfigError::NoTls),
-        };
+        let tls = self.tls.files()?;
+        if tls.is_none() {
+            tracing::warn!(
+                "serving the lifecycle API in plaintext (--insecure-plaintext): bearer tokens cross the network in clear; local development only"
+            );
+        }
         let authentication = match &self.callers {
             Some(path) => Authentication::Callers(Arc::new(CallerRegistry::load(path)?)),
             None if self.insecure_no_auth => {
