@@ -115,6 +115,19 @@ where
     error.code() == Some("NoSuchEntity")
 }
 
+/// The outcome of a removal, where the thing already being absent
+/// (`NoSuchEntity`) is success: removals are idempotent.
+fn absent_is_success<T, E>(operation: &str, result: Result<T, SdkError<E, HttpResponse>>) -> Result<(), ConnectorError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(error) if is_no_such_entity(&error) => Ok(()),
+        Err(error) => Err(classify(operation, &error)),
+    }
+}
+
 fn time(value: Option<&aws_sdk_iam::primitives::DateTime>) -> Option<SystemTime> {
     value.and_then(|t| SystemTime::try_from(*t).ok())
 }
@@ -341,11 +354,7 @@ impl IamTarget {
     /// Deletes a user; absent is success.
     #[tracing::instrument(name = "iam.delete_user", skip_all)]
     pub async fn delete_user(&self, user_name: &str) -> Result<(), ConnectorError> {
-        match self.client.delete_user().user_name(user_name).send().await {
-            Ok(_) => Ok(()),
-            Err(error) if is_no_such_entity(&error) => Ok(()),
-            Err(error) => Err(classify("DeleteUser", &error)),
-        }
+        absent_is_success("DeleteUser", self.client.delete_user().user_name(user_name).send().await)
     }
 
     /// Whether the group exists; answers IAM's spelling of its name.
@@ -564,11 +573,7 @@ impl IamTarget {
     /// Deletes the console password; absent is success.
     #[tracing::instrument(name = "iam.delete_login_profile", skip_all)]
     pub async fn delete_login_profile(&self, user_name: &str) -> Result<(), ConnectorError> {
-        match self.client.delete_login_profile().user_name(user_name).send().await {
-            Ok(_) => Ok(()),
-            Err(error) if is_no_such_entity(&error) => Ok(()),
-            Err(error) => Err(classify("DeleteLoginProfile", &error)),
-        }
+        absent_is_success("DeleteLoginProfile", self.client.delete_login_profile().user_name(user_name).send().await)
     }
 
     /// Sets an access key `Inactive`.
@@ -588,11 +593,10 @@ impl IamTarget {
     /// Deletes an access key; absent is success.
     #[tracing::instrument(name = "iam.delete_access_key", skip_all)]
     pub async fn delete_access_key(&self, user_name: &str, id: &str) -> Result<(), ConnectorError> {
-        match self.client.delete_access_key().user_name(user_name).access_key_id(id).send().await {
-            Ok(_) => Ok(()),
-            Err(error) if is_no_such_entity(&error) => Ok(()),
-            Err(error) => Err(classify("DeleteAccessKey", &error)),
-        }
+        absent_is_success(
+            "DeleteAccessKey",
+            self.client.delete_access_key().user_name(user_name).access_key_id(id).send().await,
+        )
     }
 
     /// Sets a signing certificate `Inactive`.
@@ -612,11 +616,10 @@ impl IamTarget {
     /// Deletes a signing certificate; absent is success.
     #[tracing::instrument(name = "iam.delete_signing_certificate", skip_all)]
     pub async fn delete_signing_certificate(&self, user_name: &str, id: &str) -> Result<(), ConnectorError> {
-        match self.client.delete_signing_certificate().user_name(user_name).certificate_id(id).send().await {
-            Ok(_) => Ok(()),
-            Err(error) if is_no_such_entity(&error) => Ok(()),
-            Err(error) => Err(classify("DeleteSigningCertificate", &error)),
-        }
+        absent_is_success(
+            "DeleteSigningCertificate",
+            self.client.delete_signing_certificate().user_name(user_name).certificate_id(id).send().await,
+        )
     }
 
     /// Sets an SSH public key `Inactive`.
@@ -636,11 +639,10 @@ impl IamTarget {
     /// Deletes an SSH public key; absent is success.
     #[tracing::instrument(name = "iam.delete_ssh_public_key", skip_all)]
     pub async fn delete_ssh_public_key(&self, user_name: &str, id: &str) -> Result<(), ConnectorError> {
-        match self.client.delete_ssh_public_key().user_name(user_name).ssh_public_key_id(id).send().await {
-            Ok(_) => Ok(()),
-            Err(error) if is_no_such_entity(&error) => Ok(()),
-            Err(error) => Err(classify("DeleteSSHPublicKey", &error)),
-        }
+        absent_is_success(
+            "DeleteSSHPublicKey",
+            self.client.delete_ssh_public_key().user_name(user_name).ssh_public_key_id(id).send().await,
+        )
     }
 
     /// Sets a service-specific credential `Inactive`.
@@ -664,35 +666,30 @@ impl IamTarget {
     /// Deletes a service-specific credential; absent is success.
     #[tracing::instrument(name = "iam.delete_service_specific_credential", skip_all)]
     pub async fn delete_service_specific_credential(&self, user_name: &str, id: &str) -> Result<(), ConnectorError> {
-        match self
-            .client
-            .delete_service_specific_credential()
-            .user_name(user_name)
-            .service_specific_credential_id(id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if is_no_such_entity(&error) => Ok(()),
-            Err(error) => Err(classify("DeleteServiceSpecificCredential", &error)),
-        }
+        absent_is_success(
+            "DeleteServiceSpecificCredential",
+            self.client
+                .delete_service_specific_credential()
+                .user_name(user_name)
+                .service_specific_credential_id(id)
+                .send()
+                .await,
+        )
     }
 
     /// Deactivates an MFA device (removes its association with the user) and,
     /// for a virtual device, deletes it. Absent is success.
     #[tracing::instrument(name = "iam.remove_mfa_device", skip_all)]
     pub async fn remove_mfa_device(&self, user_name: &str, serial_number: &str) -> Result<(), ConnectorError> {
-        match self.client.deactivate_mfa_device().user_name(user_name).serial_number(serial_number).send().await {
-            Ok(_) => {}
-            Err(error) if is_no_such_entity(&error) => {}
-            Err(error) => return Err(classify("DeactivateMFADevice", &error)),
-        }
+        absent_is_success(
+            "DeactivateMFADevice",
+            self.client.deactivate_mfa_device().user_name(user_name).serial_number(serial_number).send().await,
+        )?;
         if is_virtual_mfa(serial_number) {
-            match self.client.delete_virtual_mfa_device().serial_number(serial_number).send().await {
-                Ok(_) => {}
-                Err(error) if is_no_such_entity(&error) => {}
-                Err(error) => return Err(classify("DeleteVirtualMFADevice", &error)),
-            }
+            absent_is_success(
+                "DeleteVirtualMFADevice",
+                self.client.delete_virtual_mfa_device().serial_number(serial_number).send().await,
+            )?;
         }
         Ok(())
     }
@@ -700,11 +697,10 @@ impl IamTarget {
     /// Deletes an inline policy; absent is success.
     #[tracing::instrument(name = "iam.delete_inline_policy", skip_all)]
     pub async fn delete_inline_policy(&self, user_name: &str, policy_name: &str) -> Result<(), ConnectorError> {
-        match self.client.delete_user_policy().user_name(user_name).policy_name(policy_name).send().await {
-            Ok(_) => Ok(()),
-            Err(error) if is_no_such_entity(&error) => Ok(()),
-            Err(error) => Err(classify("DeleteUserPolicy", &error)),
-        }
+        absent_is_success(
+            "DeleteUserPolicy",
+            self.client.delete_user_policy().user_name(user_name).policy_name(policy_name).send().await,
+        )
     }
 
     /// Attaches a managed policy.
@@ -723,11 +719,10 @@ impl IamTarget {
     /// Detaches a managed policy; not attached is success.
     #[tracing::instrument(name = "iam.detach_policy", skip_all)]
     pub async fn detach_policy(&self, user_name: &str, arn: &str) -> Result<(), ConnectorError> {
-        match self.client.detach_user_policy().user_name(user_name).policy_arn(arn).send().await {
-            Ok(_) => Ok(()),
-            Err(error) if is_no_such_entity(&error) => Ok(()),
-            Err(error) => Err(classify("DetachUserPolicy", &error)),
-        }
+        absent_is_success(
+            "DetachUserPolicy",
+            self.client.detach_user_policy().user_name(user_name).policy_arn(arn).send().await,
+        )
     }
 
     /// Adds the user to a group.
@@ -746,11 +741,10 @@ impl IamTarget {
     /// Removes the user from a group; not a member is success.
     #[tracing::instrument(name = "iam.remove_from_group", skip_all)]
     pub async fn remove_from_group(&self, user_name: &str, group_name: &str) -> Result<(), ConnectorError> {
-        match self.client.remove_user_from_group().user_name(user_name).group_name(group_name).send().await {
-            Ok(_) => Ok(()),
-            Err(error) if is_no_such_entity(&error) => Ok(()),
-            Err(error) => Err(classify("RemoveUserFromGroup", &error)),
-        }
+        absent_is_success(
+            "RemoveUserFromGroup",
+            self.client.remove_user_from_group().user_name(user_name).group_name(group_name).send().await,
+        )
     }
 }
 
