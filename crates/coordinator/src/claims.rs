@@ -214,7 +214,7 @@ impl LaneLeases {
              WHERE t.state IN {UNFINISHED} ORDER BY t.event_seq, t.target_id"
         );
         let rows = sqlx::query(&query).bind(&people).bind(&targets).fetch_all(&self.pool).await?;
-        let tasks = rows.iter().map(crate::store::postgres::task_from_row).collect::<Result<Vec<_>, _>>()?;
+        let tasks = rows.iter().map(crate::store::rows::task_from_row).collect::<Result<Vec<_>, _>>()?;
         let rows = sqlx::query(
             "SELECT DISTINCT ON (t.person_id, t.target_id) t.person_id, t.target_id, t.effective_at, t.event_seq
              FROM tasks t JOIN unnest($1::text[], $2::text[]) AS w(person_id, target_id)
@@ -272,7 +272,7 @@ impl LaneLeases {
         .bind(&targets)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(crate::store::postgres::task_from_row).collect()
+        rows.iter().map(crate::store::rows::task_from_row).collect()
     }
 
     /// Whether this replica runs the schedule `name` for the period starting

@@ -11,6 +11,7 @@
 //! writes into one transaction.
 
 pub mod postgres;
+pub(crate) mod rows;
 pub mod sqlite;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -33,15 +33,18 @@ use std::time::Duration;
 
 use prost::Message;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use super::rows::{
+    audit_from_row, corrupt, decode, event_from_row, event_kind, identity_from_row, task_from_row, task_state,
+};
 use super::{
     ApprovalRecord, AuditEntry, AuditRecord, EventRecord, EventState, IdentityRecord, InsertOutcome, OverdueRecord,
     PersonContext, Store, StoreError, StoreFuture, TaskRecord, TaskState, Watermark, audit_hash,
 };
-use crate::event::{kind_from_name, kind_name};
+use crate::event::kind_name;
 use crate::policy::EventKindName;
 
 /// Most writes committed in one transaction.
@@ -634,70 +637,6 @@ async fn update_identity(
     }))
 }
 
-fn corrupt(what: &'static str, message: impl ToString) -> StoreError {
-    StoreError::Corrupt { what, message: message.to_string() }
-}
-
-fn task_state(name: &str) -> Result<TaskState, StoreError> {
-    TaskState::parse(name).ok_or_else(|| corrupt("tasks.state", name))
-}
-
-fn decode<M: Message + Default>(what: &'static str, bytes: Option<Vec<u8>>) -> Result<Option<M>, StoreError> {
-    bytes.map(|b| M::decode(b.as_slice()).map_err(|e| corrupt(what, e))).transpose()
-}
-
-fn event_from_row(row: &PgRow) -> Result<EventRecord, StoreError> {
-    let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
-    let attributes: String = row.try_get("attributes")?;
-    Ok(EventRecord {
-        seq: row.try_get("seq")?,
-        event_id: row.try_get("event_id")?,
-        kind: kind_from_name(&kind).ok_or_else(|| corrupt("events.kind", &kind))?,
-        person_id: row.try_get("person_id")?,
-        attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("events.attributes", e))?,
-        effective_at: row.try_get("effective_at")?,
-        source_system: row.try_get("source_system")?,
-        initiator: row.try_get("initiator")?,
-        urgent: row.try_get("urgent")?,
-        received_at: row.try_get("received_at")?,
-        policy_hash: row.try_get("policy_hash")?,
-        plan: decode("events.plan", Some(row.try_get("plan")?))?.unwrap_or_default(),
-        plan_hash: row.try_get("plan_hash")?,
-        trace_id: row.try_get("trace_id")?,
-        state: EventState::parse(&state).ok_or_else(|| corrupt("events.state", &state))?,
-        finished_at: row.try_get("finished_at")?,
-    })
-}
-
-pub(crate) fn task_from_row(row: &PgRow) -> Result<TaskRecord, StoreError> {
-    let differences: String = row.try_get("differences")?;
-    Ok(TaskRecord {
-        event_id: row.try_get("event_id")?,
-        target_id: row.try_get("target_id")?,
-        event_seq: row.try_get("event_seq")?,
-        person_id: row.try_get("person_id")?,
-        effective_at: row.try_get("effective_at")?,
-        urgent: row.try_get("urgent")?,
-        state: task_state(&row.try_get::<String, _>("state")?)?,
-        planned: decode("tasks.planned", Some(row.try_get("planned")?))?.unwrap_or_default(),
-        grants_access: row.try_get("grants_access")?,
-        command_id: row.try_get("command_id")?,
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        last_error: row.try_get("last_error")?,
-        acknowledgement: decode("tasks.acknowledgement", row.try_get("acknowledgement")?)?,
-        read_back: decode("tasks.read_back", row.try_get("read_back")?)?,
-        differences: serde_json::from_str(&differences).map_err(|e| corrupt("tasks.differences", e))?,
-        deadline_at: row.try_get("deadline_at")?,
-        deadline_breached: row.try_get("deadline_breached")?,
-        planned_at: row.try_get("planned_at")?,
-        dispatched_at: row.try_get("dispatched_at")?,
-        acknowledged_at: row.try_get("acknowledged_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
-}
-
 /// Connects to an existing database for reading only (offline audit
 /// verification by `jmlctl audit verify --db`): one connection whose
 /// transactions are read-only; never migrates.
@@ -714,19 +653,6 @@ pub async fn read_audit(pool: &PgPool, after: i64, limit: u32) -> Result<Vec<Aud
         .fetch_all(pool)
         .await?;
     rows.iter().map(audit_from_row).collect()
-}
-
-fn audit_from_row(row: &PgRow) -> Result<AuditRecord, StoreError> {
-    Ok(AuditRecord {
-        seq: row.try_get("seq")?,
-        at: row.try_get("at")?,
-        principal: row.try_get("principal")?,
-        event_id: row.try_get("event_id")?,
-        action: row.try_get("action")?,
-        payload: row.try_get("payload")?,
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
-    })
 }
 
 impl Store for PostgresStore {
@@ -920,17 +846,7 @@ impl Store for PostgresStore {
             else {
                 return Ok(None);
             };
-            let attributes: String = row.try_get("attributes")?;
-            let targets: String = row.try_get("targets")?;
-            Ok(Some(IdentityRecord {
-                person_id: row.try_get("person_id")?,
-                attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("identities.attributes", e))?,
-                effective_at: row.try_get("effective_at")?,
-                event_id: row.try_get("event_id")?,
-                has_left: row.try_get("has_left")?,
-                targets: serde_json::from_str(&targets).map_err(|e| corrupt("identities.targets", e))?,
-                updated_at: row.try_get("updated_at")?,
-            }))
+            identity_from_row(&row).map(Some)
         })
     }
 
@@ -961,23 +877,7 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
             rows.iter()
-                .map(|row| {
-                    let kind: String = row.try_get("event_kind")?;
-                    let kind = kind_from_name(&kind).ok_or_else(|| corrupt("events.kind", &kind))?;
-                    let attributes: String = row.try_get("attributes")?;
-                    let targets: String = row.try_get("targets")?;
-                    let identity = IdentityRecord {
-                        person_id: row.try_get("person_id")?,
-                        attributes: serde_json::from_str(&attributes)
-                            .map_err(|e| corrupt("identities.attributes", e))?,
-                        effective_at: row.try_get("effective_at")?,
-                        event_id: row.try_get("event_id")?,
-                        has_left: row.try_get("has_left")?,
-                        targets: serde_json::from_str(&targets).map_err(|e| corrupt("identities.targets", e))?,
-                        updated_at: row.try_get("updated_at")?,
-                    };
-                    Ok((identity, kind))
-                })
+                .map(|row| Ok((identity_from_row(row)?, event_kind(&row.try_get::<String, _>("event_kind")?)?)))
                 .collect()
         })
     }
