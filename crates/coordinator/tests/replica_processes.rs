@@ -319,6 +319,25 @@ async fn until_all_terminal(survivors: &Survivors, event_ids: &[String]) -> Hash
     done
 }
 
+/// What the watcher saw right after the kill.
+struct Kill {
+    /// Accounts created on the targets by then.
+    created: usize,
+    /// The lanes (person, target) the killed replica held.
+    lanes: BTreeSet<(String, String)>,
+    /// Every task not yet finished.
+    unfinished: Vec<Unfinished>,
+}
+
+/// A task unfinished at the kill.
+struct Unfinished {
+    event_id: String,
+    target_id: String,
+    person_id: String,
+    /// Its lane was leased to the killed replica.
+    held_by_killed: bool,
+}
+
 /// One task row.
 struct TaskRow {
     event_id: String,
@@ -385,28 +404,48 @@ async fn three_replicas_one_killed_verify_every_event_once_in_order() {
             tokio::time::timeout(PATIENCE, third).await.expect("a third of the accounts are created");
             killed.kill();
             survivors.set(remaining);
-            let unfinished: Vec<(String, String)> = sqlx::query(
-                "SELECT event_id, target_id FROM tasks WHERE state NOT IN ('verified', 'failed', 'superseded')",
+            // What the dead replica held: its lanes (leases not yet expired)
+            // and their unfinished tasks; and every unfinished task.
+            let lanes: BTreeSet<(String, String)> =
+                sqlx::query("SELECT person_id, target_id FROM lanes WHERE claimed_by = $1")
+                    .bind(&killed.id)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("the lanes table (lane leases)")
+                    .iter()
+                    .map(|row| (row.get(0), row.get(1)))
+                    .collect();
+            let unfinished: Vec<Unfinished> = sqlx::query(
+                "SELECT event_id, target_id, person_id FROM tasks \
+                 WHERE state NOT IN ('verified', 'failed', 'superseded')",
             )
             .fetch_all(&pool)
             .await
             .expect("unfinished tasks")
             .iter()
-            .map(|row| (row.get(0), row.get(1)))
+            .map(|row| {
+                let (event_id, target_id, person_id): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+                let held_by_killed = lanes.contains(&(person_id.clone(), target_id.clone()));
+                Unfinished { event_id, target_id, person_id, held_by_killed }
+            })
             .collect();
-            (created(&journal_dir), unfinished)
+            Kill { created: created(&journal_dir), lanes, unfinished }
         })
     };
     submit_all(&survivors, phase(0)).await;
     submit_all(&survivors, phase(1)).await;
-    let (created_at_kill, unfinished_at_kill) = watcher.await.expect("the watcher kills a replica");
+    let kill = watcher.await.expect("the watcher kills a replica");
+    let killed_work: Vec<&Unfinished> = kill.unfinished.iter().filter(|t| t.held_by_killed).collect();
     eprintln!(
-        "killed {killed_id} with {created_at_kill} of {} accounts created and {} tasks unfinished",
+        "killed {killed_id} with {} of {} accounts created, {} tasks unfinished, {} of them in its {} lanes",
+        kill.created,
         JOINERS * 3,
-        unfinished_at_kill.len()
+        kill.unfinished.len(),
+        killed_work.len(),
+        kill.lanes.len(),
     );
-    assert!(created_at_kill < JOINERS * 3, "the replica was killed before the work was done");
-    assert!(!unfinished_at_kill.is_empty(), "work was in flight at the kill");
+    assert!(kill.created < JOINERS * 3, "the replica was killed before the work was done");
+    assert!(!killed_work.is_empty(), "the killed replica held unfinished work");
     // The last movers through the survivors only.
     submit_all(&survivors, phase(2)).await;
 
@@ -516,14 +555,38 @@ async fn three_replicas_one_killed_verify_every_event_once_in_order() {
     let verdict = survivors.pick(0).verify_audit(pb::VerifyAuditRequest {}).await.expect("verify").into_inner();
     assert!(verdict.intact, "{verdict:?}");
 
-    // The work in flight at the kill was finished after it.
+    // The work in flight at the kill was finished after it: the killed
+    // replica's lanes by a survivor (the dead process did nothing after the
+    // kill), and no lane is still held by the dead replica.
     let finished: BTreeSet<(String, String)> = task_rows
         .iter()
         .filter(|t| ["verified", "superseded"].contains(&t.state.as_str()))
         .map(|t| (t.event_id.clone(), t.target_id.clone()))
         .collect();
-    let left: Vec<_> = unfinished_at_kill.iter().filter(|key| !finished.contains(*key)).collect();
+    let left: Vec<_> = kill
+        .unfinished
+        .iter()
+        .filter(|t| !finished.contains(&(t.event_id.clone(), t.target_id.clone())))
+        .map(|t| (&t.event_id, &t.target_id, t.held_by_killed))
+        .collect();
     assert!(left.is_empty(), "tasks unfinished at the kill never finished: {left:?}");
+    let taken_over: BTreeSet<(&str, &str)> =
+        killed_work.iter().map(|t| (t.person_id.as_str(), t.target_id.as_str())).collect();
+    let holders: Vec<(String, String, Option<String>)> =
+        sqlx::query("SELECT person_id, target_id, claimed_by FROM lanes")
+            .fetch_all(&pool)
+            .await
+            .expect("lanes")
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
+    let never_taken: Vec<_> = holders
+        .iter()
+        .filter(|(person, target, holder)| {
+            taken_over.contains(&(person.as_str(), target.as_str())) && holder.as_deref() == Some(killed_id.as_str())
+        })
+        .collect();
+    assert!(never_taken.is_empty(), "lanes of the dead replica's unfinished work never taken over: {never_taken:?}");
 
     drop(replicas);
     pool.close().await;
