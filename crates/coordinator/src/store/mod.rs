@@ -11,6 +11,7 @@
 //! writes into one transaction.
 
 pub mod postgres;
+mod reads;
 pub(crate) mod rows;
 pub mod sqlite;
 
@@ -593,8 +594,8 @@ impl ReadOnlyAudit {
     pub async fn verify(&self) -> Result<ChainVerdict, StoreError> {
         walk_chain(|after| -> StoreFuture<'_, Vec<AuditRecord>> {
             match self {
-                Self::Sqlite(pool) => Box::pin(sqlite::read_audit(pool, after, 5000)),
-                Self::Postgres(pool) => Box::pin(postgres::read_audit(pool, after, 5000)),
+                Self::Sqlite(pool) => Box::pin(reads::audit_records(pool, after, 5000)),
+                Self::Postgres(pool) => Box::pin(reads::audit_records(pool, after, 5000)),
             }
         })
         .await

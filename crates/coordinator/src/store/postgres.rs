@@ -37,9 +37,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rows::{
-    audit_from_row, corrupt, decode, event_from_row, event_kind, identity_from_row, task_from_row, task_state,
-};
+use super::reads;
+use super::rows::{corrupt, event_from_row, task_state};
 use super::{
     ApprovalRecord, AuditEntry, AuditRecord, EventRecord, EventState, IdentityRecord, InsertOutcome, OverdueRecord,
     PersonContext, Store, StoreError, StoreFuture, TaskRecord, TaskState, Watermark, audit_hash,
@@ -645,16 +644,6 @@ pub async fn open_read_only(url: &str) -> Result<PgPool, StoreError> {
     Ok(PgPoolOptions::new().max_connections(1).connect_with(options).await?)
 }
 
-/// Audit records with seq > `after`, at most `limit`, in order.
-pub async fn read_audit(pool: &PgPool, after: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2")
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(audit_from_row).collect()
-}
-
 impl Store for PostgresStore {
     fn insert_event(
         &self,
@@ -716,201 +705,51 @@ impl Store for PostgresStore {
     }
 
     fn event(&self, event_id: &str) -> StoreFuture<'_, Option<EventRecord>> {
-        let event_id = event_id.to_owned();
-        Box::pin(async move {
-            sqlx::query("SELECT * FROM events WHERE event_id = $1")
-                .bind(event_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .as_ref()
-                .map(event_from_row)
-                .transpose()
-        })
+        Box::pin(reads::event(&self.pool, event_id.to_owned()))
     }
 
     fn tasks(&self, event_id: &str) -> StoreFuture<'_, Vec<TaskRecord>> {
-        let event_id = event_id.to_owned();
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT * FROM tasks WHERE event_id = $1 ORDER BY target_id")
-                .bind(event_id)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter().map(task_from_row).collect()
-        })
+        Box::pin(reads::tasks(&self.pool, event_id.to_owned()))
     }
 
     fn task(&self, event_id: &str, target_id: &str) -> StoreFuture<'_, Option<TaskRecord>> {
-        let (event_id, target_id) = (event_id.to_owned(), target_id.to_owned());
-        Box::pin(async move {
-            sqlx::query("SELECT * FROM tasks WHERE event_id = $1 AND target_id = $2")
-                .bind(event_id)
-                .bind(target_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .as_ref()
-                .map(task_from_row)
-                .transpose()
-        })
+        Box::pin(reads::task(&self.pool, event_id.to_owned(), target_id.to_owned()))
     }
 
     fn approvals(&self, event_id: &str) -> StoreFuture<'_, Vec<ApprovalRecord>> {
-        let event_id = event_id.to_owned();
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT * FROM approvals WHERE event_id = $1 ORDER BY at, approver")
-                .bind(event_id)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(ApprovalRecord {
-                        event_id: row.try_get("event_id")?,
-                        target_id: row.try_get("target_id")?,
-                        approver: row.try_get("approver")?,
-                        decision: row.try_get("decision")?,
-                        comment: row.try_get("comment")?,
-                        at: row.try_get("at")?,
-                    })
-                })
-                .collect()
-        })
+        Box::pin(reads::approvals(&self.pool, event_id.to_owned()))
     }
 
     fn unfinished_tasks(&self) -> StoreFuture<'_, Vec<TaskRecord>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT * FROM tasks WHERE state NOT IN ('verified', 'failed', 'superseded') ORDER BY event_seq, target_id",
-            )
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter().map(task_from_row).collect()
-        })
+        Box::pin(reads::unfinished_tasks(&self.pool))
     }
 
     fn started_watermarks(&self) -> StoreFuture<'_, Vec<Watermark>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT DISTINCT ON (person_id, target_id) person_id, target_id, effective_at, event_seq FROM tasks \
-                 WHERE dispatched_at IS NOT NULL ORDER BY person_id, target_id, effective_at DESC, event_seq DESC",
-            )
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok((
-                        (row.try_get("person_id")?, row.try_get("target_id")?),
-                        (row.try_get("effective_at")?, row.try_get("event_seq")?),
-                    ))
-                })
-                .collect()
-        })
+        Box::pin(reads::started_watermarks(&self.pool))
     }
 
     fn person_context(&self, person_id: &str) -> StoreFuture<'_, PersonContext> {
-        let person_id = person_id.to_owned();
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT DISTINCT target_id FROM tasks WHERE person_id = $1 AND grants_access AND state <> 'superseded'",
-            )
-            .bind(&person_id)
-            .fetch_all(&self.pool)
-            .await?;
-            let provisioned = rows.iter().map(|r| r.try_get::<String, _>("target_id")).collect::<Result<_, _>>()?;
-            let identity = self.identity(&person_id).await?;
-            let latest_attributes = match identity {
-                Some(identity) => Some(identity.attributes),
-                None => {
-                    let row = sqlx::query(
-                        "SELECT attributes FROM events WHERE person_id = $1 ORDER BY effective_at DESC, seq DESC LIMIT 1",
-                    )
-                    .bind(&person_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                    row.map(|row| {
-                        let text: String = row.try_get("attributes")?;
-                        serde_json::from_str(&text).map_err(|e| corrupt("events.attributes", e))
-                    })
-                    .transpose()?
-                }
-            };
-            Ok(PersonContext { provisioned, latest_attributes })
-        })
+        Box::pin(reads::person_context(&self.pool, person_id.to_owned()))
     }
 
     fn identity(&self, person_id: &str) -> StoreFuture<'_, Option<IdentityRecord>> {
-        let person_id = person_id.to_owned();
-        Box::pin(async move {
-            let Some(row) = sqlx::query("SELECT * FROM identities WHERE person_id = $1")
-                .bind(person_id)
-                .fetch_optional(&self.pool)
-                .await?
-            else {
-                return Ok(None);
-            };
-            identity_from_row(&row).map(Some)
-        })
+        Box::pin(reads::identity(&self.pool, person_id.to_owned()))
     }
 
     fn audit_records(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
-        Box::pin(read_audit(&self.pool, after, limit))
+        Box::pin(reads::audit_records(&self.pool, after, limit))
     }
 
     fn event_audit(&self, event_id: &str) -> StoreFuture<'_, Vec<AuditRecord>> {
-        let event_id = event_id.to_owned();
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT * FROM audit WHERE event_id = $1 ORDER BY seq")
-                .bind(event_id)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter().map(audit_from_row).collect()
-        })
+        Box::pin(reads::event_audit(&self.pool, event_id.to_owned()))
     }
 
     fn identities_after(&self, after: String, limit: u32) -> StoreFuture<'_, Vec<(IdentityRecord, EventKindName)>> {
-        Box::pin(async move {
-            // COLLATE "C": byte order, the same order as SQLite's.
-            let rows = sqlx::query(
-                "SELECT i.*, e.kind AS event_kind FROM identities i JOIN events e ON e.event_id = i.event_id \
-                 WHERE i.person_id COLLATE \"C\" > $1 ORDER BY i.person_id COLLATE \"C\" LIMIT $2",
-            )
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter()
-                .map(|row| Ok((identity_from_row(row)?, event_kind(&row.try_get::<String, _>("event_kind")?)?)))
-                .collect()
-        })
+        Box::pin(reads::identities_after(&self.pool, after, limit))
     }
 
     fn overdue(&self, now: i64) -> StoreFuture<'_, Vec<OverdueRecord>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT event_id, person_id, target_id, state, deadline_at, finished_at, planned FROM tasks WHERE deadline_breached \
-                 OR (deadline_at < $1 AND state NOT IN ('verified', 'failed', 'superseded')) \
-                 ORDER BY deadline_at, event_id, target_id",
-            )
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(OverdueRecord {
-                        event_id: row.try_get("event_id")?,
-                        person_id: row.try_get("person_id")?,
-                        target_id: row.try_get("target_id")?,
-                        state: task_state(&row.try_get::<String, _>("state")?)?,
-                        deadline_at: row.try_get("deadline_at")?,
-                        finished_at: row.try_get("finished_at")?,
-                        workflows: decode::<jml_contract::v1::PlannedTarget>(
-                            "tasks.planned",
-                            Some(row.try_get("planned")?),
-                        )?
-                        .map(|planned| planned.workflows)
-                        .unwrap_or_default(),
-                    })
-                })
-                .collect()
-        })
+        Box::pin(reads::overdue(&self.pool, now))
     }
 }
 
