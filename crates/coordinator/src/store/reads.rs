@@ -247,3 +247,59 @@ pub(crate) async fn overdue<P: ReadPool>(pool: &P, now: i64) -> Result<Vec<Overd
         })
         .collect()
 }
+
+/// The read methods of [`super::Store`] for a store whose `pool` field is a
+/// [`ReadPool`]: expanded inside each backend's `impl Store`, so the two
+/// implementations share every read.
+macro_rules! store_reads {
+    () => {
+        fn event(&self, event_id: &str) -> StoreFuture<'_, Option<EventRecord>> {
+            Box::pin($crate::store::reads::event(&self.pool, event_id.to_owned()))
+        }
+
+        fn tasks(&self, event_id: &str) -> StoreFuture<'_, Vec<TaskRecord>> {
+            Box::pin($crate::store::reads::tasks(&self.pool, event_id.to_owned()))
+        }
+
+        fn task(&self, event_id: &str, target_id: &str) -> StoreFuture<'_, Option<TaskRecord>> {
+            Box::pin($crate::store::reads::task(&self.pool, event_id.to_owned(), target_id.to_owned()))
+        }
+
+        fn approvals(&self, event_id: &str) -> StoreFuture<'_, Vec<ApprovalRecord>> {
+            Box::pin($crate::store::reads::approvals(&self.pool, event_id.to_owned()))
+        }
+
+        fn unfinished_tasks(&self) -> StoreFuture<'_, Vec<TaskRecord>> {
+            Box::pin($crate::store::reads::unfinished_tasks(&self.pool))
+        }
+
+        fn started_watermarks(&self) -> StoreFuture<'_, Vec<Watermark>> {
+            Box::pin($crate::store::reads::started_watermarks(&self.pool))
+        }
+
+        fn person_context(&self, person_id: &str) -> StoreFuture<'_, PersonContext> {
+            Box::pin($crate::store::reads::person_context(&self.pool, person_id.to_owned()))
+        }
+
+        fn identity(&self, person_id: &str) -> StoreFuture<'_, Option<IdentityRecord>> {
+            Box::pin($crate::store::reads::identity(&self.pool, person_id.to_owned()))
+        }
+
+        fn audit_records(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
+            Box::pin($crate::store::reads::audit_records(&self.pool, after, limit))
+        }
+
+        fn event_audit(&self, event_id: &str) -> StoreFuture<'_, Vec<AuditRecord>> {
+            Box::pin($crate::store::reads::event_audit(&self.pool, event_id.to_owned()))
+        }
+
+        fn identities_after(&self, after: String, limit: u32) -> StoreFuture<'_, Vec<(IdentityRecord, EventKindName)>> {
+            Box::pin($crate::store::reads::identities_after(&self.pool, after, limit))
+        }
+
+        fn overdue(&self, now: i64) -> StoreFuture<'_, Vec<OverdueRecord>> {
+            Box::pin($crate::store::reads::overdue(&self.pool, now))
+        }
+    };
+}
+pub(crate) use store_reads;

@@ -586,51 +586,5 @@ impl Store for SqliteStore {
         })
     }
 
-    fn event(&self, event_id: &str) -> StoreFuture<'_, Option<EventRecord>> {
-        Box::pin(reads::event(&self.pool, event_id.to_owned()))
-    }
-
-    fn tasks(&self, event_id: &str) -> StoreFuture<'_, Vec<TaskRecord>> {
-        Box::pin(reads::tasks(&self.pool, event_id.to_owned()))
-    }
-
-    fn task(&self, event_id: &str, target_id: &str) -> StoreFuture<'_, Option<TaskRecord>> {
-        Box::pin(reads::task(&self.pool, event_id.to_owned(), target_id.to_owned()))
-    }
-
-    fn approvals(&self, event_id: &str) -> StoreFuture<'_, Vec<ApprovalRecord>> {
-        Box::pin(reads::approvals(&self.pool, event_id.to_owned()))
-    }
-
-    fn unfinished_tasks(&self) -> StoreFuture<'_, Vec<TaskRecord>> {
-        Box::pin(reads::unfinished_tasks(&self.pool))
-    }
-
-    fn started_watermarks(&self) -> StoreFuture<'_, Vec<Watermark>> {
-        Box::pin(reads::started_watermarks(&self.pool))
-    }
-
-    fn person_context(&self, person_id: &str) -> StoreFuture<'_, PersonContext> {
-        Box::pin(reads::person_context(&self.pool, person_id.to_owned()))
-    }
-
-    fn identity(&self, person_id: &str) -> StoreFuture<'_, Option<IdentityRecord>> {
-        Box::pin(reads::identity(&self.pool, person_id.to_owned()))
-    }
-
-    fn audit_records(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
-        Box::pin(reads::audit_records(&self.pool, after, limit))
-    }
-
-    fn event_audit(&self, event_id: &str) -> StoreFuture<'_, Vec<AuditRecord>> {
-        Box::pin(reads::event_audit(&self.pool, event_id.to_owned()))
-    }
-
-    fn identities_after(&self, after: String, limit: u32) -> StoreFuture<'_, Vec<(IdentityRecord, EventKindName)>> {
-        Box::pin(reads::identities_after(&self.pool, after, limit))
-    }
-
-    fn overdue(&self, now: i64) -> StoreFuture<'_, Vec<OverdueRecord>> {
-        Box::pin(reads::overdue(&self.pool, now))
-    }
+    reads::store_reads!();
 }
