@@ -10,7 +10,6 @@ use connector_kit::client::{ClientOptions, ConnectorClient};
 use connector_kit::server::{ConnectorServer, RunningServer};
 use connector_kit::tls::{ClientTlsFiles, ServerTlsFiles};
 use connector_memory::{MemoryConfig, MemoryConnector, MemoryTarget};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 struct Pki {
     dir: tempfile::TempDir,
@@ -22,27 +21,9 @@ impl Pki {
     }
 }
 
-fn write(dir: &Path, name: &str, contents: &str) {
-    std::fs::write(dir.join(name), contents).expect("write pem");
-}
-
-/// Writes `<ca>.pem` and, for each (leaf, dns name), `<leaf>.pem` + `<leaf>.key` signed by it.
+/// `<ca>.pem`, and for each (leaf, CN and DNS name) `<leaf>.pem` + `<leaf>.key`.
 fn make_ca(dir: &Path, ca: &str, leaves: &[(&str, &str)]) {
-    let ca_key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, format!("{ca} test CA"));
-    let ca_cert = params.self_signed(&ca_key).expect("self-signed CA");
-    write(dir, &format!("{ca}.pem"), &ca_cert.pem());
-    let issuer = Issuer::new(params, ca_key);
-    for (leaf, name) in leaves {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec![(*name).to_string()]).expect("params");
-        params.distinguished_name.push(DnType::CommonName, *name);
-        let cert = params.signed_by(&key, &issuer).expect("signed");
-        write(dir, &format!("{leaf}.pem"), &cert.pem());
-        write(dir, &format!("{leaf}.key"), &key.serialize_pem());
-    }
+    mesh_harness::test_pki::write_ca(dir, ca, leaves).expect("test certificates");
 }
 
 fn pki() -> Pki {

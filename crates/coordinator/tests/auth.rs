@@ -16,7 +16,6 @@ use coordinator::auth::{
 };
 use coordinator::store::{AuditRecord, Store};
 use jml_contract::v1::lifecycle_client::LifecycleClient;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use sha2::{Digest, Sha256};
 use support::{Access, Mesh, event, person, task};
 use tonic::transport::Channel;
@@ -276,27 +275,9 @@ async fn separation_of_duties_holds_on_the_server() {
     assert_eq!(refusals(&records).iter().map(|r| r.principal.as_str()).collect::<Vec<_>>(), ["hr-integration"]);
 }
 
-fn write(dir: &Path, name: &str, contents: &str) {
-    std::fs::write(dir.join(name), contents).expect("write pem");
-}
-
 /// `<ca>.pem`, and for each (leaf, CN and DNS name) `<leaf>.pem` + `<leaf>.key`.
 fn make_ca(dir: &Path, ca: &str, leaves: &[(&str, &str)]) {
-    let ca_key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, format!("{ca} test CA"));
-    let ca_cert = params.self_signed(&ca_key).expect("self-signed CA");
-    write(dir, &format!("{ca}.pem"), &ca_cert.pem());
-    let issuer = Issuer::new(params, ca_key);
-    for (leaf, name) in leaves {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec![(*name).to_string()]).expect("params");
-        params.distinguished_name.push(DnType::CommonName, *name);
-        let cert = params.signed_by(&key, &issuer).expect("signed");
-        write(dir, &format!("{leaf}.pem"), &cert.pem());
-        write(dir, &format!("{leaf}.key"), &key.serialize_pem());
-    }
+    mesh_harness::test_pki::write_ca(dir, ca, leaves).expect("test certificates");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 //!   `deploy/local/<target>.sh start`; a missing one fails the test with
 //!   the command that provides it.
 //! - [`assert_eventually!`]: polls a condition until it holds or a bound passes.
+//! - [`test_pki`]: throwaway certificate authorities for mutual TLS tests.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+pub mod test_pki;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
