@@ -239,15 +239,15 @@ impl LaneLeases {
     }
 
     /// The (event, target, state) of every unfinished task in the lanes
-    /// this replica holds: how it learns of tasks another replica accepted
+    /// this replica holds with a live lease at `now`: how it learns of tasks another replica accepted
     /// into its lanes, and of approvals decided on another replica.
-    pub async fn held_task_states(&self) -> Result<Vec<(String, String, TaskState)>, StoreError> {
+    pub async fn held_task_states(&self, now: i64) -> Result<Vec<(String, String, TaskState)>, StoreError> {
         let query = format!(
             "SELECT t.event_id, t.target_id, t.state FROM tasks t
              JOIN lanes l ON l.person_id = t.person_id AND l.target_id = t.target_id
-             WHERE l.claimed_by = $1 AND t.state IN {UNFINISHED}"
+             WHERE l.claimed_by = $1 AND l.lease_expires_at >= $2 AND t.state IN {UNFINISHED}"
         );
-        let rows = sqlx::query(&query).bind(&self.replica).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&query).bind(&self.replica).bind(now).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
                 let state: String = row.try_get("state")?;

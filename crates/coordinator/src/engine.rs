@@ -783,6 +783,11 @@ impl Scheduler {
     }
 
     fn poll_view(&mut self, renew: bool) -> PollView {
+        if renew && let Some(held) = self.held.as_mut() {
+            // A lane left without work is no longer renewed, so it is no
+            // longer held: its next task is claimed again first.
+            held.retain(|lane_key, _| self.lanes.contains_key(lane_key));
+        }
         PollView {
             pending_claims: self.pending_claims.iter().cloned().collect(),
             backlog: self.slots.len(),
@@ -894,7 +899,13 @@ impl Scheduler {
             SchedulerMessage::Loaded(tasks) => {
                 for task in tasks {
                     let task_key = key(&task);
-                    if self.finished_recently.contains_key(&task_key) || !self.holds(&lane(&task)) {
+                    if self.finished_recently.contains_key(&task_key) {
+                        continue;
+                    }
+                    if !self.holds(&lane(&task)) {
+                        // Still this replica's in the store, no longer here:
+                        // claimed again, then loaded with its lane.
+                        self.pending_claims.insert(lane(&task));
                         continue;
                     }
                     match self.slots.get_mut(&task_key) {
@@ -1258,7 +1269,7 @@ async fn run_leases(inner: Arc<Inner>, leases: LaneLeases) {
         }
         if now - last_poll >= HELD_POLL_MS {
             last_poll = now;
-            let stored = match leases.held_task_states().await {
+            let stored = match leases.held_task_states(now).await {
                 Ok(stored) => stored,
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the held lanes' tasks");
