@@ -327,6 +327,9 @@ struct Kill {
     lanes: BTreeSet<(String, String)>,
     /// Every task not yet finished.
     unfinished: Vec<Unfinished>,
+    /// The last audit record by then (the dead replica can have committed
+    /// nothing after it).
+    audit_seq: i64,
 }
 
 /// A task unfinished at the kill.
@@ -355,9 +358,9 @@ async fn tasks(pool: &PgPool) -> Vec<TaskRow> {
         .collect()
 }
 
-/// The audit records of the task actions: (event, action, principal, payload).
-async fn task_audit(pool: &PgPool) -> Vec<(String, String, String, serde_json::Value)> {
-    sqlx::query("SELECT event_id, action, principal, payload FROM audit WHERE action LIKE 'task.%' ORDER BY seq")
+/// The audit records of the task actions: (seq, event, action, payload).
+async fn task_audit(pool: &PgPool) -> Vec<(i64, String, String, serde_json::Value)> {
+    sqlx::query("SELECT seq, event_id, action, payload FROM audit WHERE action LIKE 'task.%' ORDER BY seq")
         .fetch_all(pool)
         .await
         .expect("audit")
@@ -429,7 +432,12 @@ async fn three_replicas_one_killed_verify_every_event_once_in_order() {
                 Unfinished { event_id, target_id, person_id, held_by_killed }
             })
             .collect();
-            Kill { created: created(&journal_dir), lanes, unfinished }
+            let audit_seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM audit")
+                .fetch_one(&pool)
+                .await
+                .expect("audit head")
+                .get(0);
+            Kill { created: created(&journal_dir), lanes, unfinished, audit_seq }
         })
     };
     submit_all(&survivors, phase(0)).await;
@@ -477,7 +485,7 @@ async fn three_replicas_one_killed_verify_every_event_once_in_order() {
     let mut verified: HashMap<(String, String), usize> = HashMap::new();
     let mut superseded: HashMap<(String, String), usize> = HashMap::new();
     let mut command_events: HashMap<String, String> = HashMap::new();
-    for (event_id, action, _, payload) in &audit {
+    for (_, event_id, action, payload) in &audit {
         let target = payload["target_id"].as_str().unwrap_or_default().to_owned();
         match action.as_str() {
             "task.verified" => *verified.entry((event_id.clone(), target)).or_default() += 1,
@@ -587,6 +595,33 @@ async fn three_replicas_one_killed_verify_every_event_once_in_order() {
         })
         .collect();
     assert!(never_taken.is_empty(), "lanes of the dead replica's unfinished work never taken over: {never_taken:?}");
+    // The dispatch records name the replica that ran each attempt: after the
+    // kill only survivors dispatch, and they re-ran the dead replica's work.
+    let dispatched_after: Vec<(&str, &str, &str)> = audit
+        .iter()
+        .filter(|(seq, _, action, _)| *seq > kill.audit_seq && action == "task.dispatched")
+        .map(|(_, event_id, _, payload)| {
+            (
+                event_id.as_str(),
+                payload["target_id"].as_str().unwrap_or_default(),
+                payload["replica"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let by_dead: Vec<_> = dispatched_after.iter().filter(|(_, _, replica)| *replica == killed_id).collect();
+    assert!(by_dead.is_empty(), "dispatches by the dead replica after its kill: {by_dead:?}");
+    let anonymous: Vec<_> = dispatched_after.iter().filter(|(_, _, replica)| replica.is_empty()).collect();
+    assert!(anonymous.is_empty(), "dispatch records without a replica: {anonymous:?}");
+    let resumed: Vec<_> = killed_work
+        .iter()
+        .filter(|t| dispatched_after.iter().any(|(event, target, _)| *event == t.event_id && *target == t.target_id))
+        .collect();
+    eprintln!(
+        "{} of the dead replica's {} unfinished tasks were dispatched again by a survivor",
+        resumed.len(),
+        killed_work.len()
+    );
+    assert!(!resumed.is_empty(), "no survivor ran the dead replica's unfinished work");
 
     drop(replicas);
     pool.close().await;
