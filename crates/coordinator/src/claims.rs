@@ -24,8 +24,9 @@
 //!   idempotent);
 //! - **fencing**: every task write of a holder carries its replica name
 //!   ([`crate::store::Store::save_held_task`]) and is committed only while
-//!   its lease is live (`FOR SHARE` on the lane row in the write's
-//!   transaction), so a replica that stalled past its lease cannot
+//!   its lease is live (`FOR SHARE` on the lane rows in the write's
+//!   transaction, taken in (person, target) order like renewals, so the two
+//!   never deadlock), so a replica that stalled past its lease cannot
 //!   overwrite the new holder's progress;
 //! - **schedules once**: a periodic job (a reconciliation schedule) runs
 //!   in a period only on the replica that first records the period's start
@@ -175,12 +176,20 @@ impl LaneLeases {
             return Ok(Vec::new());
         }
         let (people, targets) = split(lanes);
+        // Rows locked in (person, target) order, as the store's fenced
+        // writes lock them, so a renewal and a write never deadlock.
         let rows = sqlx::query(
-            "UPDATE lanes SET lease_expires_at = $3
-             FROM unnest($4::text[], $5::text[]) AS w(person_id, target_id)
-             WHERE lanes.person_id = w.person_id AND lanes.target_id = w.target_id
-               AND lanes.claimed_by = $1 AND lanes.lease_expires_at >= $2
-             RETURNING lanes.person_id, lanes.target_id",
+            "WITH mine AS (
+                SELECT l.person_id, l.target_id FROM lanes l
+                JOIN unnest($4::text[], $5::text[]) AS w(person_id, target_id)
+                  ON w.person_id = l.person_id AND w.target_id = l.target_id
+                WHERE l.claimed_by = $1 AND l.lease_expires_at >= $2
+                ORDER BY l.person_id, l.target_id
+                FOR UPDATE OF l
+            )
+            UPDATE lanes SET lease_expires_at = $3 FROM mine
+            WHERE lanes.person_id = mine.person_id AND lanes.target_id = mine.target_id
+            RETURNING lanes.person_id, lanes.target_id",
         )
         .bind(&self.replica)
         .bind(now)

@@ -27,7 +27,7 @@
 //! order so two batches cannot deadlock), so the second transaction reads
 //! after the first commits and sees both tasks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -226,6 +226,8 @@ struct Batch {
     tasks: Vec<TaskRecord>,
     task_index: HashMap<(String, String), usize>,
     completions: Vec<(String, usize, i64)>,
+    /// (holder, person, target) of the fenced lanes whose lease is live.
+    held_lanes: HashSet<(String, String, String)>,
 }
 
 impl Batch {
@@ -243,8 +245,15 @@ impl Batch {
 
 /// Runs writes in one transaction; on failure nothing is written.
 async fn run_batch(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<Vec<WriteResult>, StoreError> {
-    let mut batch = Batch { audit: Vec::new(), tasks: Vec::new(), task_index: HashMap::new(), completions: Vec::new() };
+    let mut batch = Batch {
+        audit: Vec::new(),
+        tasks: Vec::new(),
+        task_index: HashMap::new(),
+        completions: Vec::new(),
+        held_lanes: HashSet::new(),
+    };
     let mut tx = conn.begin().await?;
+    lock_fenced_lanes(&mut tx, &mut batch, ops).await?;
     let mut results = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
         results.push(apply_op(&mut tx, &mut batch, op, index).await?);
@@ -254,6 +263,43 @@ async fn run_batch(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<Vec<Writ
     append_audit(&mut tx, &batch.audit).await?;
     tx.commit().await?;
     Ok(results)
+}
+
+/// Fencing: locks (`FOR SHARE`) the lane row of every task a holder writes
+/// in this batch, all at once and in (person, target) order, and notes the
+/// ones whose lease the writing replica still holds. A takeover (which
+/// updates the row) waits for this commit; lease renewals lock lane rows in
+/// the same order, so the two never deadlock.
+async fn lock_fenced_lanes(conn: &mut PgConnection, batch: &mut Batch, ops: &[&WriteOp]) -> Result<(), StoreError> {
+    let fenced: BTreeSet<(&str, &str)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::SaveTask { task, holder: Some(_), .. } => Some((task.person_id.as_str(), task.target_id.as_str())),
+            _ => None,
+        })
+        .collect();
+    if fenced.is_empty() {
+        return Ok(());
+    }
+    let (people, targets): (Vec<&str>, Vec<&str>) = fenced.into_iter().unzip();
+    let rows = sqlx::query(
+        "SELECT l.person_id, l.target_id, l.claimed_by FROM lanes l \
+         JOIN unnest($1::text[], $2::text[]) AS w(person_id, target_id) \
+           ON w.person_id = l.person_id AND w.target_id = l.target_id \
+         WHERE l.lease_expires_at > $3 ORDER BY l.person_id, l.target_id FOR SHARE OF l",
+    )
+    .bind(&people)
+    .bind(&targets)
+    .bind(crate::event::now_ms())
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let holder: Option<String> = row.try_get("claimed_by")?;
+        if let Some(holder) = holder {
+            batch.held_lanes.insert((holder, row.try_get("person_id")?, row.try_get("target_id")?));
+        }
+    }
+    Ok(())
 }
 
 /// Writes the staged task rows, many per statement.
@@ -508,18 +554,9 @@ async fn apply_op(
         WriteOp::SaveTask { task, audit, holder } => {
             if let Some(holder) = holder {
                 // Fencing: written only while the holder's lease on the lane
-                // is live. FOR SHARE makes a takeover wait for this commit.
-                let held = sqlx::query(
-                    "SELECT 1 AS held FROM lanes WHERE person_id = $1 AND target_id = $2 AND claimed_by = $3 \
-                     AND lease_expires_at > $4 FOR SHARE",
-                )
-                .bind(&task.person_id)
-                .bind(&task.target_id)
-                .bind(holder)
-                .bind(crate::event::now_ms())
-                .fetch_optional(&mut *conn)
-                .await?;
-                if held.is_none() {
+                // is live (the lane rows were locked by lock_fenced_lanes).
+                let lane = (holder.clone(), task.person_id.clone(), task.target_id.clone());
+                if !batch.held_lanes.contains(&lane) {
                     return Err(StoreError::LeaseLost(format!(
                         "this replica no longer holds the lease on the lane of task ({}, {})",
                         connector_kit::validate::printable(&task.event_id),
