@@ -407,8 +407,9 @@ async fn three_replicas_one_killed_verify_every_event_once_in_order() {
             tokio::time::timeout(PATIENCE, third).await.expect("a third of the accounts are created");
             killed.kill();
             survivors.set(remaining);
-            // What the dead replica held: its lanes (leases not yet expired)
-            // and their unfinished tasks; and every unfinished task.
+            // What the dead replica held: the lanes still naming it as holder
+            // and their unfinished tasks; and every unfinished task. It can
+            // change nothing any more, so this is its final state.
             let lanes: BTreeSet<(String, String)> =
                 sqlx::query("SELECT person_id, target_id FROM lanes WHERE claimed_by = $1")
                     .bind(&killed.id)
