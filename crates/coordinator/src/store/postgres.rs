@@ -253,6 +253,7 @@ async fn run_batch(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<Vec<Writ
         held_lanes: HashSet::new(),
     };
     let mut tx = conn.begin().await?;
+    create_lanes(&mut tx, ops).await?;
     lock_fenced_lanes(&mut tx, &mut batch, ops).await?;
     let mut results = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
@@ -263,6 +264,34 @@ async fn run_batch(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<Vec<Writ
     append_audit(&mut tx, &batch.audit).await?;
     tx.commit().await?;
     Ok(results)
+}
+
+/// Gives every lane of the batch's new events its lease row (free; the
+/// replicas claim it, crate::claims), first thing in the transaction: the
+/// insert may wait for a lease renewal of the same row, which must not be
+/// waiting for a lane this transaction has already locked.
+async fn create_lanes(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<(), StoreError> {
+    let lanes: BTreeSet<(&str, &str)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::InsertEvent { tasks, .. } => Some(tasks),
+            _ => None,
+        })
+        .flatten()
+        .map(|task| (task.person_id.as_str(), task.target_id.as_str()))
+        .collect();
+    if lanes.is_empty() {
+        return Ok(());
+    }
+    let (people, targets): (Vec<&str>, Vec<&str>) = lanes.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO lanes (person_id, target_id) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&people)
+    .bind(&targets)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Fencing: locks (`FOR SHARE`) the lane row of every task a holder writes
@@ -529,20 +558,6 @@ async fn apply_op(
                 return Ok(WriteResult::Inserted(InsertOutcome::Duplicate(Box::new(event_from_row(&row)?))));
             };
             let seq: i64 = inserted.try_get("seq")?;
-            // Every lane gets its lease row with its first task, free: the
-            // replicas claim it (crate::claims).
-            let (people, targets): (Vec<&str>, Vec<&str>) =
-                tasks.iter().map(|t| (t.person_id.as_str(), t.target_id.as_str())).unzip();
-            if !people.is_empty() {
-                sqlx::query(
-                    "INSERT INTO lanes (person_id, target_id) SELECT * FROM unnest($1::text[], $2::text[]) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&people)
-                .bind(&targets)
-                .execute(&mut *conn)
-                .await?;
-            }
             for task in tasks {
                 let mut task = task.clone();
                 task.event_seq = seq;
