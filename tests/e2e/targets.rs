@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, bail};
 use aws_sdk_iam::Client as IamClient;
-use ldap3::{LdapConnAsync, Mod, Scope, SearchEntry};
+use ldap3::{LdapConnAsync, Scope, SearchEntry};
 use mesh_harness::target_env;
 use serde_json::Value;
 
@@ -142,14 +142,6 @@ impl Ldap {
         }
         let _ = ldap.unbind().await;
         Ok(seen.into_iter().filter(|(_, n)| *n > 1).map(|(m, _)| m).collect())
-    }
-
-    /// Replaces `displayName` on an entry directly (an ad hoc edit), on an
-    /// open connection.
-    pub async fn set_display_name(ldap: &mut ldap3::Ldap, dn: &str, value: &str) -> anyhow::Result<()> {
-        let values = BTreeSet::from([value]);
-        ldap.modify(dn, vec![Mod::Replace("displayName", values.into_iter().collect())]).await?.success()?;
-        Ok(())
     }
 }
 
