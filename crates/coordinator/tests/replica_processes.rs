@@ -377,10 +377,11 @@ async fn three_replicas_one_killed_verify_every_event_once_in_order() {
     let (database_name, pool, db_url, admin_options) = database().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let targets = targets(Some(dir.path())).await;
+    // A few milliseconds per Apply, and one slow target, so every replica
+    // has work in flight while the backlog lasts.
     for target in &targets {
-        target
-            .store
-            .set_faults(connector_memory::Faults { apply_latency: Duration::from_millis(3), ..Default::default() });
+        let latency = Duration::from_millis(if target.id == "aws" { 40 } else { 3 });
+        target.store.set_faults(connector_memory::Faults { apply_latency: latency, ..Default::default() });
     }
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, policy_yaml(&targets, 8)).expect("policy");
@@ -399,8 +400,25 @@ async fn three_replicas_one_killed_verify_every_event_once_in_order() {
         let (journal_dir, survivors, pool) = (dir.path().to_owned(), survivors.clone(), pool.clone());
         let remaining: Vec<LifecycleClient<Channel>> = replicas.iter().map(|r| r.client.clone()).collect();
         tokio::spawn(async move {
+            // A third of the accounts created, and the victim holds a lane
+            // with unfinished work.
             let third = async {
-                while created(&journal_dir) < JOINERS {
+                loop {
+                    if created(&journal_dir) >= JOINERS {
+                        let busy: i64 = sqlx::query(
+                            "SELECT count(*) FROM lanes l JOIN tasks t \
+                               ON t.person_id = l.person_id AND t.target_id = l.target_id \
+                             WHERE l.claimed_by = $1 AND t.state IN ('dispatched', 'acknowledged')",
+                        )
+                        .bind(&killed.id)
+                        .fetch_one(&pool)
+                        .await
+                        .expect("the lanes table (lane leases)")
+                        .get(0);
+                        if busy > 0 {
+                            return;
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             };
