@@ -34,7 +34,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,23 +61,14 @@ const PATIENCE: Duration = Duration::from_secs(180);
 /// A fresh database on the test cluster: its name, a pool on it and the
 /// URL the coordinator processes are given.
 async fn database() -> (String, PgPool, String, PgConnectOptions) {
-    let url = std::env::var("JML_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "JML_TEST_POSTGRES_URL is not set: run `deploy/local/postgresql.sh start RUN_DIR` and \
-             `source RUN_DIR/postgresql.env` (or run .ci/run)"
-        )
-    });
-    let options = PgConnectOptions::from_str(&url).expect("JML_TEST_POSTGRES_URL is a postgres:// URL");
-    let admin = PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await.expect("connect");
-    let name = format!("jml_replicas_{}", uuid::Uuid::new_v4().simple());
-    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create a test database");
-    admin.close().await;
+    let url = std::env::var("JML_TEST_POSTGRES_URL").unwrap_or_default();
+    let (name, cluster) = support::fresh_postgres_database().await;
     let pool = PgPoolOptions::new()
         .max_connections(4)
-        .connect_with(options.clone().database(&name))
+        .connect_with(cluster.clone().database(&name))
         .await
         .expect("connect to the test database");
-    (name.clone(), pool, with_database(&url, &name), options)
+    (name.clone(), pool, with_database(&url, &name), cluster)
 }
 
 /// `url` naming `database` instead of its own.

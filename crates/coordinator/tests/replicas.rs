@@ -12,7 +12,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,6 @@ use coordinator::store::{
 use coordinator::{Engine, EngineConfig, Policy, PostgresStore};
 use jml_contract::v1 as pb;
 use jml_contract::v1::lifecycle_client::LifecycleClient;
-use sqlx::Executor;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -44,18 +42,8 @@ async fn database() -> (Arc<PostgresStore>, PgPool) {
 
 /// As [`database`], also giving the connection options of the database.
 async fn database_with_options() -> (Arc<PostgresStore>, PgPool, PgConnectOptions) {
-    let url = std::env::var("JML_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "JML_TEST_POSTGRES_URL is not set: run `deploy/local/postgresql.sh start RUN_DIR` and \
-             `source RUN_DIR/postgresql.env` (or run .ci/run)"
-        )
-    });
-    let options = PgConnectOptions::from_str(&url).expect("JML_TEST_POSTGRES_URL is a postgres:// URL");
-    let admin = PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await.expect("connect");
-    let name = format!("jml_replicas_{}", uuid::Uuid::new_v4().simple());
-    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create a test database");
-    admin.close().await;
-    let options = options.database(&name);
+    let (name, cluster) = support::fresh_postgres_database().await;
+    let options = cluster.database(&name);
     let store = PostgresStore::open_with(options.clone()).await.expect("open the PostgreSQL store");
     let pool = PgPoolOptions::new().max_connections(6).connect_with(options.clone()).await.expect("connect");
     (Arc::new(store), pool, options)

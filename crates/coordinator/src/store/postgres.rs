@@ -166,6 +166,19 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// A task's row through the writer, fenced by `holder`'s lane lease when given.
+    async fn write_task(
+        &self,
+        task: TaskRecord,
+        audit: Vec<AuditEntry>,
+        holder: Option<String>,
+    ) -> Result<Option<EventState>, StoreError> {
+        match self.write(WriteOp::SaveTask { task: Box::new(task), audit, holder }).await? {
+            WriteResult::Saved(state) => Ok(state),
+            _ => Err(corrupt("writer", "mismatched reply")),
+        }
+    }
+
     async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer.send(WriteRequest { op, reply }).await.map_err(|_| StoreError::WriterGone)?;
@@ -712,12 +725,7 @@ impl Store for PostgresStore {
     }
 
     fn save_task(&self, task: TaskRecord, audit: Vec<AuditEntry>) -> StoreFuture<'_, Option<EventState>> {
-        Box::pin(async move {
-            match self.write(WriteOp::SaveTask { task: Box::new(task), audit, holder: None }).await? {
-                WriteResult::Saved(state) => Ok(state),
-                _ => Err(corrupt("writer", "mismatched reply")),
-            }
-        })
+        Box::pin(self.write_task(task, audit, None))
     }
 
     fn save_held_task(
@@ -726,13 +734,7 @@ impl Store for PostgresStore {
         audit: Vec<AuditEntry>,
         holder: &str,
     ) -> StoreFuture<'_, Option<EventState>> {
-        let holder = Some(holder.to_owned());
-        Box::pin(async move {
-            match self.write(WriteOp::SaveTask { task: Box::new(task), audit, holder }).await? {
-                WriteResult::Saved(state) => Ok(state),
-                _ => Err(corrupt("writer", "mismatched reply")),
-            }
-        })
+        Box::pin(self.write_task(task, audit, Some(holder.to_owned())))
     }
 
     fn mark_breached(&self, event_id: String, target_id: String, audit: AuditEntry) -> StoreFuture<'_, ()> {

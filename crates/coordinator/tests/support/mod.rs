@@ -265,3 +265,28 @@ pub fn held(target: &MemoryTarget, account: &str) -> Vec<String> {
         .map(|a| a.entitlements.iter().map(|(kind, id)| format!("{kind}:{id}")).collect())
         .unwrap_or_default()
 }
+
+/// A fresh, empty database on the test PostgreSQL cluster
+/// (`JML_TEST_POSTGRES_URL`): its name and the cluster's own connection
+/// options (`.database(&name)` reaches the new one). Fails
+/// the test with the command to run when the cluster is not configured.
+pub async fn fresh_postgres_database() -> (String, sqlx::postgres::PgConnectOptions) {
+    use sqlx::Executor;
+    use std::str::FromStr;
+    let url = std::env::var("JML_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "JML_TEST_POSTGRES_URL is not set: run `deploy/local/postgresql.sh start RUN_DIR` and \
+             `source RUN_DIR/postgresql.env` (or run .ci/run)"
+        )
+    });
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url).expect("JML_TEST_POSTGRES_URL is a postgres:// URL");
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .expect("connect to the test cluster");
+    let name = format!("jml_replicas_{}", uuid::Uuid::new_v4().simple());
+    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create a test database");
+    admin.close().await;
+    (name, options)
+}
