@@ -14,6 +14,12 @@
 # `debian:bookworm-slim` with the slim image's PATH and `bash` as the command. The Dockerfiles
 # are therefore the ones a user with a registry builds unchanged.
 #
+# Where HTTPS goes through an intercepting proxy (as on the machines this project is built on),
+# pip and cargo inside image builds must trust the proxy's CA like the host does: the bundle
+# named by JML_DOCKER_BUILD_CA (default: $PIP_CERT, else $SSL_CERT_FILE, when set) is copied into
+# the image as /etc/ssl/jml-build-ca.pem and named there by PIP_CERT and CARGO_HTTP_CAINFO.
+# Without one, nothing is added.
+#
 # Needs root (debootstrap) and the Debian mirror ($JML_DEBIAN_MIRROR, default deb.debian.org).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,6 +31,7 @@ SUITE=bookworm
 MIRROR=${JML_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 cache_dir=${JML_CACHE_DIR:-$HOME/.cache/lifecycle-mesh}/docker
 tarball=$cache_dir/debian-$SUITE-slim.tar
+build_ca=${JML_DOCKER_BUILD_CA:-${PIP_CERT:-${SSL_CERT_FILE:-}}}
 
 refresh=false
 [[ ${1:-} == --refresh ]] && refresh=true
@@ -88,6 +95,9 @@ EOF
   : >"$root/etc/hostname"
   : >"$root/etc/resolv.conf"
   rm -f "$root/etc/machine-id" && : >"$root/etc/machine-id"
+  if [[ -n $build_ca && -s $build_ca ]]; then
+    install -D -m 0644 "$build_ca" "$root/etc/ssl/jml-build-ca.pem"
+  fi
   tar --numeric-owner --xattrs -C "$root" -cf "$tarball.partial" .
   mv "$tarball.partial" "$tarball"
   echo "root file system cached in $tarball ($(du -h "$tarball" | cut -f1))" >&2
@@ -97,8 +107,11 @@ if $refresh || [[ ! -s $tarball ]]; then
   make_rootfs
 fi
 
-docker import \
-  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+changes=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin')
+if tar -tf "$tarball" ./etc/ssl/jml-build-ca.pem >/dev/null 2>&1; then
+  changes+=(--change 'ENV PIP_CERT=/etc/ssl/jml-build-ca.pem' --change 'ENV CARGO_HTTP_CAINFO=/etc/ssl/jml-build-ca.pem')
+fi
+docker import "${changes[@]}" \
   --change 'CMD ["bash"]' \
   --message "debootstrap --variant=minbase $SUITE ($MIRROR), deploy/docker/base-image.sh" \
   "$tarball" "$IMAGE" >/dev/null

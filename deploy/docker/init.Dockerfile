@@ -7,4 +7,6 @@ RUN apt-get update \
 COPY deploy/certs/make-dev-certs.sh /usr/local/bin/make-dev-certs.sh
 COPY deploy/quickstart/seed.py /usr/local/bin/seed.py
 COPY deploy/docker/init.sh /usr/local/bin/init.sh
+# Not /: python's `import secrets` would find the /secrets volume first.
+WORKDIR /var/tmp
 ENTRYPOINT ["bash", "/usr/local/bin/init.sh"]

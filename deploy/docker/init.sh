@@ -2,9 +2,11 @@
 # The one-shot set-up jobs of docker-compose.yml, run in the image init.Dockerfile builds.
 #
 #   init.sh secrets   writes /secrets once: a throwaway CA and mutual-TLS certificates whose
-#                     DNS names are the compose service names (make-dev-certs.sh), the SCIM
-#                     bearer token and the LDAP admin password (random, mode 0640, group 10001
-#                     so the mesh's uid 10001 can read them). Idempotent.
+#                     DNS names are the compose service names (make-dev-certs.sh), client
+#                     certificates for the callers of deploy/docker/config/callers.yaml
+#                     (hr-integration, alice, jmlctl), the SCIM bearer token, the LDAP admin
+#                     and PostgreSQL passwords (random, mode 0640, group 10001 so the mesh's uid
+#                     10001 and the target servers, given group 10001, can read them). Idempotent.
 #   init.sh targets   initialises and unseals RustyVault through its API (the unseal key and
 #                     root token are kept in /secrets/vault/, never printed), enables userpass,
 #                     and seeds SCIM and IAM with the groups the policy grants (seed.py).
@@ -14,12 +16,15 @@ SECRETS=/secrets
 secrets() {
   mkdir -p "$SECRETS"
   if [[ ! -f $SECRETS/certs/ca.pem ]]; then
-    make-dev-certs.sh "$SECRETS/certs" coordinator connector-ldap connector-scim connector-iam connector-vault jmlctl
+    make-dev-certs.sh "$SECRETS/certs" coordinator coordinator-1 coordinator-2 coordinator-3 \
+      connector-ldap connector-scim connector-iam connector-vault jmlctl hr-integration alice
   fi
   umask 027
   [[ -f $SECRETS/scim-token ]] || python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$SECRETS/scim-token"
   [[ -f $SECRETS/ldap-admin-password ]] || python3 -c 'import secrets; print(secrets.token_hex(16), end="")' \
     >"$SECRETS/ldap-admin-password"
+  [[ -f $SECRETS/postgres-password ]] || python3 -c 'import secrets; print(secrets.token_hex(16), end="")' \
+    >"$SECRETS/postgres-password"
   chgrp -R 10001 "$SECRETS" && chmod -R g+rX "$SECRETS"
   echo "secrets ready in $SECRETS"
 }

@@ -9,6 +9,9 @@
 #   moto.sh start RUN_DIR      starts moto_server on a free loopback port (log and pid under
 #                              RUN_DIR/moto/), waits until it answers, and writes RUN_DIR/moto.env
 #   moto.sh stop RUN_DIR       stops it (idempotent)
+#   moto.sh serve              the container entry point (deploy/docker/moto.Dockerfile): the same
+#                              server in the foreground on $JML_MOTO_HOST:$JML_MOTO_PORT
+#                              (default 0.0.0.0:5000)
 #
 # moto keeps its state in memory: a restart starts from an empty AWS account (123456789012).
 # RUN_DIR/moto.env exports:
@@ -92,6 +95,12 @@ export AWS_EC2_METADATA_DISABLED=true
 EOF
 }
 
+cmd_serve() {
+  local python
+  python=$(moto_python) || { echo "moto.sh: moto[server] is not installed: run moto.sh install" >&2; return 1; }
+  exec "$python" -m moto.server -H "${JML_MOTO_HOST:-0.0.0.0}" -p "${JML_MOTO_PORT:-5000}"
+}
+
 cmd_stop() {
   local run_dir=${1:?usage: moto.sh stop RUN_DIR}
   stop_pidfile "$run_dir/moto/moto.pid"
@@ -102,5 +111,6 @@ case ${1:-} in
   install) cmd_install ;;
   start) cmd_start "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
-  *) echo "usage: $0 install | start RUN_DIR | stop RUN_DIR" >&2; exit 2 ;;
+  serve) cmd_serve ;;
+  *) echo "usage: $0 install | start RUN_DIR | stop RUN_DIR | serve" >&2; exit 2 ;;
 esac

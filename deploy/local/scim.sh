@@ -8,6 +8,10 @@
 #                                           JML_TEST_SCIM_URL         base URL (ends in /v2)
 #                                           JML_TEST_SCIM_TOKEN_FILE  file holding the bearer token
 #   deploy/local/scim.sh stop RUN_DIR     stop it
+#   deploy/local/scim.sh serve DIR        the container entry point (deploy/docker/scim.Dockerfile):
+#                                         the same server in the foreground on
+#                                         $JML_SCIM_HOST:$JML_SCIM_PORT (default 0.0.0.0:8080), behind
+#                                         the token in $JML_SCIM_TOKEN_FILE (default /secrets/scim-token)
 #
 # scim2-server lives in its own venv (JML_SCIM_VENV, default
 # ~/.local/share/lifecycle-mesh/scim2-server-venv): the `cursor` extra needs a newer
@@ -90,6 +94,21 @@ export JML_TEST_SCIM_TOKEN_FILE=$data/token
 ENV
 }
 
+serve() {
+  local data=${1:?usage: scim.sh serve DIR}
+  mkdir -p "$data"
+  service_provider_config >"$data/service-provider-config.json"
+  SCIM2_SERVER_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+  export SCIM2_SERVER_SECRET
+  exec "$VENV/bin/python" -c '
+import sys
+from scim2_server.testserver.cli import main
+token = open(sys.argv[1]).read().strip()
+sys.argv = ["scim2-server", "--bearer-token", token] + sys.argv[2:]
+main()' "${JML_SCIM_TOKEN_FILE:-/secrets/scim-token}" --hostname "${JML_SCIM_HOST:-0.0.0.0}" \
+    --port "${JML_SCIM_PORT:-8080}" --service-provider-config "$data/service-provider-config.json"
+}
+
 stop() {
   local run_dir=${1:?usage: scim.sh stop RUN_DIR}
   stop_pidfile "$run_dir/scim/pid"
@@ -100,5 +119,6 @@ case ${1:-} in
   install) install ;;
   start) start "${2:-}" ;;
   stop) stop "${2:-}" ;;
-  *) echo "usage: $0 install | start RUN_DIR | stop RUN_DIR" >&2; exit 2 ;;
+  serve) serve "${2:-}" ;;
+  *) echo "usage: $0 install | start RUN_DIR | stop RUN_DIR | serve DIR" >&2; exit 2 ;;
 esac

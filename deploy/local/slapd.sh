@@ -18,6 +18,16 @@
 #                               target that accepts a write but shows something else on read-back.
 #   slapd.sh restart RUN_DIR    stops and starts the same slapd with the same data and ports
 #   slapd.sh stop RUN_DIR       stops it (idempotent)
+#   slapd.sh serve DIR          the container entry point (deploy/docker/slapd.Dockerfile): builds
+#                               the same config and base tree under DIR on first start (kept on
+#                               later starts), then runs slapd in the foreground
+#
+# Settings for `serve` (and `start`), from the environment:
+#   JML_SLAPD_HOST                   the address to listen on (default 127.0.0.1; 0.0.0.0 in a container)
+#   JML_SLAPD_PORT, JML_SLAPD_LDAPS_PORT   fixed ports (default: free loopback ports)
+#   JML_SLAPD_ADMIN_PASSWORD_FILE    the rootdn's password (default: a random one under DIR)
+#   JML_SLAPD_WRITEONLY_PASSWORD_FILE  the write-only service account's password (default: random)
+#   JML_SLAPD_TLS_NAMES              extra DNS names of the server certificate (space-separated)
 #
 # Any system slapd the Debian package may have started is neither used nor touched.
 set -euo pipefail
@@ -161,8 +171,10 @@ make_tls() {
     -keyout "$tls/ca.key" -out "$tls/ca.pem" >/dev/null 2>&1
   openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
     -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
-    >"$tls/server.ext"
+  local names="DNS:localhost,IP:127.0.0.1" name
+  for name in ${JML_SLAPD_TLS_NAMES:-}; do names+=",DNS:$name"; done
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
+    "$names" >"$tls/server.ext"
   openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
     -days 3650 -extfile "$tls/server.ext" -out "$tls/server.pem" >/dev/null 2>&1
   chmod 600 "$tls/server.key" "$tls/ca.key"
@@ -175,7 +187,7 @@ run_slapd() {
   port=$(cat "$dir/port")
   ldaps_port=$(cat "$dir/ldaps_port")
   password=$(cat "$dir/admin.password")
-  slapd -h "ldap://127.0.0.1:$port/ ldaps://127.0.0.1:$ldaps_port/" -F "$dir/config" >"$dir/slapd.log" 2>&1 || {
+  slapd -h "$(listen_urls "$dir")" -F "$dir/config" >"$dir/slapd.log" 2>&1 || {
     cat "$dir/slapd.log" >&2
     return 1
   }
@@ -192,21 +204,34 @@ run_slapd() {
   : "$password"
 }
 
-cmd_start() {
-  local run_dir=${1:?usage: slapd.sh start RUN_DIR}
-  mkdir -p "$run_dir"
-  run_dir=$(cd "$run_dir" && pwd)
-  local dir=$run_dir/slapd
-  cmd_stop "$run_dir"
+# listen_urls DIR: slapd's -h argument, from the ports saved in DIR.
+listen_urls() {
+  local host=${JML_SLAPD_HOST:-127.0.0.1}
+  printf 'ldap://%s:%s/ ldaps://%s:%s/' "$host" "$(cat "$1/port")" "$host" "$(cat "$1/ldaps_port")"
+}
+
+# secret_into FILE [SOURCE]: FILE gets SOURCE's content, or a random password.
+secret_into() {
+  local file=$1 source=${2:-}
+  if [[ -n $source ]]; then
+    (umask 077 && tr -d '\n' <"$source" >"$file")
+  else
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(16), end="")' >"$file")
+  fi
+}
+
+# prepare DIR: a fresh cn=config and base tree under DIR, not started.
+prepare() {
+  local dir=$1
   rm -rf "$dir"
   mkdir -p "$dir/config" "$dir/data"
   chmod 700 "$dir"
+  secret_into "$dir/admin.password" "${JML_SLAPD_ADMIN_PASSWORD_FILE:-}"
+  secret_into "$dir/writeonly.password" "${JML_SLAPD_WRITEONLY_PASSWORD_FILE:-}"
   local password
-  password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-  (umask 077 && printf '%s' "$password" >"$dir/admin.password")
-  (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(16), end="")' >"$dir/writeonly.password")
-  free_port >"$dir/port"
-  free_port >"$dir/ldaps_port"
+  password=$(cat "$dir/admin.password")
+  if [[ -n ${JML_SLAPD_PORT:-} ]]; then echo "$JML_SLAPD_PORT" >"$dir/port"; else free_port >"$dir/port"; fi
+  if [[ -n ${JML_SLAPD_LDAPS_PORT:-} ]]; then echo "$JML_SLAPD_LDAPS_PORT" >"$dir/ldaps_port"; else free_port >"$dir/ldaps_port"; fi
   make_tls "$dir/tls"
   write_config_ldif "$dir" "$password" >"$dir/config.ldif"
   slapadd -n0 -F "$dir/config" -l "$dir/config.ldif" >"$dir/slapadd.log" 2>&1 || {
@@ -218,6 +243,15 @@ cmd_start() {
     cat "$dir/slapadd.log" >&2
     return 1
   }
+}
+
+cmd_start() {
+  local run_dir=${1:?usage: slapd.sh start RUN_DIR}
+  mkdir -p "$run_dir"
+  run_dir=$(cd "$run_dir" && pwd)
+  local dir=$run_dir/slapd
+  cmd_stop "$run_dir"
+  prepare "$dir"
   run_slapd "$dir"
   local port ldaps_port
   port=$(cat "$dir/port")
@@ -249,6 +283,17 @@ cmd_restart() {
   run_slapd "$dir"
 }
 
+# The container entry point: prepared once (the data survives restarts), slapd in the foreground.
+cmd_serve() {
+  local dir=${1:?usage: slapd.sh serve DIR}
+  if [[ ! -f $dir/prepared ]]; then
+    prepare "$dir"
+    : >"$dir/prepared"
+  fi
+  echo "slapd serving $SUFFIX on $(listen_urls "$dir")" >&2
+  exec slapd -d 0 -h "$(listen_urls "$dir")" -F "$dir/config"
+}
+
 cmd_stop() {
   local run_dir=${1:?usage: slapd.sh stop RUN_DIR}
   [[ -d $run_dir/slapd ]] || return 0
@@ -260,8 +305,9 @@ case "${1:-}" in
   start) cmd_start "${2:-}" ;;
   restart) cmd_restart "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
+  serve) cmd_serve "${2:-}" ;;
   *)
-    echo "usage: $0 install | start RUN_DIR | restart RUN_DIR | stop RUN_DIR" >&2
+    echo "usage: $0 install | start RUN_DIR | restart RUN_DIR | stop RUN_DIR | serve DIR" >&2
     exit 2
     ;;
 esac
