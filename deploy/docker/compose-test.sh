@@ -14,14 +14,10 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cd "$root"
-started=$SECONDS
-log() { printf '\n==> compose: %s (%s, +%ss)\n' "$*" "$(date -u +%H:%M:%S)" "$((SECONDS - started))"; }
-fail() { echo "compose test FAILED: $*" >&2; exit 1; }
-
-if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
 project=jml-compose-test-$$
-compose+=(-p "$project" -f "$root/docker-compose.yml")
-export COMPOSE_INTERACTIVE_NO_CLI=1
+compose_files=()
+# shellcheck source=compose-lib.sh
+source "$here/compose-lib.sh"
 
 log "building the images"
 "$here/build-images.sh" "$@"
@@ -41,22 +37,8 @@ trap down EXIT INT TERM
 log "${compose[*]} up -d"
 "${compose[@]}" up -d 2>&1 | grep -v "^Creating\|^Starting" || true
 
-# jmlctl as the operator (auditor, the default certificate) or as another caller.
-jmlctl() { "${compose[@]}" run --rm -T jmlctl "$@"; }
-jmlctl_as() {
-  local who=$1; shift
-  "${compose[@]}" run --rm -T -e "JML_CERT_FILE=/secrets/certs/$who.pem" -e "JML_KEY_FILE=/secrets/certs/$who.key" jmlctl "$@"
-}
-
 log "waiting for the coordinator to answer (TLS, operator certificate)"
-deadline=$((SECONDS + 240))
-until jmlctl audit verify >/dev/null 2>&1; do
-  (( SECONDS < deadline )) || fail "the coordinator did not answer within 240 s"
-  sleep 2
-done
-
-status_json() { jmlctl status "$1" --json; }
-event_state() { status_json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'; }
+wait_for_coordinator
 
 # run_event FILE [APPROVER]: submits as hr-integration, approves what awaits approval, waits.
 run_event() {
@@ -88,37 +70,6 @@ print(" ".join(t["target_id"] for t in json.load(sys.stdin)["tasks"] if t["state
   status_json "$event_id" | python3 deploy/quickstart/outcome.py || verdict=$?
   # 3: only a credential revocation the target cannot prove is left (SCIM, RustyVault).
   [[ $verdict == 0 || $verdict == 3 ]] || fail "$event_id ended $state"
-}
-
-# facts KIND NAME: what the target shows (deploy/docker/target_facts.py in its container).
-facts() {
-  case $1 in
-    scim) "${compose[@]}" exec -T scim /opt/scim2-server/bin/python - scim "$2" <"$here/target_facts.py" ;;
-    iam) "${compose[@]}" exec -T moto /opt/moto/bin/python - iam "$2" <"$here/target_facts.py" ;;
-    vault) "${compose[@]}" exec -T scim /opt/scim2-server/bin/python - vault "$2" <"$here/target_facts.py" ;;
-  esac
-}
-# ldap_facts UID: the account and its groups, with ldapsearch inside the slapd container.
-ldap_facts() {
-  "${compose[@]}" exec -T slapd bash -c '
-    set -e
-    search() { ldapsearch -x -LLL -o ldif-wrap=no -H ldap://127.0.0.1:1389 -D cn=admin,dc=example,dc=org \
-      -y /secrets/ldap-admin-password "$@"; }
-    dn=$(search -b ou=people,dc=example,dc=org "(uid=$1)" dn | sed -n "s/^dn: //p")
-    if [[ -z $dn ]]; then echo "{\"exists\": false}"; exit 0; fi
-    locked=$(search -b "$dn" -s base "(objectClass=*)" pwdAccountLockedTime | grep -c "^pwdAccountLockedTime:" || true)
-    groups=$(search -b ou=groups,dc=example,dc=org "(member=$dn)" cn | sed -n "s/^cn: //p" | sort | paste -sd, -)
-    printf "{\"exists\": true, \"locked\": %s, \"groups\": \"%s\"}\n" "$([[ $locked -gt 0 ]] && echo true || echo false)" "$groups"
-  ' _ "$1"
-}
-# expect WHAT JSON PYTHON_CONDITION: fails unless the condition holds for the facts `f`.
-expect() {
-  local what=$1 json=$2 condition=$3
-  if python3 -c "import json,sys; f=json.loads(sys.argv[1]); sys.exit(0 if ($condition) else 1)" "$json"; then
-    echo "    ok   $what: $json"
-  else
-    fail "$what: $json does not satisfy: $condition"
-  fi
 }
 
 run_event deploy/quickstart/events/joiner.json alice

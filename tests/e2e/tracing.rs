@@ -1,6 +1,7 @@
 //! One trace per lifecycle event across the real mesh: the coordinator and
 //! the four connector processes export over OTLP/gRPC to a trace receiver
-//! served by this test (the `opentelemetry-proto` service definitions); a
+//! served by this test (`mesh_harness::trace_receiver`, the same receiver the
+//! compose file runs as its `otlp-receiver` container); a
 //! joiner runs against the four real servers; then the exported spans are
 //! checked:
 //!
@@ -13,108 +14,14 @@
 //!   test's password, tokens, or the person's given name, surname, display
 //!   name or email.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use jml_contract::v1 as pb;
 use mesh_e2e::mesh::{CONNECTORS, task};
 use mesh_e2e::{Mesh, MeshOptions, Person};
 use mesh_harness::target_env;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-
-/// One exported span, flattened.
-#[derive(Debug, Clone)]
-struct ReceivedSpan {
-    service: String,
-    name: String,
-    trace_id: String,
-    span_id: String,
-    parent_span_id: String,
-    attributes: BTreeMap<String, String>,
-    /// Every string value anywhere in the span, its events and its resource.
-    values: Vec<String>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Receiver {
-    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
-}
-
-fn text(value: &Option<AnyValue>) -> String {
-    match value.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
-    }
-}
-
-fn flatten(attributes: &[KeyValue]) -> BTreeMap<String, String> {
-    attributes.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect()
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut received = Vec::new();
-        for resource_spans in request.into_inner().resource_spans {
-            let resource = resource_spans.resource.map(|r| flatten(&r.attributes)).unwrap_or_default();
-            let service = resource.get("service.name").cloned().unwrap_or_default();
-            for scope in resource_spans.scope_spans {
-                for span in scope.spans {
-                    let attributes = flatten(&span.attributes);
-                    let mut values: Vec<String> = attributes.values().cloned().collect();
-                    values.extend(resource.values().cloned());
-                    values.push(span.name.clone());
-                    for event in &span.events {
-                        values.push(event.name.clone());
-                        values.extend(flatten(&event.attributes).into_values());
-                    }
-                    if let Some(status) = &span.status {
-                        values.push(status.message.clone());
-                    }
-                    received.push(ReceivedSpan {
-                        service: service.clone(),
-                        name: span.name,
-                        trace_id: hex(&span.trace_id),
-                        span_id: hex(&span.span_id),
-                        parent_span_id: hex(&span.parent_span_id),
-                        attributes,
-                        values,
-                    });
-                }
-            }
-        }
-        if let Ok(mut spans) = self.spans.lock() {
-            spans.extend(received);
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Serves the receiver on a free loopback port; answers its endpoint.
-async fn serve_receiver(receiver: Receiver) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("receiver binds");
-    let addr = listener.local_addr().expect("receiver address");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    format!("http://{addr}")
-}
+use mesh_harness::trace_receiver::{ReceivedSpan, Receiver, serve_receiver};
 
 /// True when `ancestor` is `span` or one of its ancestors.
 fn descends_from(span: &ReceivedSpan, ancestor: &str, by_id: &HashMap<&str, &ReceivedSpan>) -> bool {

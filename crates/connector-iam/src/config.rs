@@ -53,6 +53,11 @@ pub struct IamConfig {
     /// moto in tests).
     #[serde(default)]
     pub endpoint_url: Option<String>,
+    /// Accept an `http://` `endpoint_url` on a host that is not loopback (an
+    /// emulator on a container network, as moto in docker-compose.yml).
+    /// Requests are signed but travel in clear text: development and tests only.
+    #[serde(default)]
+    pub allow_plaintext_http: bool,
     /// The signing region. IAM is a global service; `us-east-1` signs for the
     /// `aws` partition.
     #[serde(default = "default_region")]
@@ -155,6 +160,7 @@ impl Default for IamConfig {
         Self {
             target_id: default_target_id(),
             endpoint_url: None,
+            allow_plaintext_http: false,
             region: default_region(),
             user_path: default_user_path(),
             person_tag_key: default_person_tag_key(),
@@ -180,8 +186,9 @@ fn from_rule(field: &str, result: Result<(), connector_kit::ConnectorError>) -> 
     result.map_err(|e| invalid(field, e.message))
 }
 
-/// Whether `url` is `https://`, or `http://` to a loopback host.
-fn endpoint_allowed(url: &str) -> Result<(), String> {
+/// Whether `url` is `https://`, or `http://` to a loopback host (to any host
+/// with `plaintext`).
+fn endpoint_allowed(url: &str, plaintext: bool) -> Result<(), String> {
     if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("must not contain spaces or control characters".into());
     }
@@ -201,7 +208,11 @@ fn endpoint_allowed(url: &str) -> Result<(), String> {
         authority.split(':').next().unwrap_or_default()
     };
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if loopback { Ok(()) } else { Err("plain http:// is only allowed to a loopback host; use https://".into()) }
+    if loopback || (plaintext && !host.is_empty()) {
+        Ok(())
+    } else {
+        Err("plain http:// is only allowed to a loopback host (or with allow_plaintext_http); use https://".into())
+    }
 }
 
 impl IamConfig {
@@ -229,7 +240,7 @@ impl IamConfig {
             return Err(invalid("target_id", "must be a non-empty printable name"));
         }
         if let Some(url) = &self.endpoint_url {
-            endpoint_allowed(url).map_err(|m| invalid("endpoint_url", m))?;
+            endpoint_allowed(url, self.allow_plaintext_http).map_err(|m| invalid("endpoint_url", m))?;
         }
         if self.region.is_empty()
             || !self.region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -342,10 +353,12 @@ mod tests {
     fn loopback_http_is_allowed_for_emulators() {
         for ok in ["http://127.0.0.1:5000", "http://localhost:5000/", "http://[::1]:5000", "https://iam.amazonaws.com"]
         {
-            assert!(endpoint_allowed(ok).is_ok(), "{ok}");
+            assert!(endpoint_allowed(ok, false).is_ok(), "{ok}");
         }
         for bad in ["http://10.0.0.1", "http://127.0.0.1.evil.org", "http://user@127.0.0.1", "iam.amazonaws.com"] {
-            assert!(endpoint_allowed(bad).is_err(), "{bad}");
+            assert!(endpoint_allowed(bad, false).is_err(), "{bad}");
         }
+        assert!(endpoint_allowed("http://moto:5000", true).is_ok(), "an emulator on a container network, by choice");
+        assert!(endpoint_allowed("http://user@moto:5000", true).is_err(), "user information never");
     }
 }

@@ -558,6 +558,7 @@ impl Connector for IamConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: true,
                 list: true,
+                ..Default::default()
             }),
             entitlement_kinds: vec![
                 pb::EntitlementKind {

@@ -236,7 +236,19 @@ impl ConnectorClient {
         command_id: &str,
         desired: pb::DesiredAccount,
     ) -> Result<pb::ApplyResponse, ConnectorError> {
-        let request = pb::ApplyRequest { command_id: command_id.to_owned(), desired: Some(desired) };
+        self.apply_fenced(command_id, desired, 0).await
+    }
+
+    /// `Apply` under a lane lease of epoch `lease_epoch` (a coordinator
+    /// replica): the connector refuses it with [`ErrorKind::StaleLease`] once
+    /// it has seen a higher epoch for the account (`crate::fence`).
+    pub async fn apply_fenced(
+        &self,
+        command_id: &str,
+        desired: pb::DesiredAccount,
+        lease_epoch: u64,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        let request = pb::ApplyRequest { command_id: command_id.to_owned(), desired: Some(desired), lease_epoch };
         match self.call(Call::Apply(request)).await? {
             Reply::Apply(acknowledgement) => Ok(acknowledgement),
             _ => Err(ConnectorError::internal("mismatched reply")),

@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Unsupported,
     /// A bug or an answer the connector does not understand.
     Internal,
+    /// The command's lease epoch is below the highest seen for the account.
+    StaleLease,
 }
 
 impl ErrorKind {
@@ -48,6 +50,7 @@ impl ErrorKind {
             Self::Timeout => Code::DeadlineExceeded,
             Self::Unsupported => Code::Unimplemented,
             Self::Internal => Code::Internal,
+            Self::StaleLease => Code::FailedPrecondition,
         }
     }
 
@@ -76,6 +79,7 @@ impl ErrorKind {
             Self::Timeout => pb::ErrorKind::Timeout,
             Self::Unsupported => pb::ErrorKind::Unsupported,
             Self::Internal => pb::ErrorKind::Internal,
+            Self::StaleLease => pb::ErrorKind::StaleLease,
         }
     }
 
@@ -91,6 +95,7 @@ impl ErrorKind {
             pb::ErrorKind::Timeout => Self::Timeout,
             pb::ErrorKind::Unsupported => Self::Unsupported,
             pb::ErrorKind::Internal => Self::Internal,
+            pb::ErrorKind::StaleLease => Self::StaleLease,
         })
     }
 
@@ -106,6 +111,7 @@ impl ErrorKind {
             Self::Timeout => "timeout",
             Self::Unsupported => "unsupported",
             Self::Internal => "internal",
+            Self::StaleLease => "stale_lease",
         }
     }
 }

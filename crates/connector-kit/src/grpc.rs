@@ -4,7 +4,9 @@
 //! [`crate::validate`]), remembers recent command ids so that a command id
 //! reused with a different desired state is refused, fills the command id into
 //! each acknowledgement, and maps [`ConnectorError`] to `tonic::Status` through
-//! its one mapping ([`ConnectorError::to_status`]).
+//! its one mapping ([`ConnectorError::to_status`]). It fences stale lease
+//! epochs ([`crate::fence`]) and says so in `Describe`
+//! (`capabilities.lease_epoch_fencing`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
+use crate::fence::FenceBook;
 use crate::metrics::ConnectorMetrics;
 use crate::{Connector, ConnectorError, validate};
 
@@ -67,13 +70,16 @@ pub struct ConnectorService<C> {
     connector: Arc<C>,
     description: pb::DescribeResponse,
     ledger: Mutex<CommandLedger>,
+    fence: FenceBook,
 }
 
 impl<C: Connector> ConnectorService<C> {
     /// Wraps a connector.
     pub fn new(connector: Arc<C>) -> Self {
-        let description = connector.describe();
-        Self { connector, description, ledger: Mutex::new(CommandLedger::default()) }
+        let mut description = connector.describe();
+        // Every connector served here fences stale lease epochs (crate::fence).
+        description.capabilities.get_or_insert_default().lease_epoch_fencing = true;
+        Self { connector, description, ledger: Mutex::new(CommandLedger::default()), fence: FenceBook::default() }
     }
 
     /// The tonic server for this service, with generous message limits for `List` pages.
@@ -102,7 +108,13 @@ impl<C: Connector> connector_server::Connector for ConnectorService<C> {
         let desired = request.desired.unwrap_or_default();
         let span = tracing::Span::current();
         span.record("command_id", request.command_id.as_str());
-        span.record("person_id", desired.account.as_ref().map(|a| a.person_id.as_str()).unwrap_or_default());
+        let person_id = desired.account.as_ref().map(|a| a.person_id.as_str()).unwrap_or_default();
+        span.record("person_id", person_id);
+        // Held until the command finished: one command per account at a time.
+        let _fenced = self.fence.admit(person_id, request.lease_epoch).await.inspect_err(|error| {
+            observe("apply", Instant::now(), Err(error));
+            tracing::warn!(lease_epoch = request.lease_epoch, "apply refused: {}", error.message);
+        })?;
         self.admit(&request.command_id, &desired)?;
         let started = Instant::now();
         let result = self.connector.apply(&request.command_id, &desired).await;

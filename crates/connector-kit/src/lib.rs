@@ -20,6 +20,7 @@ pub mod client;
 pub mod conformance;
 mod connector;
 mod error;
+pub mod fence;
 pub mod grpc;
 pub mod metrics;
 pub mod readback;

@@ -2,7 +2,8 @@
 //!
 //! - gRPC health (`grpc.health.v1`) reports NOT_SERVING until the connector's
 //!   own preflight against its target succeeds, and follows later preflights;
-//! - gRPC reflection lists the contract and health services;
+//! - gRPC reflection lists the contract and health services, as v1 and
+//!   v1alpha, from the one builder every binary uses ([`GrpcServer`]);
 //! - every request runs in a tracing span;
 //! - optional TLS or mutual TLS from PEM files;
 //! - binds first and returns the bound address (port 0 works in tests);
@@ -16,8 +17,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::Connector;
 use crate::grpc::ConnectorService;
@@ -72,38 +74,16 @@ impl<C: Connector> ConnectorServer<C> {
 
     /// Binds `addr` and serves in the background.
     pub async fn bind(self, addr: SocketAddr) -> Result<RunningServer, ServeError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
-        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
-
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let tls = match &self.tls {
+            Some(files) => Some(files.load()?),
+            None => None,
+        };
+        let server =
+            GrpcServer::new().tls(tls).add_service(ConnectorService::new(self.connector.clone()).into_server());
+        let health_reporter = server.health_reporter();
         health_reporter.set_service_status("", ServingStatus::NotServing).await;
         health_reporter.set_service_status(CONNECTOR_SERVICE_NAME, ServingStatus::NotServing).await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(jml_contract::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| ServeError::Transport(e.to_string()))?;
-
-        let mut builder = Server::builder()
-            .trace_fn(|request| tracing::info_span!("grpc.request", rpc.method = %request.uri().path()));
-        if let Some(files) = &self.tls {
-            builder = builder.tls_config(files.load()?).map_err(|e| ServeError::Transport(e.to_string()))?;
-        }
-        let router = builder
-            .layer(crate::telemetry::ServerTraceLayer)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(ConnectorService::new(self.connector.clone()).into_server());
-
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let serving = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = shutdown_rx.await;
-                })
-                .await
-                .map_err(|e| ServeError::Transport(e.to_string()))
-        });
+        let bound = server.bind(addr).await?;
 
         let connector = self.connector.clone();
         let interval = self.preflight_interval;
@@ -130,15 +110,138 @@ impl<C: Connector> ConnectorServer<C> {
             }
         });
 
-        Ok(RunningServer { local_addr, shutdown: Some(shutdown_tx), serving, preflight })
+        Ok(RunningServer { local_addr: bound.local_addr(), bound: Some(bound), preflight })
+    }
+}
+
+/// The one gRPC server builder every binary uses (the connectors through
+/// [`ConnectorServer`], the coordinator directly): gRPC health
+/// (`grpc.health.v1`) and reflection, served as both `grpc.reflection.v1`
+/// and `grpc.reflection.v1alpha` (Python's `grpc_reflection` client, Postman
+/// and older `grpcurl` ask for v1alpha), over the contract and health
+/// descriptors; a span per request, continuing the caller's W3C trace
+/// context; optional TLS; bound first so the address is known (port 0 in
+/// tests); graceful shutdown through [`BoundServer`].
+pub struct GrpcServer {
+    routes: tonic::service::RoutesBuilder,
+    tls: Option<ServerTlsConfig>,
+    health: HealthReporter,
+}
+
+impl Default for GrpcServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GrpcServer {
+    /// A plaintext server with health registered (every service reported
+    /// under it starts SERVING unless set otherwise through
+    /// [`Self::health_reporter`]).
+    pub fn new() -> Self {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = tonic::service::RoutesBuilder::default();
+        routes.add_service(health_service);
+        Self { routes, tls: None, health }
+    }
+
+    /// Serve TLS with this configuration; plaintext when `None`.
+    pub fn tls(mut self, config: Option<ServerTlsConfig>) -> Self {
+        self.tls = config;
+        self
+    }
+
+    /// Adds a gRPC service.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self
+    }
+
+    /// The health reporter, to set each service's serving status.
+    pub fn health_reporter(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Binds `addr` and serves in the background.
+    pub async fn bind(mut self, addr: SocketAddr) -> Result<BoundServer, ServeError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(jml_contract::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let transport = |e: tonic_reflection::server::Error| ServeError::Transport(e.to_string());
+        self.routes.add_service(reflection().build_v1().map_err(transport)?);
+        self.routes.add_service(reflection().build_v1alpha().map_err(transport)?);
+
+        let mut builder = Server::builder()
+            .trace_fn(|request| tracing::info_span!("grpc.request", rpc.method = %request.uri().path()));
+        if let Some(config) = self.tls {
+            builder = builder.tls_config(config).map_err(|e| ServeError::Transport(e.to_string()))?;
+        }
+        let router = builder.layer(crate::telemetry::ServerTraceLayer).add_routes(self.routes.routes());
+
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = shutdown_rx.await;
+                })
+                .await
+                .map_err(|e| ServeError::Transport(e.to_string()))
+        });
+        Ok(BoundServer { local_addr, shutdown: Some(shutdown_tx), serving: Some(serving) })
+    }
+}
+
+/// A [`GrpcServer`] serving in the background.
+pub struct BoundServer {
+    local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    serving: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl BoundServer {
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets in-flight calls finish, and waits.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.serving.take() {
+            Some(serving) => serving.await.map_err(|e| ServeError::Transport(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BoundServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
     }
 }
 
 /// A connector server running in the background.
 pub struct RunningServer {
     local_addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    serving: JoinHandle<Result<(), ServeError>>,
+    bound: Option<BoundServer>,
     preflight: JoinHandle<()>,
 }
 
@@ -150,15 +253,16 @@ impl RunningServer {
 
     /// `http://ADDR`, for a plaintext client.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.local_addr)
+        format!("http://{}", self.local_addr())
     }
 
     /// Stops accepting, lets in-flight calls finish, and waits.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        self.preflight.abort();
+        match self.bound.take() {
+            Some(bound) => bound.shutdown().await,
+            None => Ok(()),
         }
-        self.finish().await
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
@@ -167,20 +271,12 @@ impl RunningServer {
         tracing::info!("signal received, shutting down");
         self.shutdown().await
     }
-
-    async fn finish(mut self) -> Result<(), ServeError> {
-        self.preflight.abort();
-        let serving = std::mem::replace(&mut self.serving, tokio::spawn(async { Ok(()) }));
-        serving.await.map_err(|e| ServeError::Transport(e.to_string()))?
-    }
 }
 
 impl Drop for RunningServer {
     fn drop(&mut self) {
+        // The bound server's own drop stops serving.
         self.preflight.abort();
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

@@ -184,3 +184,61 @@ async fn the_call_timeout_holds_and_unreachable_connectors_are_retryable() {
     assert_eq!(error.kind, ErrorKind::Unavailable);
     assert!(error.retryable);
 }
+
+#[tokio::test]
+async fn reflection_is_also_served_as_v1alpha() {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let (connector, _) = memory();
+    let server = ConnectorServer::new(connector).bind("127.0.0.1:0".parse().expect("address")).await.expect("binds");
+    let mut client = ServerReflectionClient::new(channel(&server.endpoint()).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("v1alpha reflection answers (older clients ask for it)")
+        .into_inner();
+    let response = responses.next().await.expect("one answer").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"jml.v1.Connector".to_string()), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_command_under_a_stale_lease_epoch_is_refused_and_changes_nothing() {
+    let (connector, target) = memory();
+    let server = ConnectorServer::new(connector).bind("127.0.0.1:0".parse().expect("address")).await.expect("binds");
+    let client = ConnectorClient::connect(&server.endpoint(), ClientOptions::default()).expect("client");
+    let description = client.describe().await.expect("describe");
+    assert!(
+        description.capabilities.is_some_and(|c| c.lease_epoch_fencing),
+        "the adapter declares fencing for every connector"
+    );
+    // The first holder of the lane (epoch 1) grants staff.
+    client.apply_fenced("holder-1", desired("alice"), 1).await.expect("first holder applies");
+    // Its lease is taken over (epoch 2): the new holder removes every group.
+    let mut revoked = desired("alice");
+    revoked.entitlements.clear();
+    client.apply_fenced("holder-2", revoked, 2).await.expect("new holder applies");
+    // The stale holder retries its command: refused, typed, not retryable; the target keeps the new state.
+    let refused = client.apply_fenced("holder-1", desired("alice"), 1).await.expect_err("stale epoch refused");
+    assert_eq!(refused.kind, ErrorKind::StaleLease, "{refused}");
+    assert!(!refused.retryable);
+    assert_eq!(refused.field.as_deref(), Some("lease_epoch"));
+    let stored = target.get("alice").expect("the account exists");
+    assert!(stored.entitlements.is_empty(), "the stale command changed nothing: {:?}", stored.entitlements);
+    // A sender without a lease (epoch 0) is refused too once a lease was seen.
+    let unleased = client.apply("no-lease", desired("alice")).await.expect_err("epoch 0 after epoch 2");
+    assert_eq!(unleased.kind, ErrorKind::StaleLease);
+    // Other accounts are unaffected.
+    client.apply("other", desired("bob")).await.expect("no epoch seen for bob");
+}

@@ -11,6 +11,8 @@ use std::time::Duration;
 use connector_kit::{ConnectorError, ErrorKind};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, Mod, Scope, SearchEntry, SearchStream};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tokio::sync::Mutex;
 
 use crate::config::{LdapConfig, Secret};
@@ -161,7 +163,7 @@ pub fn rustls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConf
     let ca_error = |message: String| TlsSetupError::CaFile { path: ca_file.display().to_string(), message };
     let pem = std::fs::read(ca_file).map_err(|e| ca_error(e.to_string()))?;
     let mut roots = rustls::RootCertStore::empty();
-    for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
         let certificate = certificate.map_err(|e| ca_error(e.to_string()))?;
         roots.add(certificate).map_err(|e| ca_error(e.to_string()))?;
     }

@@ -93,6 +93,7 @@ impl Connector for MemoryConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: true,
                 list: true,
+                ..Default::default()
             }),
             entitlement_kinds: ["group", "role"]
                 .iter()

@@ -570,6 +570,7 @@ impl Connector for ScimConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: false,
                 list: true,
+                ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: GROUP_KIND.into(),

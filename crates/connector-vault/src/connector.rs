@@ -565,6 +565,7 @@ impl Connector for VaultConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: self.profile.token_enumeration,
                 list: true,
+                ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: POLICY_KIND.into(),

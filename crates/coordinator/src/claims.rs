@@ -32,12 +32,27 @@
 //!   in a period only on the replica that first records the period's start
 //!   ([`LaneLeases::take_schedule_run`]).
 //!
-//! What the fence cannot stop: a connector call that a stalled replica had
-//! already sent when its lease expired still reaches the target. The lease
-//! (default 10 s, renewed every lease/5) must stay well above a stall the
-//! platform allows; a replica that cannot renew stops dispatching the
-//! lane's tasks as soon as it learns it lost the lease.
+//! - **epochs reach the targets**: every claim that is not the holder
+//!   renewing its own live lease bumps the lane's `epoch` (migration 0008),
+//!   and every command the holder sends carries it
+//!   (`ApplyRequest.lease_epoch`, [`LaneLeases::epoch`]); the connector kit
+//!   refuses a command whose epoch is below the highest it has seen for the
+//!   account (`connector_kit::fence`), so once the new holder has reached a
+//!   connector, nothing the stale holder sends (a retry, a call it had
+//!   queued) lands on the target.
+//!
+//! What the fences cannot stop: a call the stale holder sent before the new
+//! holder's first command reached that connector. It carries the same
+//! command id and desired state the new holder then sends (ids derive from
+//! event, target and state), so it repeats nothing harmful, and the
+//! connector runs one command per account at a time, so it finishes before
+//! the new holder's starts. The lease (default 10 s, renewed every lease/5)
+//! must stay well above a stall the platform allows; a replica that cannot
+//! renew stops dispatching the lane's tasks as soon as it learns it lost
+//! the lease.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::Row;
@@ -64,6 +79,8 @@ pub struct LaneLeases {
     pool: PgPool,
     replica: String,
     lease: Duration,
+    /// The epoch of each lane as this replica last claimed it.
+    epochs: Arc<Mutex<HashMap<Lane, u64>>>,
 }
 
 impl std::fmt::Debug for LaneLeases {
@@ -89,7 +106,31 @@ impl LaneLeases {
     /// A handle for the replica named `replica` (unique per process, e.g.
     /// the pod name plus a random suffix), with leases of `lease`.
     pub fn new(pool: PgPool, replica: impl Into<String>, lease: Duration) -> Self {
-        Self { pool, replica: replica.into(), lease }
+        Self { pool, replica: replica.into(), lease, epochs: Arc::default() }
+    }
+
+    /// The lease epoch under which this replica holds `lane`, as its last
+    /// claim of it returned; `None` when it never claimed it. Sent with every
+    /// command for the lane (`ApplyRequest.lease_epoch`).
+    pub fn epoch(&self, lane: &Lane) -> Option<u64> {
+        self.epochs.lock().ok()?.get(lane).copied()
+    }
+
+    /// Records the epochs of lanes a claim returned.
+    fn claimed(&self, rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Lane>, StoreError> {
+        let lanes = lanes_of(rows)?;
+        let epochs = rows
+            .iter()
+            .map(|row| row.try_get::<i64, _>("epoch").map(|epoch| u64::try_from(epoch).unwrap_or(0)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let mut known = self.epochs.lock().map_err(|_| StoreError::Corrupt {
+            what: "lanes.epoch",
+            message: "the epoch table of this replica is poisoned".into(),
+        })?;
+        for (lane, epoch) in lanes.iter().zip(epochs) {
+            known.insert(lane.clone(), epoch);
+        }
+        Ok(lanes)
     }
 
     /// This replica's name.
@@ -122,9 +163,9 @@ impl LaneLeases {
                 LIMIT $4
                 FOR UPDATE OF l SKIP LOCKED
             )
-            UPDATE lanes SET claimed_by = $1, lease_expires_at = $3 FROM free
+            UPDATE lanes SET claimed_by = $1, lease_expires_at = $3, epoch = lanes.epoch + 1 FROM free
             WHERE lanes.person_id = free.person_id AND lanes.target_id = free.target_id
-            RETURNING lanes.person_id, lanes.target_id"
+            RETURNING lanes.person_id, lanes.target_id, lanes.epoch"
         );
         let rows = sqlx::query(&query)
             .bind(&self.replica)
@@ -133,7 +174,7 @@ impl LaneLeases {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        lanes_of(&rows)
+        self.claimed(&rows)
     }
 
     /// Claims the given lanes where they are free (or already this
@@ -153,9 +194,12 @@ impl LaneLeases {
                 WHERE l.claimed_by IS NULL OR l.claimed_by = $1 OR l.lease_expires_at < $2
                 FOR UPDATE OF l SKIP LOCKED
             )
-            UPDATE lanes SET claimed_by = $1, lease_expires_at = $3 FROM wanted
+            UPDATE lanes SET claimed_by = $1, lease_expires_at = $3,
+              epoch = CASE WHEN lanes.claimed_by = $1 AND lanes.lease_expires_at >= $2
+                           THEN lanes.epoch ELSE lanes.epoch + 1 END
+            FROM wanted
             WHERE lanes.person_id = wanted.person_id AND lanes.target_id = wanted.target_id
-            RETURNING lanes.person_id, lanes.target_id",
+            RETURNING lanes.person_id, lanes.target_id, lanes.epoch",
         )
         .bind(&self.replica)
         .bind(now)
@@ -164,7 +208,7 @@ impl LaneLeases {
         .bind(&targets)
         .fetch_all(&self.pool)
         .await?;
-        lanes_of(&rows)
+        self.claimed(&rows)
     }
 
     /// Renews this replica's live leases on `lanes` (the lanes it still has

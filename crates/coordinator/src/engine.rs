@@ -161,6 +161,16 @@ impl Inner {
             None => self.store.save_task(task, audit).await,
         }
     }
+
+    /// The lease epoch a command for `task` carries: 0 for a single
+    /// coordinator; a replica's epoch of the task's lane, `None` when it does
+    /// not hold the lane (see [`crate::claims`]).
+    fn lease_epoch(&self, task: &TaskRecord) -> Option<u64> {
+        match &self.leases {
+            Some(leases) => leases.epoch(&lane(task)),
+            None => Some(0),
+        }
+    }
 }
 
 /// The engine; cheap to clone.
@@ -1395,6 +1405,10 @@ impl TaskRun {
     }
 
     async fn attempt(&mut self, runtime: &TargetRuntime) -> Outcome {
+        let Some(lease_epoch) = self.inner.lease_epoch(&self.task) else {
+            self.lease_lost = true;
+            return Outcome::Done;
+        };
         let now = now_ms();
         self.task.state = TaskState::Dispatched;
         self.task.attempts += 1;
@@ -1408,6 +1422,7 @@ impl TaskRun {
         if let Some(leases) = &self.inner.leases {
             // Which replica ran the attempt (several share the chain).
             payload["replica"] = json!(leases.replica());
+            payload["lease_epoch"] = json!(lease_epoch);
         }
         if let Err(error) = self.save("task.dispatched", payload).await {
             // Not dispatched: try again later without spending an attempt.
@@ -1424,9 +1439,18 @@ impl TaskRun {
             Err(error) => return self.connector_error("describe", error).await,
         };
         let desired = self.task.desired();
-        let apply = runtime.client.apply(&self.task.command_id, desired.clone());
+        if self.inner.leases.is_some() && !description.capabilities.as_ref().is_some_and(|c| c.lease_epoch_fencing) {
+            let error = "the connector does not fence stale lease epochs: coordinator replicas cannot drive it safely";
+            return self.connector_error("apply", ConnectorError::unsupported(error).with_retryable(false)).await;
+        }
+        let apply = runtime.client.apply_fenced(&self.task.command_id, desired.clone(), lease_epoch);
         let acknowledgement = match crate::tracing_context::connector_call(&target, "apply", apply).await {
             Ok(ack) => ack,
+            // A newer holder of the lane reached the connector: this replica lost the lease.
+            Err(error) if error.kind == ErrorKind::StaleLease => {
+                self.lease_lost = true;
+                return Outcome::Done;
+            }
             Err(error) => return self.connector_error("apply", error).await,
         };
         self.task.state = TaskState::Acknowledged;

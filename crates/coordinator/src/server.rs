@@ -1,16 +1,13 @@
-//! The coordinator's gRPC server: the lifecycle service with gRPC health and
-//! reflection, bound first so the address is known (port 0 in tests), and
-//! shut down gracefully on a signal or on request.
+//! The coordinator's gRPC server: the lifecycle service on the kit's one
+//! server builder ([`GrpcServer`]: gRPC health, reflection v1 and v1alpha,
+//! a span per request), bound first so the address is known (port 0 in
+//! tests), and shut down gracefully on a signal or on request.
 
 use std::net::SocketAddr;
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use connector_kit::server::{BoundServer, GrpcServer, ServeError};
 use connector_kit::tls::ServerTlsFiles;
 
 use crate::api::LifecycleService;
@@ -42,8 +39,8 @@ pub enum ServerError {
 /// A coordinator serving in the background.
 pub struct RunningCoordinator {
     local_addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    serving: Option<JoinHandle<Result<(), ServerError>>>,
+    /// Dropping it stops serving.
+    bound: Option<BoundServer>,
 }
 
 impl RunningCoordinator {
@@ -68,35 +65,17 @@ impl RunningCoordinator {
             Some(files) => Some(files.load()?.client_auth_optional(true)),
             None => None,
         };
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_service_status("", ServingStatus::Serving).await;
-        health_reporter.set_service_status(LIFECYCLE_SERVICE_NAME, ServingStatus::Serving).await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(jml_contract::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| ServerError::Transport(e.to_string()))?;
-        let mut builder = Server::builder()
-            .trace_fn(|request| tracing::info_span!("grpc.request", rpc.method = %request.uri().path()));
-        if let Some(config) = tls_config {
-            builder = builder.tls_config(config).map_err(|e| ServerError::Transport(e.to_string()))?;
-        }
-        let router = builder
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(LifecycleService::new(engine, authentication).into_server());
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let serving = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = shutdown_rx.await;
-                })
-                .await
-                .map_err(|e| ServerError::Transport(e.to_string()))
-        });
-        Ok(Self { local_addr, shutdown: Some(shutdown_tx), serving: Some(serving) })
+        let server =
+            GrpcServer::new().tls(tls_config).add_service(LifecycleService::new(engine, authentication).into_server());
+        let health = server.health_reporter();
+        health.set_service_status("", ServingStatus::Serving).await;
+        health.set_service_status(LIFECYCLE_SERVICE_NAME, ServingStatus::Serving).await;
+        let bound = server.bind(addr).await.map_err(|error| match error {
+            ServeError::Bind { addr, source } => ServerError::Bind { addr, source },
+            ServeError::TlsFiles(error) => ServerError::TlsFiles(error),
+            ServeError::Transport(message) => ServerError::Transport(message),
+        })?;
+        Ok(Self { local_addr: bound.local_addr(), bound: Some(bound) })
     }
 
     /// The address actually bound.
@@ -111,20 +90,9 @@ impl RunningCoordinator {
 
     /// Stops accepting, lets in-flight calls finish, and waits.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        match self.serving.take() {
-            Some(serving) => serving.await.map_err(|e| ServerError::Transport(e.to_string()))?,
+        match self.bound.take() {
+            Some(bound) => bound.shutdown().await.map_err(|e| ServerError::Transport(e.to_string())),
             None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningCoordinator {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Several coordinator replicas on one real PostgreSQL database: the lane
 //! leases (`coordinator::claims`) directly (one holder at a time, takeover
-//! after expiry, fencing of a replica that lost its lease, a schedule run
+//! after expiry, fencing of a replica that lost its lease in the store and,
+//! by its lease epoch, at the connector, a schedule run
 //! once per period), and three in-process engines started with
 //! `Engine::start_replica` sharing one database and four reference
 //! connectors (every event finished once, each person's order held, one
@@ -190,6 +191,63 @@ async fn a_replica_that_lost_its_lease_cannot_write_its_lanes_tasks() {
     let finished = store.save_held_task(verified, vec![entry("fenced", "task.verified")], taker.replica()).await;
     assert_eq!(finished.expect("the new holder writes"), Some(EventState::Verified));
     assert_eq!(verify_audit(store.as_ref()).await.expect("verify").broken, None);
+}
+
+/// Lease epochs, from the lanes table to the connector: every takeover
+/// bumps the lane's epoch (the holder renewing keeps it), and a reference
+/// connector served by the kit refuses the command of the replica whose
+/// lease was taken over once the new holder reached it, leaving the new
+/// holder's state on the target.
+#[tokio::test]
+async fn a_stale_holders_command_is_refused_by_the_connector_after_a_takeover() {
+    use connector_kit::client::{ClientOptions, ConnectorClient};
+    use connector_kit::server::ConnectorServer;
+    use connector_memory::{MemoryConfig, MemoryConnector, MemoryTarget};
+
+    let (store, pool) = database().await;
+    let record = event("epochs", "p1", NOW - 1_000);
+    accept(store.as_ref(), record.clone(), vec![task(&record, "ldap", TaskState::Planned)]).await;
+    let the_lane = lane("p1", "ldap");
+    let stale = LaneLeases::new(pool.clone(), "replica-stale", LEASE);
+    let taker = LaneLeases::new(pool.clone(), "replica-taker", LEASE);
+    assert_eq!(stale.epoch(&the_lane), None, "no epoch before a claim");
+    assert_eq!(stale.claim_free(NOW, 10).await.expect("claim"), vec![the_lane.clone()]);
+    let first = stale.epoch(&the_lane).expect("claimed with an epoch");
+    assert_eq!(stale.claim_lanes(std::slice::from_ref(&the_lane), NOW + 1_000).await.expect("reclaim").len(), 1);
+    assert_eq!(stale.epoch(&the_lane), Some(first), "the holder renewing its own live lease keeps the epoch");
+    // The holder stalls (or is cut off from the database) past its lease: taken over.
+    assert_eq!(taker.claim_free(NOW + 31_001, 10).await.expect("takeover"), vec![the_lane.clone()]);
+    let second = taker.epoch(&the_lane).expect("taken over with an epoch");
+    assert!(second > first, "a takeover bumps the epoch ({first} -> {second})");
+    assert_eq!(stale.epoch(&the_lane), Some(first), "the stale holder still believes in its epoch");
+
+    let connector_target = Arc::new(MemoryTarget::new(&MemoryConfig::default().entitlements, None));
+    let server = ConnectorServer::new(MemoryConnector::new("ldap", connector_target.clone()))
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("connector binds");
+    let client = ConnectorClient::connect(&server.endpoint(), ClientOptions::default()).expect("client");
+    let desired = |groups: &[&str]| pb::DesiredAccount {
+        account: Some(pb::AccountRef { person_id: "p1".into(), account_name: "p1".into() }),
+        presence: pb::Presence::Present as i32,
+        enabled: true,
+        entitlements: groups
+            .iter()
+            .map(|id| pb::Entitlement { kind: "group".into(), id: (*id).into(), privileged: false })
+            .collect(),
+        credentials: pb::CredentialAction::Keep as i32,
+        ..Default::default()
+    };
+    // The new holder applies the lane's latest state under its epoch.
+    client.apply_fenced("taker-cmd", desired(&[]), second).await.expect("the new holder applies");
+    // The stale holder's command (a retry, a queued call) arrives afterwards: refused.
+    let refused =
+        client.apply_fenced("stale-cmd", desired(&["staff"]), first).await.expect_err("the stale holder is fenced");
+    assert_eq!(refused.kind, connector_kit::ErrorKind::StaleLease, "{refused}");
+    assert!(!refused.retryable);
+    let shown = connector_target.get("p1").expect("the account exists");
+    assert!(shown.entitlements.is_empty(), "nothing of the stale holder reached the target: {:?}", shown.entitlements);
+    server.shutdown().await.expect("connector stops");
 }
 
 #[tokio::test]

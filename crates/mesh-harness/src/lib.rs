@@ -9,6 +9,8 @@
 //!   the command that provides it.
 //! - [`assert_eventually!`]: polls a condition until it holds or a bound passes.
 //! - [`test_pki`]: throwaway certificate authorities for mutual TLS tests.
+//! - [`trace_receiver`]: an OTLP/gRPC trace receiver (also the
+//!   `otlp-receiver` binary, the compose file's trace backend).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 pub mod test_pki;
+pub mod trace_receiver;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

@@ -664,7 +664,11 @@ pub async fn invalid_desired_state_is_refused(target: &ConformanceTarget) -> Res
         let account = run.account("invalid");
         let valid = run.desired(&account, vec![run.entitlement(0)?]);
         let mut cases: Vec<(&str, pb::ApplyRequest)> = Vec::new();
-        let request = |desired: Option<pb::DesiredAccount>| pb::ApplyRequest { command_id: run.command_id(), desired };
+        let request = |desired: Option<pb::DesiredAccount>| pb::ApplyRequest {
+            command_id: run.command_id(),
+            desired,
+            ..Default::default()
+        };
         cases.push(("no desired state", request(None)));
         let mut d = valid.clone();
         d.presence = pb::Presence::Unspecified as i32;
@@ -687,7 +691,9 @@ pub async fn invalid_desired_state_is_refused(target: &ConformanceTarget) -> Res
         let mut d = valid.clone();
         d.entitlements.push(valid.entitlements[0].clone());
         cases.push(("duplicate entitlement", request(Some(d))));
-        cases.push(("empty command id", pb::ApplyRequest { command_id: String::new(), desired: Some(valid.clone()) }));
+        let empty_id =
+            pb::ApplyRequest { command_id: String::new(), desired: Some(valid.clone()), ..Default::default() };
+        cases.push(("empty command id", empty_id));
         for (step, request) in cases {
             run.track(&valid);
             run.expect_invalid(target.client.apply_request(request).await, step)?;

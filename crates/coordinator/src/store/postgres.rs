@@ -77,6 +77,13 @@ fn migrator() -> Migrator {
                 std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0003_lanes.sql")),
                 false,
             ),
+            Migration::new(
+                8,
+                std::borrow::Cow::Borrowed("lane_epochs"),
+                MigrationType::Simple,
+                std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0008_lane_epochs.sql")),
+                false,
+            ),
         ]),
         ignore_missing: false,
         locking: true,
