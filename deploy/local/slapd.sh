@@ -16,6 +16,10 @@
 #                               writes of that attribute and never shows it the value. The end-to-end
 #                               tests bind a connector as this account to get, deterministically, a
 #                               target that accepts a write but shows something else on read-back.
+#                               It has the same write-only privilege on userPassword there, so a
+#                               connector bound as it cannot see (nor compare) a password: the
+#                               connector tests check that such a password reads as unknown, never
+#                               as "no password".
 #   slapd.sh restart RUN_DIR    stops and starts the same slapd with the same data and ports
 #   slapd.sh stop RUN_DIR       stops it (idempotent)
 #   slapd.sh serve DIR          the container entry point (deploy/docker/slapd.Dockerfile): builds
@@ -103,7 +107,7 @@ olcDbMaxSize: 2147483648
 olcDbIndex: objectClass eq
 olcDbIndex: uid,cn,employeeNumber eq
 olcDbIndex: member eq
-olcAccess: {0}to dn.subtree="$WRITEONLY_USERS_DN" attrs=displayName by dn.exact="$WRITEONLY_DN" =w by * break
+olcAccess: {0}to dn.subtree="$WRITEONLY_USERS_DN" attrs=displayName,userPassword by dn.exact="$WRITEONLY_DN" =w by * break
 olcAccess: {1}to dn.subtree="$WRITEONLY_USERS_DN" by dn.exact="$WRITEONLY_DN" write by * break
 olcAccess: {2}to dn.subtree="ou=groups,$SUFFIX" attrs=member by dn.exact="$WRITEONLY_DN" write by * break
 olcAccess: {3}to attrs=userPassword by self write by anonymous auth by * none

@@ -19,12 +19,18 @@ use futures::future::BoxFuture;
 /// Grants entitlements straight on IAM, bypassing the connector.
 struct IamBackdoor(Client);
 
-impl Backdoor for IamBackdoor {
-    fn grant_directly<'a>(
-        &'a self,
+/// Grants an entitlement straight on IAM.
+struct IamGrant<'c>(&'c Client);
+
+impl<'c> IamGrant<'c> {
+    fn grant<'a>(
+        self,
         account: &'a pb::AccountRef,
         entitlement: &'a pb::Entitlement,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
+    ) -> BoxFuture<'a, anyhow::Result<()>>
+    where
+        'c: 'a,
+    {
         Box::pin(async move {
             match entitlement.kind.as_str() {
                 KIND_GROUP => {
@@ -47,6 +53,97 @@ impl Backdoor for IamBackdoor {
             }
             Ok(())
         })
+    }
+}
+
+impl IamBackdoor {
+    async fn tag(&self, user: &str, key: &str, value: &str) -> anyhow::Result<()> {
+        let tag = aws_sdk_iam::types::Tag::builder().key(key).value(value).build()?;
+        self.0.tag_user().user_name(user).tags(tag).send().await?;
+        Ok(())
+    }
+}
+
+impl Backdoor for IamBackdoor {
+    fn set_attribute_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        attribute: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let tags = connector_iam::config::default_attribute_tags();
+            let key = tags.get(attribute).ok_or_else(|| anyhow::anyhow!("attribute {attribute} has no tag"))?;
+            self.tag(&account.account_name, key, value).await
+        })
+    }
+
+    fn set_enabled_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        enabled: bool,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let key = connector_iam::IamConfig::default().disabled_tag_key;
+            if enabled {
+                self.0.untag_user().user_name(&account.account_name).tag_keys(key).send().await?;
+                Ok(())
+            } else {
+                self.tag(&account.account_name, &key, "true").await
+            }
+        })
+    }
+
+    fn add_credential_directly<'a>(&'a self, account: &'a pb::AccountRef) -> BoxFuture<'a, anyhow::Result<String>> {
+        Box::pin(async move {
+            let created = self.0.create_access_key().user_name(&account.account_name).send().await?;
+            let id = created.access_key().map(|k| k.access_key_id().to_owned()).unwrap_or_default();
+            Ok(format!("access_key:{id}"))
+        })
+    }
+
+    fn set_person_id_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        person_id: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let key = connector_iam::IamConfig::default().person_tag_key;
+            self.tag(&account.account_name, &key, person_id).await
+        })
+    }
+
+    fn delete_directly<'a>(&'a self, account: &'a pb::AccountRef) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            // What IAM requires before DeleteUser, for what the suite grants.
+            let user = account.account_name.as_str();
+            let groups = self.0.list_groups_for_user().user_name(user).send().await?;
+            for group in groups.groups() {
+                self.0.remove_user_from_group().user_name(user).group_name(group.group_name()).send().await?;
+            }
+            let policies = self.0.list_attached_user_policies().user_name(user).send().await?;
+            for policy in policies.attached_policies() {
+                if let Some(arn) = policy.policy_arn() {
+                    self.0.detach_user_policy().user_name(user).policy_arn(arn).send().await?;
+                }
+            }
+            let keys = self.0.list_access_keys().user_name(user).send().await?;
+            for key in keys.access_key_metadata() {
+                if let Some(id) = key.access_key_id() {
+                    self.0.delete_access_key().user_name(user).access_key_id(id).send().await?;
+                }
+            }
+            self.0.delete_user().user_name(user).send().await?;
+            Ok(())
+        })
+    }
+
+    fn grant_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        entitlement: &'a pb::Entitlement,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        IamGrant(&self.0).grant(account, entitlement)
     }
 }
 

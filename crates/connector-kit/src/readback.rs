@@ -6,6 +6,13 @@
 //! entitlement kind the connector manages, the whole set (an entitlement the
 //! target holds that the desired state lacks is *excess*). Each difference is
 //! named, so it can go into task status and evidence.
+//!
+//! Reads fail closed: a field the connector reports as unreadable
+//! (`AccountState.unreadable`) is unknown, and when the desired state names it
+//! the read-back differs ([`Difference::Unreadable`]), whatever value the field
+//! carries. A leaver (present, disabled, no entitlement) is not verified while
+//! the target shows the account in a privileged group the connector does not
+//! manage ([`Difference::PrivilegedUnmanaged`]).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -31,6 +38,12 @@ pub enum Difference {
     CredentialsRemain { active: Vec<String> },
     /// The target cannot prove that no credential remains.
     CredentialsUnproven,
+    /// The read-back carries another correlation key than the desired one.
+    PersonId { expected: String, actual: String },
+    /// A field the desired state names could not be read on the target: unknown.
+    Unreadable { field: String, target_attribute: String, reason: String },
+    /// A leaver still belongs to a privileged group the connector does not manage.
+    PrivilegedUnmanaged { kind: String, id: String },
 }
 
 impl fmt::Display for Difference {
@@ -48,6 +61,15 @@ impl fmt::Display for Difference {
             Self::ExcessEntitlement { kind, id } => write!(f, "entitlement {kind}:{id}: excess"),
             Self::CredentialsRemain { active } => write!(f, "credentials: still active: {}", active.join(", ")),
             Self::CredentialsUnproven => f.write_str("credentials: the target cannot prove that none remain"),
+            Self::PersonId { expected, actual } => {
+                write!(f, "person_id: expected {expected:?}, target shows {actual:?}")
+            }
+            Self::Unreadable { field, target_attribute, reason } => {
+                write!(f, "{field}: unknown, the target's {target_attribute} could not be read ({reason})")
+            }
+            Self::PrivilegedUnmanaged { kind, id } => {
+                write!(f, "entitlement {kind}:{id}: privileged, not managed by the connector, still held")
+            }
         }
     }
 }
@@ -142,6 +164,20 @@ pub fn compare(description: &DescribeResponse, desired: &DesiredAccount, actual:
     if normalise(name_rule, expected_name) != normalise(name_rule, actual_name) {
         differences.push(Difference::AccountName { expected: expected_name.into(), actual: actual_name.into() });
     }
+    let expected_person = desired.account.as_ref().map(|a| a.person_id.as_str()).unwrap_or_default();
+    let actual_person = actual.account.as_ref().map(|a| a.person_id.as_str()).unwrap_or_default();
+    if expected_person != actual_person {
+        differences.push(Difference::PersonId { expected: expected_person.into(), actual: actual_person.into() });
+    }
+    for unreadable in &actual.unreadable {
+        if names_field(description, desired, &unreadable.field) {
+            differences.push(Difference::Unreadable {
+                field: unreadable.field.clone(),
+                target_attribute: unreadable.target_attribute.clone(),
+                reason: unreadable.reason.clone(),
+            });
+        }
+    }
     if desired.enabled != actual.enabled {
         differences.push(Difference::Enabled { expected: desired.enabled, actual: actual.enabled });
     }
@@ -187,6 +223,12 @@ pub fn compare(description: &DescribeResponse, desired: &DesiredAccount, actual:
             }
         }
     }
+    if is_leaver(desired) {
+        for entitlement in actual.unmanaged_entitlements.iter().filter(|e| e.privileged) {
+            differences
+                .push(Difference::PrivilegedUnmanaged { kind: entitlement.kind.clone(), id: entitlement.id.clone() });
+        }
+    }
     if desired.credentials == CredentialAction::RevokeAll as i32 {
         let credentials = actual.credentials.clone().unwrap_or_default();
         if !credentials.active.is_empty() {
@@ -196,6 +238,28 @@ pub fn compare(description: &DescribeResponse, desired: &DesiredAccount, actual:
         }
     }
     differences
+}
+
+/// Whether a present desired state is a leaver's: disabled, holding nothing.
+fn is_leaver(desired: &DesiredAccount) -> bool {
+    desired.presence == Presence::Present as i32 && !desired.enabled && desired.entitlements.is_empty()
+}
+
+/// Whether the desired state (present) names the `AccountState` field at
+/// `path`, so that not knowing it leaves the read-back unverified. An unknown
+/// path is named: what the coordinator does not understand is not proof.
+fn names_field(description: &DescribeResponse, desired: &DesiredAccount, path: &str) -> bool {
+    let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+    match head {
+        "attributes" => rest.is_empty() || desired.attributes.contains_key(rest),
+        "entitlements" => {
+            rest.is_empty() || description.entitlement_kinds.iter().any(|kind| kind.kind == rest) || is_leaver(desired)
+        }
+        "unmanaged_entitlements" => is_leaver(desired),
+        "credentials" => desired.credentials == CredentialAction::RevokeAll as i32,
+        "last_activity" | "target_native_id" => false,
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +364,84 @@ mod tests {
         assert_eq!(normalise_dn("CN=a\\,b , OU=X"), "cn=a\\,b,ou=x");
         assert_ne!(normalise_dn("cn=a\\,b,ou=x"), normalise_dn("cn=a,b,ou=x"));
         assert_eq!(normalise_dn("cn=trailing\\ "), "cn=trailing\\ ");
+    }
+
+    fn unreadable(field: &str, target_attribute: &str) -> jml_contract::v1::UnreadableField {
+        jml_contract::v1::UnreadableField {
+            field: field.into(),
+            target_attribute: target_attribute.into(),
+            reason: "hidden by an ACL".into(),
+        }
+    }
+
+    fn leaver() -> DesiredAccount {
+        DesiredAccount {
+            enabled: false,
+            entitlements: vec![],
+            credentials: CredentialAction::RevokeAll as i32,
+            ..desired()
+        }
+    }
+
+    #[test]
+    fn an_unreadable_field_the_desired_state_names_is_not_verified() {
+        // The read-back shows the safe values (disabled, no password) but says
+        // it could not read them: unknown is never verified.
+        let mut state = actual();
+        state.enabled = false;
+        state.entitlements.clear();
+        state.credentials = Some(CredentialState { active: vec![], complete: true });
+        state.unreadable = vec![unreadable("enabled", "userAccountControl"), unreadable("credentials", "userPassword")];
+        let differences = compare(&description(), &leaver(), &state);
+        assert_eq!(differences.len(), 2, "{differences:?}");
+        assert!(differences[0].to_string().contains("userAccountControl"), "{}", differences[0]);
+        assert!(differences[1].to_string().starts_with("credentials: unknown"), "{}", differences[1]);
+    }
+
+    #[test]
+    fn an_unreadable_field_the_desired_state_does_not_name_is_ignored() {
+        let mut state = actual();
+        state.unreadable = vec![unreadable("attributes.title", "title"), unreadable("credentials", "userPassword")];
+        assert_eq!(compare(&description(), &desired(), &state), vec![]);
+        state.unreadable.push(unreadable("attributes.mail", "mail"));
+        assert!(
+            matches!(&compare(&description(), &desired(), &state)[..], [Difference::Unreadable { field, .. }] if field == "attributes.mail")
+        );
+    }
+
+    #[test]
+    fn a_leaver_in_a_privileged_unmanaged_group_is_not_verified() {
+        let mut state = actual();
+        state.enabled = false;
+        state.entitlements.clear();
+        state.credentials = Some(CredentialState { active: vec![], complete: true });
+        state.unmanaged_entitlements = vec![
+            Entitlement { kind: "group".into(), id: "cn=wiki,ou=apps,dc=example,dc=org".into(), privileged: false },
+            Entitlement {
+                kind: "group".into(),
+                id: "CN=Domain Admins,CN=Users,DC=jml,DC=test".into(),
+                privileged: true,
+            },
+        ];
+        assert_eq!(
+            compare(&description(), &leaver(), &state),
+            vec![Difference::PrivilegedUnmanaged {
+                kind: "group".into(),
+                id: "CN=Domain Admins,CN=Users,DC=jml,DC=test".into()
+            }]
+        );
+        // An active account's unmanaged groups are not the policy's business.
+        assert_eq!(compare(&description(), &desired(), &actual()), vec![]);
+    }
+
+    #[test]
+    fn another_person_id_is_a_difference() {
+        let mut state = actual();
+        state.account = Some(AccountRef { person_id: "p2".into(), account_name: "alice".into() });
+        assert_eq!(
+            compare(&description(), &desired(), &state),
+            vec![Difference::PersonId { expected: "p1".into(), actual: "p2".into() }]
+        );
     }
 
     #[test]

@@ -150,9 +150,17 @@ pub struct LdapConfig {
     #[serde(default = "default_group_name_attribute")]
     pub group_name_attribute: String,
     /// Group names (entitlement ids, compared case-insensitively) whose
-    /// membership is privileged.
+    /// membership is privileged. A group outside `groups_base_dn` is
+    /// privileged when its name or its whole DN is listed here (or, in AD
+    /// mode, when the directory marks it with `adminCount: 1`).
     #[serde(default)]
     pub privileged_groups: Vec<String>,
+    /// The subtree `Read` searches for every group the account belongs to,
+    /// managed or not (by `member`, `uniqueMember` or `memberUid`, and the
+    /// account's own `memberOf`); groups outside `groups_base_dn` are reported
+    /// as unmanaged entitlements. Unset: the `dc=` suffix of `users_base_dn`.
+    #[serde(default)]
+    pub membership_search_base: Option<String>,
     /// A member DN kept in a group that would otherwise become empty
     /// (`groupOfNames` requires a member). Never reported as an account.
     /// Unset: the bind DN. AD groups may be empty and do not need it.
@@ -315,6 +323,19 @@ impl LdapConfig {
             DirectoryMode::Openldap => vec!["inetOrgPerson".into()],
             DirectoryMode::ActiveDirectory => {
                 ["top", "person", "organizationalPerson", "user"].iter().map(|c| (*c).to_owned()).collect()
+            }
+        })
+    }
+
+    /// Where every membership is searched for, by the `dc=` suffix of
+    /// `users_base_dn` when unset.
+    pub fn membership_search_base(&self) -> String {
+        self.membership_search_base.clone().unwrap_or_else(|| {
+            let rdns: Vec<&str> = self.users_base_dn.split(',').collect();
+            let first_dc = rdns.iter().position(|rdn| rdn.trim().to_ascii_lowercase().starts_with("dc="));
+            match first_dc {
+                Some(index) => rdns[index..].iter().map(|rdn| rdn.trim()).collect::<Vec<_>>().join(","),
+                None => self.users_base_dn.clone(),
             }
         })
     }

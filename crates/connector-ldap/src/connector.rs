@@ -18,6 +18,19 @@
 //!   random value under the `{REVOKED}` scheme, which no server accepts for a
 //!   bind and which read-back recognises; AD mode sets a random `unicodePwd`
 //!   and `pwdLastSet: 0`. Both remove every configured credential attribute.
+//! - Reads fail closed: in AD mode a `userAccountControl` the bind cannot
+//!   read (every AD account has one) or a missing `pwdLastSet`, and in
+//!   OpenLDAP mode a `userPassword` that is not returned although a compare
+//!   does not say "no such attribute", are reported in
+//!   `AccountState.unreadable` (the enabled flag then reads as the unsafe
+//!   `true`, credentials as not `complete`), never as disabled or revoked.
+//!   Apply refuses to set the disable bit it cannot read.
+//! - Read also reports every group the directory says the account belongs
+//!   to outside the managed ones (by `member`, `uniqueMember`, `memberUid` or
+//!   `memberOf` anywhere under `membership_search_base`; in AD mode nested
+//!   groups too, by the in-chain matching rule, and a primary group other
+//!   than Domain Users) as unmanaged entitlements, privileged by
+//!   configuration or by AD's own `adminCount: 1`.
 //! - Delete removes the account from every group, then the entry.
 //! - `List` is a paged (RFC 2696) search streamed page by page.
 
@@ -57,6 +70,28 @@ const USER_PASSWORD: &str = "userPassword";
 const USER_ACCOUNT_CONTROL: &str = "userAccountControl";
 const PWD_LAST_SET: &str = "pwdLastSet";
 const UNICODE_PWD: &str = "unicodePwd";
+const MEMBER_OF: &str = "memberOf";
+const PRIMARY_GROUP_ID: &str = "primaryGroupID";
+const ADMIN_COUNT: &str = "adminCount";
+/// AD's `LDAP_MATCHING_RULE_IN_CHAIN`: membership through nested groups.
+const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
+/// The RID of AD's Domain Users, every account's default primary group.
+const DOMAIN_USERS_RID: &str = "513";
+/// RIDs of AD's built-in privileged domain groups: Domain Admins, Domain
+/// Controllers, Schema Admins, Enterprise Admins, Read-only Domain Controllers.
+const PRIVILEGED_RIDS: [&str; 5] = ["512", "516", "518", "519", "521"];
+
+/// Whether the password can still be used to log in, as far as the bind can see.
+enum PasswordState {
+    Usable,
+    Unusable,
+    /// Not visible to the connector's bind: (the attribute, why).
+    Unknown(&'static str, String),
+}
+
+fn unreadable(field: &str, target_attribute: &str, reason: impl Into<String>) -> pb::UnreadableField {
+    pb::UnreadableField { field: field.into(), target_attribute: target_attribute.into(), reason: reason.into() }
+}
 
 /// The LDAP / AD connector.
 #[derive(Clone)]
@@ -92,15 +127,19 @@ impl LdapConnector {
             vec![config.person_id_attribute.clone(), config.account_name_attribute(), config.rdn_attribute()];
         read_attributes.extend(config.attributes.values().map(|m| m.ldap.clone()));
         read_attributes.extend(config.credential_attributes());
+        read_attributes.push(MEMBER_OF.into());
         match config.mode {
             DirectoryMode::Openldap => {
                 read_attributes.extend([PWD_ACCOUNT_LOCKED_TIME, USER_PASSWORD, "modifyTimestamp"].map(String::from))
             }
-            DirectoryMode::ActiveDirectory => {
-                read_attributes.extend([USER_ACCOUNT_CONTROL, PWD_LAST_SET, "whenChanged"].map(String::from))
-            }
+            DirectoryMode::ActiveDirectory => read_attributes
+                .extend([USER_ACCOUNT_CONTROL, PWD_LAST_SET, "whenChanged", PRIMARY_GROUP_ID].map(String::from)),
         }
-        let privileged = config.privileged_groups.iter().map(|g| g.to_lowercase()).collect();
+        let privileged = config
+            .privileged_groups
+            .iter()
+            .flat_map(|g| [g.to_lowercase(), connector_kit::readback::normalise_dn(g)])
+            .collect();
         let empty_group_member = config.empty_group_member.clone().unwrap_or_else(|| config.bind_dn.clone());
         Ok(Self {
             inner: Arc::new(Inner { config, pool, account_class, read_attributes, privileged, empty_group_member }),
@@ -212,11 +251,45 @@ impl LdapConnector {
         }
     }
 
-    fn is_enabled(&self, entry: &DirectoryEntry) -> bool {
+    /// Whether the account can be used; `None` when the bind cannot see
+    /// what decides it (AD: `userAccountControl`, which every account has).
+    fn is_enabled(&self, entry: &DirectoryEntry) -> Option<bool> {
         match self.config().mode {
-            DirectoryMode::Openldap => !entry.values(PWD_ACCOUNT_LOCKED_TIME).iter().any(|v| v == PERMANENT_LOCK),
-            DirectoryMode::ActiveDirectory => user_account_control(entry).is_some_and(|uac| uac & ACCOUNTDISABLE == 0),
+            DirectoryMode::Openldap => Some(!entry.values(PWD_ACCOUNT_LOCKED_TIME).iter().any(|v| v == PERMANENT_LOCK)),
+            DirectoryMode::ActiveDirectory => user_account_control(entry).map(|uac| uac & ACCOUNTDISABLE == 0),
         }
+    }
+
+    /// The password's state as the bind can prove it. OpenLDAP: a
+    /// `userPassword` that is not returned is absent only if a compare says
+    /// "no such attribute"; otherwise it is hidden from this bind.
+    async fn password_state(
+        &self,
+        directory: &mut Directory,
+        entry: &DirectoryEntry,
+    ) -> Result<PasswordState, TargetError> {
+        if entry.has(USER_PASSWORD) || self.config().mode == DirectoryMode::ActiveDirectory {
+            return Ok(match self.config().mode {
+                DirectoryMode::ActiveDirectory if !entry.has(PWD_LAST_SET) => PasswordState::Unknown(
+                    PWD_LAST_SET,
+                    "not returned to the connector's bind, although every Active Directory account has one".into(),
+                ),
+                _ if self.password_usable(entry) => PasswordState::Usable,
+                _ => PasswordState::Unusable,
+            });
+        }
+        let probe = random_token();
+        Ok(match directory.compare(&entry.dn, USER_PASSWORD, probe.as_bytes()).await? {
+            code::NO_SUCH_ATTRIBUTE => PasswordState::Unusable,
+            code::COMPARE_FALSE | code::COMPARE_TRUE => PasswordState::Unknown(
+                USER_PASSWORD,
+                "the entry has a password the connector's bind may not read (hidden by an ACL)".into(),
+            ),
+            rc => PasswordState::Unknown(
+                USER_PASSWORD,
+                format!("not returned to the connector's bind, and a compare was refused (LDAP result {rc})"),
+            ),
+        })
     }
 
     /// Whether the password can still be used to log in.
@@ -230,18 +303,100 @@ impl LdapConnector {
         }
     }
 
-    /// Credentials still usable, as the contract names them.
-    fn active_credentials(&self, entry: &DirectoryEntry) -> Vec<String> {
+    /// Credentials still usable, as the contract names them, and whether
+    /// every one could be seen (otherwise what could not is in `unreadable`).
+    async fn credential_state(
+        &self,
+        directory: &mut Directory,
+        entry: &DirectoryEntry,
+        unreadable_fields: &mut Vec<pb::UnreadableField>,
+    ) -> Result<pb::CredentialState, TargetError> {
         let mut active = Vec::new();
-        if self.password_usable(entry) {
-            active.push("password".to_owned());
+        let mut complete = true;
+        match self.password_state(directory, entry).await? {
+            PasswordState::Usable => active.push("password".to_owned()),
+            PasswordState::Unusable => {}
+            PasswordState::Unknown(attribute, reason) => {
+                complete = false;
+                unreadable_fields.push(unreadable("credentials", attribute, reason));
+            }
         }
         for attribute in self.config().credential_attributes() {
             if entry.has(&attribute) {
                 active.push(format!("attribute:{attribute}"));
             }
         }
-        active
+        Ok(pb::CredentialState { active, complete })
+    }
+
+    /// Whether a group outside the managed ones is privileged: named (or its
+    /// DN listed) in `privileged_groups`, or marked by the directory itself.
+    fn is_privileged_group(&self, dn: &str, name: Option<&str>, admin_count: Option<&str>) -> bool {
+        let privileged = &self.inner.privileged;
+        name.is_some_and(|n| privileged.contains(&n.to_lowercase()))
+            || privileged.contains(&connector_kit::readback::normalise_dn(dn))
+            || admin_count == Some("1")
+    }
+
+    /// Every group the directory says `entry` belongs to that is not one of
+    /// the `managed` group DNs (normalised), as unmanaged entitlements whose
+    /// id is the group's DN.
+    async fn unmanaged_memberships(
+        &self,
+        directory: &mut Directory,
+        entry: &DirectoryEntry,
+        account_name: &str,
+        managed: &HashSet<String>,
+    ) -> Result<Vec<pb::Entitlement>, TargetError> {
+        let config = self.config();
+        let dn = escape::filter_value(&entry.dn);
+        let (filter, attributes) = match config.mode {
+            DirectoryMode::Openldap => (
+                format!(
+                    "(|({}={dn})(member={dn})(uniqueMember={dn})(memberUid={}))",
+                    config.member_attribute,
+                    escape::filter_value(account_name)
+                ),
+                vec![config.group_name_attribute.clone()],
+            ),
+            DirectoryMode::ActiveDirectory => (
+                format!("({}:{IN_CHAIN}:={dn})", config.member_attribute),
+                vec![config.group_name_attribute.clone(), ADMIN_COUNT.to_owned()],
+            ),
+        };
+        let groups = directory.search(&config.membership_search_base(), Scope::Subtree, &filter, &attributes).await?;
+        let mut seen: HashSet<String> = managed.clone();
+        let mut unmanaged = Vec::new();
+        for group in groups {
+            if seen.insert(connector_kit::readback::normalise_dn(&group.dn)) {
+                let privileged = self.is_privileged_group(
+                    &group.dn,
+                    group.first(&config.group_name_attribute),
+                    group.first(ADMIN_COUNT),
+                );
+                unmanaged.push(pb::Entitlement { kind: GROUP.into(), id: group.dn, privileged });
+            }
+        }
+        // `memberOf` names groups the search may not reach (another subtree).
+        for group_dn in entry.values(MEMBER_OF) {
+            if seen.insert(connector_kit::readback::normalise_dn(group_dn)) {
+                let name = group_dn.split(',').next().and_then(|rdn| rdn.split_once('=')).map(|(_, v)| v.trim());
+                let privileged = self.is_privileged_group(group_dn, name, None);
+                unmanaged.push(pb::Entitlement { kind: GROUP.into(), id: group_dn.clone(), privileged });
+            }
+        }
+        // AD: the primary group is membership that neither `member` nor
+        // `memberOf` shows.
+        if let Some(rid) = entry.first(PRIMARY_GROUP_ID)
+            && rid != DOMAIN_USERS_RID
+        {
+            unmanaged.push(pb::Entitlement {
+                kind: GROUP.into(),
+                id: format!("{PRIMARY_GROUP_ID}:{rid}"),
+                privileged: PRIVILEGED_RIDS.contains(&rid),
+            });
+        }
+        Ok(unmanaged)
     }
 
     /// The read-back of one entry.
@@ -268,9 +423,10 @@ impl LdapConnector {
                 (!values.is_empty()).then(|| (name.clone(), values.join("\n")))
             })
             .collect();
-        let entitlements = self
-            .memberships(directory, &entry.dn)
-            .await?
+        let memberships = self.memberships(directory, &entry.dn).await?;
+        let managed: HashSet<String> =
+            memberships.iter().map(|(_, dn)| connector_kit::readback::normalise_dn(dn)).collect();
+        let entitlements = memberships
             .into_iter()
             .map(|(name, _)| pb::Entitlement {
                 kind: GROUP.into(),
@@ -278,22 +434,36 @@ impl LdapConnector {
                 id: name,
             })
             .collect();
+        let unmanaged_entitlements = self.unmanaged_memberships(directory, entry, &account_name, &managed).await?;
         let timestamp = match config.mode {
             DirectoryMode::Openldap => entry.first("modifyTimestamp"),
             DirectoryMode::ActiveDirectory => entry.first("whenChanged"),
         };
+        let mut unreadable_fields = Vec::new();
+        let enabled = self.is_enabled(entry).unwrap_or_else(|| {
+            unreadable_fields.push(unreadable(
+                "enabled",
+                USER_ACCOUNT_CONTROL,
+                "not returned to the connector's bind (or not a number), although every Active Directory account has one",
+            ));
+            // Unknown reads as the unsafe value.
+            true
+        });
+        let credentials = self.credential_state(directory, entry, &mut unreadable_fields).await?;
         Ok(pb::AccountState {
             account: Some(pb::AccountRef {
                 person_id: entry.first(&config.person_id_attribute).unwrap_or_default().to_owned(),
                 account_name,
             }),
             exists: true,
-            enabled: self.is_enabled(entry),
+            enabled,
             attributes,
             entitlements,
-            credentials: Some(pb::CredentialState { active: self.active_credentials(entry), complete: true }),
+            credentials: Some(credentials),
             target_native_id: entry.dn.clone(),
             last_activity: timestamp.and_then(generalized_time),
+            unreadable: unreadable_fields,
+            unmanaged_entitlements,
         })
     }
 
@@ -391,13 +561,19 @@ impl LdapConnector {
                 changes.push(change("set_attribute", contract_name));
             }
         }
-        if self.is_enabled(&entry) != desired.enabled {
+        if self.is_enabled(&entry) != Some(desired.enabled) {
             match config.mode {
                 DirectoryMode::Openldap if desired.enabled => mods.push(remove_all(PWD_ACCOUNT_LOCKED_TIME)),
                 DirectoryMode::Openldap => mods.push(replace(PWD_ACCOUNT_LOCKED_TIME, PERMANENT_LOCK)),
                 DirectoryMode::ActiveDirectory => {
                     let current = user_account_control(&entry).ok_or_else(|| {
-                        TargetError::typed(ConnectorError::internal("the account has no readable userAccountControl"))
+                        TargetError::typed(
+                            ConnectorError::permission_denied(
+                                "the connector's bind cannot read the account's userAccountControl: the disable bit \
+                                 can be neither set by read-modify-write nor proven",
+                            )
+                            .with_field("desired.enabled"),
+                        )
                     })?;
                     let next = with_disabled(current, !desired.enabled);
                     // Read-modify-write: the old value must still be there.
@@ -621,6 +797,7 @@ impl Connector for LdapConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: true,
                 list: true,
+                unmanaged_entitlements: true,
                 ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {

@@ -31,6 +31,10 @@ pub mod code {
     pub const OBJECT_CLASS_VIOLATION: u32 = 65;
     /// An entry with that DN already exists.
     pub const ENTRY_ALREADY_EXISTS: u32 = 68;
+    /// A compare found the attribute without the value.
+    pub const COMPARE_FALSE: u32 = 5;
+    /// A compare found the value.
+    pub const COMPARE_TRUE: u32 = 6;
 }
 
 /// A failed directory call: the typed error, and whether the connection it
@@ -371,6 +375,20 @@ impl Directory {
     #[tracing::instrument(name = "ldap.modify", skip_all)]
     pub async fn modify(&mut self, dn: &str, mods: Vec<Mod<Vec<u8>>>) -> Result<LdapResult, TargetError> {
         self.ldap.with_timeout(self.timeout).modify(dn, mods).await.map_err(|e| ldap_error("modify", e))
+    }
+
+    /// Compares one value of an attribute (RFC 4511 4.10); answers the raw
+    /// result code: compareTrue, compareFalse, noSuchAttribute when the entry
+    /// has no such attribute, or a refusal.
+    #[tracing::instrument(name = "ldap.compare", skip_all)]
+    pub async fn compare(&mut self, dn: &str, attribute: &str, value: &[u8]) -> Result<u32, TargetError> {
+        let result = self
+            .ldap
+            .with_timeout(self.timeout)
+            .compare(dn, attribute, value)
+            .await
+            .map_err(|e| ldap_error("compare", e))?;
+        Ok(result.0.rc)
     }
 
     /// Deletes an entry; a missing entry is not an error.

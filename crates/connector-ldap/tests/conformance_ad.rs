@@ -73,7 +73,81 @@ impl SambaAd {
 
 struct SambaBackdoor(Arc<SambaAd>);
 
+impl SambaBackdoor {
+    /// The DN of the account, found by the Administrator.
+    async fn account_dn(&self, ldap: &mut ldap3::Ldap, account: &pb::AccountRef) -> anyhow::Result<String> {
+        let filter = format!("(sAMAccountName={})", ldap3::ldap_escape(&account.account_name));
+        let (entries, _) = ldap
+            .search(&format!("OU=Managed,{}", self.0.base_dn), Scope::Subtree, &filter, vec!["1.1"])
+            .await?
+            .success()?;
+        Ok(SearchEntry::construct(entries.into_iter().next().ok_or_else(|| anyhow::anyhow!("no account"))?).dn)
+    }
+
+    fn modify<'a>(&'a self, account: &'a pb::AccountRef, mods: Vec<Mod<Vec<u8>>>) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut ldap = self.0.admin().await;
+            let dn = self.account_dn(&mut ldap, account).await?;
+            ldap.modify(&dn, mods).await?.success()?;
+            Ok(())
+        })
+    }
+}
+
+fn replace(attribute: &str, value: impl Into<Vec<u8>>) -> Mod<Vec<u8>> {
+    Mod::Replace(attribute.as_bytes().to_vec(), HashSet::from([value.into()]))
+}
+
 impl Backdoor for SambaBackdoor {
+    fn set_attribute_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        attribute: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        match self.0.config().attributes.get(attribute) {
+            Some(mapped) => self.modify(account, vec![replace(&mapped.ldap, value)]),
+            None => Box::pin(async move { anyhow::bail!("attribute {attribute} is not mapped") }),
+        }
+    }
+
+    fn set_enabled_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        enabled: bool,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let (_, current) = uac(&self.0, &account.account_name).await;
+            let next = connector_ldap::connector::with_disabled(current, !enabled);
+            self.modify(account, vec![replace("userAccountControl", next.to_string())]).await
+        })
+    }
+
+    fn add_credential_directly<'a>(&'a self, account: &'a pb::AccountRef) -> BoxFuture<'a, anyhow::Result<String>> {
+        Box::pin(async move {
+            let password = connector_ldap::connector::ad_password("Direct-Secret-1a!");
+            self.modify(account, vec![replace("unicodePwd", password), replace("pwdLastSet", "-1")]).await?;
+            Ok("password".to_owned())
+        })
+    }
+
+    fn set_person_id_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        person_id: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        self.modify(account, vec![replace("employeeNumber", person_id)])
+    }
+
+    fn delete_directly<'a>(&'a self, account: &'a pb::AccountRef) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut ldap = self.0.admin().await;
+            let dn = self.account_dn(&mut ldap, account).await?;
+            ldap.delete(&dn).await?.success()?;
+            Ok(())
+        })
+    }
+
     fn grant_directly<'a>(
         &'a self,
         account: &'a pb::AccountRef,

@@ -4,28 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use connector_kit::conformance::{Backdoor, ConformanceTarget, Fixture};
+use connector_kit::conformance::{ConformanceTarget, Fixture};
 use connector_kit::contract as pb;
-use connector_memory::{MemoryConfig, MemoryConnector, MemoryTarget};
-use futures::future::BoxFuture;
-
-struct MemoryBackdoor(Arc<MemoryTarget>);
-
-impl Backdoor for MemoryBackdoor {
-    fn grant_directly<'a>(
-        &'a self,
-        account: &'a pb::AccountRef,
-        entitlement: &'a pb::Entitlement,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            anyhow::ensure!(
-                self.0.grant_directly(&account.account_name, &entitlement.kind, &entitlement.id),
-                "no such account"
-            );
-            Ok(())
-        })
-    }
-}
+use connector_memory::{MemoryBackdoor, MemoryConfig, MemoryConnector, MemoryTarget};
 
 fn group(id: &str) -> pb::Entitlement {
     pb::Entitlement { kind: "group".into(), id: id.into(), privileged: false }

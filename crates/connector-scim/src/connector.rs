@@ -11,7 +11,10 @@
 //! - **Groups** are the `group` entitlement kind, identified by `displayName`
 //!   (compared case-insensitively, as SCIM does). Membership is added and
 //!   removed by `PATCH` on the group (`members[value eq "<id>"]` for removal)
-//!   and read with the filter `members[value eq "<id>"]`. Every requested
+//!   and read with the filter `members[value eq "<id>"]`, asking for each
+//!   group's members: a group returned without the user among its members
+//!   (a service provider that ignores the filter, or truncates members) makes
+//!   the memberships unknown, an error, never a shorter list. Every requested
 //!   group is resolved before anything is written, and a user created in an
 //!   apply that then fails is deleted again, so nothing is half-written.
 //! - **Credentials**: SCIM cannot list credentials. Revocation replaces the
@@ -289,7 +292,9 @@ impl ScimConnector {
         }
     }
 
-    /// Every group the user is a member of.
+    /// Every group the user is a member of. Each group the filter returns
+    /// must list the user among its members: what the service provider says
+    /// is checked, never trusted.
     async fn groups_of(&self, provider: &ServiceProvider, user_id: &str) -> Result<Vec<ScimGroup>, ConnectorError> {
         let filter = format!("members[value eq {}]", filter_string(user_id));
         let count = self.inner.page_size.min(provider.page_cap()).max(1);
@@ -299,9 +304,27 @@ impl ScimConnector {
             let page = self
                 .inner
                 .target
-                .search::<ScimGroup>("/Groups", Some(&filter), Some("displayName"), &PageStart::Index(index), count)
+                .search::<ScimGroup>(
+                    "/Groups",
+                    Some(&filter),
+                    Some("displayName,members"),
+                    &PageStart::Index(index),
+                    count,
+                )
                 .await?;
             let fetched = page.resources.len() as u64;
+            if let Some(group) = page
+                .resources
+                .iter()
+                .find(|g| !g.members.as_ref().is_some_and(|members| members.iter().any(|m| m.value == user_id)))
+            {
+                return Err(ConnectorError::internal(format!(
+                    "the service provider answered the filter members[value eq id] with group {:?}, whose members \
+                     (as returned) do not include the user: it ignores the filter or truncates members, so the \
+                     user's memberships cannot be read",
+                    printable(&group.display_name)
+                )));
+            }
             groups.extend(page.resources);
             index += fetched;
             if fetched == 0 || index > page.total_results {
@@ -493,6 +516,7 @@ impl ScimConnector {
             credentials: Some(pb::CredentialState { active: Vec::new(), complete: false }),
             target_native_id: user.id.clone(),
             last_activity,
+            ..Default::default()
         }
     }
 
@@ -570,6 +594,7 @@ impl Connector for ScimConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: false,
                 list: true,
+                unmanaged_entitlements: false,
                 ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {

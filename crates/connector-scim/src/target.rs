@@ -285,6 +285,17 @@ pub struct ScimGroup {
     /// The group's name: the entitlement id.
     #[serde(default)]
     pub display_name: String,
+    /// The members, when the search asked for them (`attributes=members`).
+    #[serde(default)]
+    pub members: Option<Vec<GroupMember>>,
+}
+
+/// One member of a SCIM Group.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The member's id.
+    #[serde(default)]
+    pub value: String,
 }
 
 /// One page of a search.

@@ -1,6 +1,7 @@
-//! The two error paths a real `scim2-server` cannot be made to produce on
-//! demand: 429/503 with `Retry-After`, and 412 Precondition Failed on a
-//! PATCH carrying `If-Match`. A small scripted HTTP/1.1 server on loopback
+//! The error paths a real `scim2-server` cannot be made to produce on
+//! demand: 429/503 with `Retry-After`, 412 Precondition Failed on a
+//! PATCH carrying `If-Match`, and a service provider that ignores the
+//! `members[value eq id]` filter. A small scripted HTTP/1.1 server on loopback
 //! stands in for the service provider ONLY here; every other behaviour is
 //! tested against the real server (tests/conformance.rs, tests/hostile_untouched.rs).
 
@@ -295,4 +296,36 @@ async fn precondition_failing_every_time_ends_as_a_conflict() {
     assert_eq!(error.kind, ErrorKind::Conflict, "{error}");
     let patches = log.lock().expect("log").iter().filter(|r| r.method == "PATCH").count();
     assert_eq!(patches, 3, "one PATCH and two retries");
+}
+
+/// A service provider that ignores `members[value eq id]` (answers every
+/// group) or omits members: the user's memberships are unknown, so Read
+/// fails, typed and not retryable, instead of showing a list that could make
+/// a strip look verified.
+#[tokio::test]
+async fn a_service_provider_ignoring_the_members_filter_makes_memberships_unknown() {
+    for members in [json!([{ "value": "u/2" }]), json!([]), Value::Null] {
+        let answer = members.clone();
+        let script: Script = Arc::new(move |request, _| {
+            if request.target.ends_with("/ServiceProviderConfig") {
+                service_provider_config()
+            } else if request.target.starts_with("/v2/Users") {
+                list(vec![user(1, "Alice")])
+            } else {
+                let mut group = json!({ "id": "g-1", "displayName": "admins" });
+                if !answer.is_null() {
+                    group["members"] = answer.clone();
+                }
+                list(vec![group, json!({ "id": "g-2", "displayName": "staff", "members": [{ "value": "u/1" }] })])
+            }
+        });
+        let (base_url, log) = scripted_server(script).await;
+        let connector = connector(&base_url);
+        let error = connector.read(&account()).await.expect_err("memberships that cannot be checked fail the read");
+        assert_eq!(error.kind, ErrorKind::Internal, "{members}: {error}");
+        assert!(!error.retryable, "{error}");
+        assert!(error.message.contains("admins") && error.message.contains("ignores the filter"), "{error}");
+        let asked = log.lock().expect("log").iter().any(|r| r.target.contains("attributes=displayName%2Cmembers"));
+        assert!(asked, "the group search asks for members");
+    }
 }

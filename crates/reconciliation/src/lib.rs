@@ -120,8 +120,9 @@ fn drift(account: &pb::AccountRef, class: DriftClass, privileged: bool, detail: 
     }
 }
 
+/// Whether the account holds a privileged entitlement, managed or not.
 fn holds_privileged(state: &pb::AccountState) -> bool {
-    state.entitlements.iter().any(|e| e.privileged)
+    state.entitlements.iter().chain(&state.unmanaged_entitlements).any(|e| e.privileged)
 }
 
 /// Whether an expected state is a leaver's: absent, or present but disabled
@@ -132,11 +133,14 @@ pub fn is_leaver_state(expected: &pb::DesiredAccount) -> bool {
 }
 
 /// Whether an orphan account is already contained: disabled, holding no
-/// entitlement and no active credential. That is the end state policy wants
-/// for an orphan (disabled, never deleted), so it is counted, not drift.
+/// entitlement and no privileged unmanaged one, no active credential, and
+/// nothing unreadable. That is the end state policy wants for an orphan
+/// (disabled, never deleted), so it is counted, not drift.
 pub fn is_contained_orphan(state: &pb::AccountState) -> bool {
     !state.enabled
         && state.entitlements.is_empty()
+        && !holds_privileged(state)
+        && state.unreadable.is_empty()
         && state.credentials.as_ref().is_none_or(|credentials| credentials.active.is_empty())
 }
 
@@ -201,7 +205,14 @@ pub fn classify(
                         Difference::MissingEntitlement { kind, id } => {
                             Some(drift(&account, DriftClass::MissingEntitlement, is_privileged(kind, id), detail))
                         }
-                        Difference::Attribute { .. } | Difference::Enabled { .. } | Difference::AccountName { .. } => {
+                        Difference::PrivilegedUnmanaged { .. } => {
+                            Some(drift(&account, DriftClass::ExcessEntitlement, true, detail))
+                        }
+                        Difference::Attribute { .. }
+                        | Difference::Enabled { .. }
+                        | Difference::AccountName { .. }
+                        | Difference::PersonId { .. }
+                        | Difference::Unreadable { .. } => {
                             Some(drift(&account, DriftClass::AttributeDrift, false, detail))
                         }
                         Difference::Existence { .. } => {
@@ -385,6 +396,36 @@ mod tests {
         assert_eq!(drift[0].severity, Severity::Critical);
         assert!(drift[0].privileged);
         assert!(classify(&description(), Some(&leaver("p1")), Some(&actual("p1", false, vec![]))).is_empty());
+    }
+
+    #[test]
+    fn a_leaver_in_a_privileged_group_outside_the_managed_scope_is_reported() {
+        let mut state = actual("p1", false, vec![]);
+        state.unmanaged_entitlements = vec![group("CN=Domain Admins,CN=Users,DC=jml,DC=test", true)];
+        let drift = classify(&description(), Some(&leaver("p1")), Some(&state));
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert_eq!((drift[0].class, drift[0].severity), (DriftClass::ShouldBeDisabled, Severity::Critical));
+        assert!(drift[0].privileged);
+        assert!(drift[0].detail.contains("Domain Admins"), "{}", drift[0].detail);
+        // An orphan holding it is not contained.
+        assert_eq!(classify(&description(), None, Some(&state))[0].class, DriftClass::OrphanAccount);
+        // A plain unmanaged group does not hold a leaver back.
+        state.unmanaged_entitlements = vec![group("cn=wiki,ou=apps,dc=example,dc=org", false)];
+        assert!(classify(&description(), Some(&leaver("p1")), Some(&state)).is_empty());
+    }
+
+    #[test]
+    fn a_leaver_whose_enabled_flag_cannot_be_read_is_reported() {
+        let mut state = actual("p1", false, vec![]);
+        state.unreadable = vec![pb::UnreadableField {
+            field: "enabled".into(),
+            target_attribute: "userAccountControl".into(),
+            reason: "not returned to the connector's bind".into(),
+        }];
+        let drift = classify(&description(), Some(&leaver("p1")), Some(&state));
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert_eq!(drift[0].class, DriftClass::ShouldBeDisabled);
+        assert!(drift[0].detail.contains("userAccountControl"), "{}", drift[0].detail);
     }
 
     #[test]

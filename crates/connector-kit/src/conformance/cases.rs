@@ -237,6 +237,11 @@ macro_rules! with_cleanup {
     }};
 }
 
+// After `with_cleanup!`, which it uses.
+mod out_of_band;
+
+pub use out_of_band::*;
+
 /// `Describe` names the contract version, the kind, the target, the
 /// capabilities, and every entitlement kind the fixture uses.
 pub async fn describe_is_complete(target: &ConformanceTarget) -> Result<Outcome, Violation> {

@@ -28,7 +28,11 @@ use crate::client::ConnectorClient;
 pub use cases::*;
 
 /// Direct access to the target, bypassing the connector, so the suite can
-/// check that `Read` really reads the target.
+/// check that `Read` really reads the target: every field `Read` reports has
+/// a case that changes it here and requires `Read` to show it. A backdoor
+/// that cannot make one kind of edit on its target leaves that method's
+/// default, which answers [`BackdoorUnsupported`]: the case is skipped, and
+/// the connector's test must list it as an expected skip.
 pub trait Backdoor: Send + Sync {
     /// Grants `entitlement` to the account directly on the target (an ad hoc edit).
     fn grant_directly<'a>(
@@ -36,6 +40,60 @@ pub trait Backdoor: Send + Sync {
         account: &'a pb::AccountRef,
         entitlement: &'a pb::Entitlement,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Sets the managed attribute `attribute` (its contract name) to `value`
+    /// directly on the target.
+    fn set_attribute_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        attribute: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        let _ = (account, attribute, value);
+        unsupported("set an attribute")
+    }
+
+    /// Enables or disables the account directly on the target.
+    fn set_enabled_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        enabled: bool,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        let _ = (account, enabled);
+        unsupported("enable or disable an account")
+    }
+
+    /// Adds a usable credential directly on the target; answers it as `Read`
+    /// names it in `CredentialState.active` (e.g. "password", "access_key:AKIA...").
+    fn add_credential_directly<'a>(&'a self, account: &'a pb::AccountRef) -> BoxFuture<'a, anyhow::Result<String>> {
+        let _ = account;
+        Box::pin(async { Err(BackdoorUnsupported("add a credential").into()) })
+    }
+
+    /// Replaces the correlation key stored on the account directly on the target.
+    fn set_person_id_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        person_id: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        let _ = (account, person_id);
+        unsupported("change the stored person id")
+    }
+
+    /// Deletes the account directly on the target.
+    fn delete_directly<'a>(&'a self, account: &'a pb::AccountRef) -> BoxFuture<'a, anyhow::Result<()>> {
+        let _ = account;
+        unsupported("delete an account")
+    }
+}
+
+/// A backdoor cannot make this kind of edit on its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the backdoor cannot {0} on this target")]
+pub struct BackdoorUnsupported(pub &'static str);
+
+fn unsupported<'a>(what: &'static str) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move { Err(BackdoorUnsupported(what).into()) })
 }
 
 /// Attribute values for an account, by account name.
@@ -137,14 +195,65 @@ pub fn expect_pass(case: &'static str, result: Result<Outcome, Violation>) {
     }
 }
 
+/// Checks one case's outcome against the connector's declared expected
+/// skips: a violation fails, a skip not listed fails, and so does a listed
+/// skip that passed (the list must stay true) or a listed name that is no
+/// case at all.
+pub fn expect_outcome(case: &'static str, result: Result<Outcome, Violation>, expected_skips: &[&str]) {
+    if let Some(unknown) = expected_skips.iter().find(|name| !CASES.contains(*name)) {
+        panic!("expected skip `{unknown}` names no conformance case");
+    }
+    let expected = expected_skips.contains(&case);
+    match result {
+        Ok(Outcome::Passed) if expected => {
+            panic!("conformance case `{case}` is listed as an expected skip but passed: remove it from the list")
+        }
+        Ok(Outcome::Passed) => eprintln!("conformance case `{case}`: passed"),
+        Ok(Outcome::Skipped(why)) if expected => eprintln!("conformance case `{case}`: skipped as expected ({why})"),
+        Ok(Outcome::Skipped(why)) => {
+            panic!("conformance case `{case}` was skipped ({why}) but is not listed in this connector's expected skips")
+        }
+        Err(violation) => panic!("{violation}"),
+    }
+}
+
+/// The name of every conformance case, in the order `conformance_tests!` runs them.
+pub const CASES: &[&str] = &[
+    "describe_is_complete",
+    "create_then_read_back_matches",
+    "reapply_same_command_is_idempotent",
+    "command_id_reuse_with_other_state_is_refused",
+    "mover_swaps_entitlements_and_attributes",
+    "disable_then_enable",
+    "revoke_credentials",
+    "delete_removes_account",
+    "read_is_fresh_from_target",
+    "list_finds_exactly_what_was_created",
+    "hostile_values_round_trip_or_are_refused",
+    "hostile_lookups_match_nothing",
+    "invalid_desired_state_is_refused",
+    "unknown_entitlement_is_a_typed_error",
+    "read_shows_attributes_changed_on_target",
+    "read_shows_enabled_changed_on_target",
+    "read_shows_credential_added_on_target",
+    "read_shows_person_id_changed_on_target",
+    "read_shows_account_deleted_on_target",
+];
+
 /// One named test per conformance case, for a connector crate's test file.
 ///
 /// `$setup` is an `async fn() -> ConformanceTarget` that starts the
-/// connector (over real gRPC) against its real target.
+/// connector (over real gRPC) against its real target. A case the connector
+/// honestly cannot run (a capability it lacks, an edit its target's backdoor
+/// cannot make) must be listed, `expected_skips: [case, ...]`; any other
+/// skip fails, and so does a listed case that passes.
 #[macro_export]
 macro_rules! conformance_tests {
     ($setup:path) => {
-        $crate::conformance_tests!(@cases $setup;
+        $crate::conformance_tests!($setup, expected_skips: []);
+    };
+    ($setup:path, expected_skips: [$($skip:ident),* $(,)?]) => {
+        $crate::conformance_tests!(@cases $setup; [$(stringify!($skip)),*];
             describe_is_complete,
             create_then_read_back_matches,
             reapply_same_command_is_idempotent,
@@ -158,17 +267,23 @@ macro_rules! conformance_tests {
             hostile_values_round_trip_or_are_refused,
             hostile_lookups_match_nothing,
             invalid_desired_state_is_refused,
-            unknown_entitlement_is_a_typed_error
+            unknown_entitlement_is_a_typed_error,
+            read_shows_attributes_changed_on_target,
+            read_shows_enabled_changed_on_target,
+            read_shows_credential_added_on_target,
+            read_shows_person_id_changed_on_target,
+            read_shows_account_deleted_on_target
         );
     };
-    (@cases $setup:path; $($case:ident),+) => {
+    (@cases $setup:path; $skips:tt; $($case:ident),+) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let target = $setup().await;
-                $crate::conformance::expect_pass(
+                $crate::conformance::expect_outcome(
                     stringify!($case),
                     $crate::conformance::$case(&target).await,
+                    &$skips,
                 );
             }
         )+

@@ -4,6 +4,8 @@
 //! with the admin account, bypassing the connector.
 #![allow(dead_code)]
 
+pub mod samba;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -115,8 +117,25 @@ impl Slapd {
     }
 }
 
-/// Grants group memberships with the admin account, bypassing the connector.
+/// Edits the directory with the admin account, bypassing the connector.
 pub struct SlapdBackdoor(pub Arc<Slapd>);
+
+impl SlapdBackdoor {
+    /// Applies `mods` to the account's entry as the admin.
+    fn modify<'a>(&'a self, account: &'a pb::AccountRef, mods: Vec<Mod<String>>) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let dn =
+                self.0.account_dn(&account.account_name).await.ok_or_else(|| anyhow::anyhow!("no such account"))?;
+            let mut ldap = self.0.admin().await;
+            ldap.modify(&dn, mods).await?.success()?;
+            Ok(())
+        })
+    }
+}
+
+fn replace(attribute: &str, value: &str) -> Mod<String> {
+    Mod::Replace(attribute.to_owned(), HashSet::from([value.to_owned()]))
+}
 
 impl Backdoor for SlapdBackdoor {
     fn grant_directly<'a>(
@@ -130,6 +149,87 @@ impl Backdoor for SlapdBackdoor {
             let group = format!("cn={},{}", ldap3::dn_escape(&entitlement.id), self.0.groups());
             let mut ldap = self.0.admin().await;
             ldap.modify(&group, vec![Mod::Add("member", HashSet::from([dn.as_str()]))]).await?.success()?;
+            Ok(())
+        })
+    }
+
+    fn set_attribute_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        attribute: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        match self.0.config().attributes.get(attribute) {
+            Some(mapped) => self.modify(account, vec![replace(&mapped.ldap, value)]),
+            None => Box::pin(async move { anyhow::bail!("attribute {attribute} is not mapped") }),
+        }
+    }
+
+    fn set_enabled_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        enabled: bool,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let dn =
+                self.0.account_dn(&account.account_name).await.ok_or_else(|| anyhow::anyhow!("no such account"))?;
+            let mut ldap = self.0.admin().await;
+            let lock = if enabled {
+                Mod::Delete("pwdAccountLockedTime", HashSet::new())
+            } else {
+                Mod::Replace("pwdAccountLockedTime", HashSet::from(["000001010000Z"]))
+            };
+            let result = ldap.modify(&dn, vec![lock]).await?;
+            // Unlocking an account that is not locked is no change.
+            anyhow::ensure!(result.rc == 0 || (enabled && result.rc == 16), "modify: {result:?}");
+            Ok(())
+        })
+    }
+
+    fn add_credential_directly<'a>(&'a self, account: &'a pb::AccountRef) -> BoxFuture<'a, anyhow::Result<String>> {
+        Box::pin(async move {
+            self.modify(account, vec![replace("userPassword", "Direct-Secret-1")]).await?;
+            Ok("password".to_owned())
+        })
+    }
+
+    fn set_person_id_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        person_id: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        let attribute = self.0.config().person_id_attribute;
+        self.modify(account, vec![replace(&attribute, person_id)])
+    }
+
+    fn delete_directly<'a>(&'a self, account: &'a pb::AccountRef) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let dn =
+                self.0.account_dn(&account.account_name).await.ok_or_else(|| anyhow::anyhow!("no such account"))?;
+            let mut ldap = self.0.admin().await;
+            // As an administrator would: out of every group, then the entry.
+            let filter = format!("(member={})", ldap3::ldap_escape(&dn));
+            let (groups, _) = ldap.search(&self.0.groups(), Scope::Subtree, &filter, vec!["1.1"]).await?.success()?;
+            for group in groups {
+                let group = SearchEntry::construct(group).dn;
+                let result = ldap.modify(&group, vec![Mod::Delete("member", HashSet::from([dn.as_str()]))]).await?;
+                if result.rc == 65 {
+                    // The last member of a groupOfNames: keep the placeholder.
+                    let placeholder = format!("cn=nobody,{}", self.0.base_dn);
+                    ldap.modify(
+                        &group,
+                        vec![
+                            Mod::Add("member", HashSet::from([placeholder.as_str()])),
+                            Mod::Delete("member", HashSet::from([dn.as_str()])),
+                        ],
+                    )
+                    .await?
+                    .success()?;
+                } else {
+                    result.success()?;
+                }
+            }
+            ldap.delete(&dn).await?.success()?;
             Ok(())
         })
     }

@@ -203,6 +203,80 @@ impl Backdoor for ScimBackdoor {
             Ok(())
         })
     }
+
+    fn set_attribute_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        attribute: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        self.set_attribute(account, attribute, value)
+    }
+
+    fn set_enabled_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        enabled: bool,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        self.patch_user(account, json!([{ "op": "replace", "path": "active", "value": enabled }]))
+    }
+
+    fn set_person_id_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        person_id: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        self.patch_user(account, json!([{ "op": "replace", "path": "externalId", "value": person_id }]))
+    }
+
+    fn delete_directly<'a>(&'a self, account: &'a pb::AccountRef) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let user = self.0.user_named(&account.account_name).await.ok_or_else(|| anyhow::anyhow!("no such user"))?;
+            let user_id = user["id"].as_str().ok_or_else(|| anyhow::anyhow!("user without id"))?.to_owned();
+            self.0.delete(&format!("/Users/{user_id}")).await;
+            Ok(())
+        })
+    }
+}
+
+impl ScimBackdoor {
+    /// PATCHes the user named like the account, directly.
+    fn patch_user<'a>(&'a self, account: &'a pb::AccountRef, operations: Value) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let user = self.0.user_named(&account.account_name).await.ok_or_else(|| anyhow::anyhow!("no such user"))?;
+            let user_id = user["id"].as_str().ok_or_else(|| anyhow::anyhow!("user without id"))?.to_owned();
+            self.0.patch(&format!("/Users/{user_id}"), operations).await;
+            Ok(())
+        })
+    }
+}
+
+/// The SCIM attribute path of a contract attribute the connector manages.
+fn scim_path(attribute: &str) -> Option<&'static str> {
+    Some(match attribute {
+        "display_name" => "displayName",
+        "given_name" => "name.givenName",
+        "family_name" => "name.familyName",
+        "mail" => "emails[type eq \"work\"].value",
+        "title" => "title",
+        "department" => "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+        "employee_number" => "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+        _ => return None,
+    })
+}
+
+impl ScimBackdoor {
+    fn set_attribute<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        attribute: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        match scim_path(attribute) {
+            Some(path) => self.patch_user(account, json!([{ "op": "replace", "path": path, "value": value }])),
+            None => Box::pin(async move { anyhow::bail!("attribute {attribute} has no SCIM path here") }),
+        }
+    }
 }
 
 fn group(id: &str) -> pb::Entitlement {
