@@ -138,6 +138,7 @@ deploy/certs/make-dev-certs.sh "$JML_CERT_DIR" coordinator connector-ldap connec
 export JML_RUN_ID="quickstart-$(date -u +%Y%m%dT%H%M%S)"
 export JML_IAM_USER_PATH=/lifecycle-mesh/
 export JML_DEADLINE=${JML_QUICKSTART_DEADLINE:-5m}
+export JML_LDAP_DEADLINE=$JML_DEADLINE JML_SCIM_DEADLINE=$JML_DEADLINE JML_VAULT_DEADLINE=$JML_DEADLINE JML_AWS_DEADLINE=$JML_DEADLINE
 for connector in "${CONNECTORS[@]}"; do
   render "deploy/quickstart/connector-$connector.yaml.in" "$RUN_DIR/connector-$connector.yaml"
   start_process "connector-$connector" "$BIN/connector-$connector" --config "$RUN_DIR/connector-$connector.yaml" \
