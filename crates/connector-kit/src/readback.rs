@@ -19,6 +19,8 @@ pub enum Difference {
     Existence { expected: bool, actual: bool },
     /// The account name differs.
     AccountName { expected: String, actual: String },
+    /// The correlation key the target holds is not the person's id.
+    PersonId { expected: String, actual: String },
     /// Enabled when it should be disabled, or the reverse.
     Enabled { expected: bool, actual: bool },
     /// A managed attribute has another value.
@@ -39,6 +41,9 @@ impl fmt::Display for Difference {
             Self::Existence { expected, actual } => write!(f, "exists: expected {expected}, target shows {actual}"),
             Self::AccountName { expected, actual } => {
                 write!(f, "account_name: expected {expected:?}, target shows {actual:?}")
+            }
+            Self::PersonId { expected, actual } => {
+                write!(f, "person_id: expected {expected:?}, target shows {actual:?}")
             }
             Self::Enabled { expected, actual } => write!(f, "enabled: expected {expected}, target shows {actual}"),
             Self::Attribute { name, expected, actual } => {
@@ -142,6 +147,11 @@ pub fn compare(description: &DescribeResponse, desired: &DesiredAccount, actual:
     if normalise(name_rule, expected_name) != normalise(name_rule, actual_name) {
         differences.push(Difference::AccountName { expected: expected_name.into(), actual: actual_name.into() });
     }
+    let expected_person = desired.account.as_ref().map(|a| a.person_id.as_str()).unwrap_or_default();
+    let actual_person = actual.account.as_ref().map(|a| a.person_id.as_str()).unwrap_or_default();
+    if expected_person != actual_person {
+        differences.push(Difference::PersonId { expected: expected_person.into(), actual: actual_person.into() });
+    }
     if desired.enabled != actual.enabled {
         differences.push(Difference::Enabled { expected: desired.enabled, actual: actual.enabled });
     }
@@ -191,7 +201,7 @@ pub fn compare(description: &DescribeResponse, desired: &DesiredAccount, actual:
         let credentials = actual.credentials.clone().unwrap_or_default();
         if !credentials.active.is_empty() {
             differences.push(Difference::CredentialsRemain { active: credentials.active });
-        } else if !credentials.complete {
+        } else if !credentials.complete && !crate::credentials::incompleteness_declared(description, &credentials) {
             differences.push(Difference::CredentialsUnproven);
         }
     }
@@ -275,14 +285,15 @@ mod tests {
         let mut want = desired();
         want.credentials = CredentialAction::RevokeAll as i32;
         let mut state = actual();
-        state.credentials = Some(CredentialState { active: vec![], complete: false });
+        state.credentials = Some(CredentialState { active: vec![], complete: false, ..Default::default() });
         assert_eq!(compare(&description(), &want, &state), vec![Difference::CredentialsUnproven]);
-        state.credentials = Some(CredentialState { active: vec!["token:abc".into()], complete: true });
+        state.credentials =
+            Some(CredentialState { active: vec!["token:abc".into()], complete: true, ..Default::default() });
         assert_eq!(
             compare(&description(), &want, &state),
             vec![Difference::CredentialsRemain { active: vec!["token:abc".into()] }]
         );
-        state.credentials = Some(CredentialState { active: vec![], complete: true });
+        state.credentials = Some(CredentialState { active: vec![], complete: true, ..Default::default() });
         assert_eq!(compare(&description(), &want, &state), vec![]);
     }
 

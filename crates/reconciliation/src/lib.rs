@@ -201,7 +201,10 @@ pub fn classify(
                         Difference::MissingEntitlement { kind, id } => {
                             Some(drift(&account, DriftClass::MissingEntitlement, is_privileged(kind, id), detail))
                         }
-                        Difference::Attribute { .. } | Difference::Enabled { .. } | Difference::AccountName { .. } => {
+                        Difference::Attribute { .. }
+                        | Difference::Enabled { .. }
+                        | Difference::AccountName { .. }
+                        | Difference::PersonId { .. } => {
                             Some(drift(&account, DriftClass::AttributeDrift, false, detail))
                         }
                         Difference::Existence { .. } => {
@@ -365,7 +368,7 @@ mod tests {
             enabled,
             attributes: [("title".to_string(), "Engineer".to_string())].into(),
             entitlements: groups,
-            credentials: Some(pb::CredentialState { active: vec![], complete: true }),
+            credentials: Some(pb::CredentialState { active: vec![], complete: true, ..Default::default() }),
             ..Default::default()
         }
     }
