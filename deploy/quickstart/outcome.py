@@ -6,16 +6,15 @@ acknowledgement (the changes it made and the target-native id) and the fresh
 read-back from the target (present, enabled, entitlements, active credentials),
 then any difference between the read-back and the desired state.
 
-Exit status: 0 when the event is verified; 3 when the only thing left unverified
-is a credential revocation that the target cannot prove (SCIM and RustyVault
-cannot enumerate sessions or tokens, so their connectors report the credential
-state as incomplete and the coordinator, by design, never calls that revocation
-verified); 1 otherwise.
+Exit status: 0 when the event is verified (or had nothing to do); 3 when it is
+verified with residual risk: everything each target can prove is proven, and
+what may outlive a credential revocation (LDAP connections already bound, SCIM
+application sessions, RustyVault tokens it cannot list, ...) is listed per
+target with its bound; 1 otherwise.
 """
 import json
 import sys
 
-UNPROVEN = "credentials: the target cannot prove that none remain"
 
 
 def acknowledgement(task):
@@ -55,15 +54,16 @@ def main():
     for task in status["tasks"]:
         for difference in task["differences"]:
             print("      {}: difference: {}".format(task["target_id"], difference))
-        if task["last_error"] and task["state"] != "verified":
+        if task["last_error"] and task["state"] not in ("verified", "verified_with_residual_risk"):
             print("      {}: last error: {}".format(task["target_id"], task["last_error"]))
-    if status["state"] == "verified":
+        for risk in task.get("residual_risks", []):
+            print("      {}: residual risk: {}: {} ({})".format(
+                task["target_id"], risk["credential_kind"], risk["description"], risk["bound"]))
+    if status["state"] in ("verified", "nothing_to_do"):
         return 0
-    unverified = [task for task in status["tasks"] if task["state"] not in ("verified", "superseded")]
-    if unverified and all(task["differences"] == [UNPROVEN] for task in unverified):
-        names = ", ".join(task["target_id"] for task in unverified)
-        print("      NOTE: on {} the account is disabled and stripped, but the target cannot prove that no".format(names))
-        print("      credential (session, token) remains, so the coordinator does not call the revocation verified.")
+    if status["state"] == "verified_with_residual_risk":
+        print("      NOTE: every account is disabled and stripped and every credential the targets can list is")
+        print("      revoked, as read back; what may outlive the revocation is listed above with its bound.")
         return 3
     return 1
 

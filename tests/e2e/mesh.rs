@@ -197,6 +197,25 @@ impl Mesh {
     /// As [`Mesh::start`], every process started with `env` added to its
     /// environment (e.g. the `OTEL_*` trace export settings).
     pub async fn start_with_env(label: &str, options: MeshOptions, env: Vec<(String, String)>) -> anyhow::Result<Self> {
+        Self::launch(label, options, env, &[]).await
+    }
+
+    /// As [`Mesh::start`], with the propagation deadline of some targets
+    /// (`(target id, deadline)`) other than `options.deadline`.
+    pub async fn start_with_deadlines(
+        label: &str,
+        options: MeshOptions,
+        deadlines: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::launch(label, options, Vec::new(), deadlines).await
+    }
+
+    async fn launch(
+        label: &str,
+        options: MeshOptions,
+        env: Vec<(String, String)>,
+        deadlines: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut vars = BTreeMap::new();
         for (script, name) in REQUIRED_ENV {
             vars.insert(name.to_string(), target_env(script, name));
@@ -232,7 +251,10 @@ impl Mesh {
         vars.insert("JML_CERT_DIR".into(), certs.display().to_string());
         vars.insert("JML_RUN_ID".into(), run_id.clone());
         vars.insert("JML_IAM_USER_PATH".into(), iam_user_path.clone());
-        vars.insert("JML_DEADLINE".into(), options.deadline.clone());
+        for target in TARGET_IDS {
+            let deadline = deadlines.iter().find(|(t, _)| *t == target).map_or(options.deadline.as_str(), |(_, d)| d);
+            vars.insert(format!("JML_{}_DEADLINE", target.to_uppercase()), deadline.to_owned());
+        }
         let mut mesh = Self {
             run_id,
             dir,

@@ -337,6 +337,31 @@ impl Iam {
         }))
     }
 
+    /// An inline policy's document, URL-decoded as IAM returns it encoded;
+    /// `None` when the user has no such policy.
+    pub async fn inline_policy(&self, user: &str, policy: &str) -> anyhow::Result<Option<String>> {
+        match self.client.get_user_policy().user_name(user).policy_name(policy).send().await {
+            Ok(output) => {
+                let raw = output.policy_document;
+                let mut bytes = Vec::new();
+                let mut rest = raw.as_bytes();
+                while let Some((&byte, tail)) = rest.split_first() {
+                    if byte == b'%' && tail.len() >= 2 {
+                        let hex = std::str::from_utf8(&tail[..2])?;
+                        bytes.push(u8::from_str_radix(hex, 16)?);
+                        rest = &tail[2..];
+                    } else {
+                        bytes.push(byte);
+                        rest = tail;
+                    }
+                }
+                Ok(Some(String::from_utf8(bytes)?))
+            }
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => Ok(None),
+            Err(error) => bail!("GetUserPolicy {user} {policy}: {error:?}"),
+        }
+    }
+
     /// How many users carry each name under `path`.
     pub async fn user_name_counts(&self, path: &str) -> anyhow::Result<BTreeMap<String, usize>> {
         let mut counts = BTreeMap::new();

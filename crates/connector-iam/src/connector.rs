@@ -20,7 +20,7 @@ use futures::StreamExt;
 
 use crate::config::{ConfigError, IamConfig};
 use crate::names;
-use crate::target::{HeldCredentials, IamTarget, IamUser, UserHoldings};
+use crate::target::{HeldCredentials, IamTarget, IamUser, SESSION_CUTOFF_POLICY, UserHoldings};
 
 /// The entitlement kind of group memberships (id: the group name).
 pub const KIND_GROUP: &str = "group";
@@ -181,7 +181,12 @@ impl IamConnector {
             enabled: !self.is_disabled(user) || usable(credentials),
             attributes,
             entitlements,
-            credentials: Some(pb::CredentialState { active: credential_labels(credentials), complete: true }),
+            credentials: Some(pb::CredentialState {
+                active: credential_labels(credentials),
+                complete: !config.target_lacks_service_specific_credentials,
+                residual_risks: Vec::new(),
+                cutoffs: holdings.session_cutoff.iter().flat_map(session_cutoffs).collect(),
+            }),
             target_native_id: user.user_id.clone(),
             last_activity: user.password_last_used.or(user.created).map(prost_types::Timestamp::from),
             ..Default::default()
@@ -341,6 +346,9 @@ impl IamConnector {
         let mut changes = Vec::new();
         self.revoke_all(&user.user_name, &holdings.credentials, &mut changes).await?;
         self.remove_excess(&user.user_name, holdings, &[], &[], &mut changes).await?;
+        if holdings.session_cutoff.is_some() {
+            self.inner.target.delete_inline_policy(&user.user_name, SESSION_CUTOFF_POLICY).await?;
+        }
         self.inner.target.delete_user(&user.user_name).await?;
         changes.push(change("delete", user.user_name.clone()));
         Ok(changes)
@@ -440,8 +448,22 @@ impl IamConnector {
         target.untag_user(&user_name, &remove_tags).await?;
 
         // Credentials: revoked (deleted) on request; made unusable when disabled.
+        let mut cutoffs = Vec::new();
         if desired.credentials == pb::CredentialAction::RevokeAll as i32 {
+            let before = changes.len();
             self.revoke_all(&user_name, &holdings.credentials, &mut changes).await?;
+            // Sessions issued before now are cut off: written when this
+            // command revoked anything or no cut-off is in place yet, so a
+            // re-applied revocation changes nothing.
+            if changes.len() > before || holdings.session_cutoff.is_none() {
+                let now = std::time::SystemTime::now();
+                let seconds = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() + 1).unwrap_or_default();
+                let cutoff = aws_sdk_iam::primitives::DateTime::from_secs(i64::try_from(seconds).unwrap_or(i64::MAX));
+                let document = crate::target::session_cutoff_document(&cutoff);
+                target.put_inline_policy(&user_name, SESSION_CUTOFF_POLICY, &document).await?;
+                changes.push(change("cut_off_sessions", SESSION_CUTOFF_POLICY));
+                cutoffs = session_cutoffs(&cutoff);
+            }
         } else if !desired.enabled {
             self.deactivate_all(&user_name, &holdings.credentials, &mut changes).await?;
         }
@@ -459,7 +481,7 @@ impl IamConnector {
         if !changes.is_empty() {
             tracing::info!(changes = changes.len(), "IAM user converged");
         }
-        Ok(pb::ApplyResponse { changes, target_native_id: user.user_id, ..Default::default() })
+        Ok(pb::ApplyResponse { changes, target_native_id: user.user_id, cutoffs, ..Default::default() })
     }
 
     /// The state of one listed user, or `None` when it is not managed (no
@@ -507,6 +529,64 @@ fn usable(credentials: &HeldCredentials) -> bool {
         || credentials.signing_certificates.iter().any(|c| c.active)
         || credentials.ssh_public_keys.iter().any(|c| c.active)
         || credentials.service_specific_credentials.iter().any(|c| c.active)
+}
+
+/// The session kinds one cut-off policy (read back) refuses.
+fn session_cutoffs(before: &aws_sdk_iam::primitives::DateTime) -> Vec<pb::CredentialCutoff> {
+    ["sts_session", "console_session"]
+        .into_iter()
+        .map(|kind| pb::CredentialCutoff {
+            credential_kind: kind.into(),
+            issued_before: Some(prost_types::Timestamp { seconds: before.secs(), nanos: 0 }),
+            proof: format!(
+                "inline policy {SESSION_CUTOFF_POLICY}: Deny * on * when aws:TokenIssueTime < {}",
+                before.fmt(aws_sdk_iam::primitives::DateTimeFormat::DateTime).unwrap_or_default()
+            ),
+        })
+        .collect()
+}
+
+/// IAM's credential kinds: long-term credentials are enumerated and deleted;
+/// session credentials cannot be listed, and are cut off by an inline
+/// deny-all on `aws:TokenIssueTime` that the read-back shows.
+fn credential_kinds(config: &IamConfig) -> Vec<pb::CredentialKindSpec> {
+    use connector_kit::credentials::{kind, outlives_for};
+    let mut kinds = vec![
+        kind("login_profile", true, true, None),
+        kind("access_key", true, true, None),
+        kind("signing_certificate", true, true, None),
+        kind("ssh_public_key", true, true, None),
+        kind("mfa_device", true, true, None),
+    ];
+    kinds.push(kind(
+        "service_specific_credential",
+        !config.target_lacks_service_specific_credentials,
+        !config.target_lacks_service_specific_credentials,
+        None,
+    ));
+    kinds.push(kind(
+        "sts_session",
+        false,
+        true,
+        Some(outlives_for(
+            "sts_session",
+            "temporary credentials from GetSessionToken or GetFederationToken issued before the revocation \
+             (cut off by the session cut-off policy when the read-back shows it)",
+            std::time::Duration::from_secs(36 * 3600),
+        )),
+    ));
+    kinds.push(kind(
+        "console_session",
+        false,
+        true,
+        Some(outlives_for(
+            "console_session",
+            "AWS console sessions signed in before the revocation (cut off by the session cut-off policy when the \
+             read-back shows it)",
+            std::time::Duration::from_secs(12 * 3600),
+        )),
+    ));
+    kinds
 }
 
 /// Every credential the user holds, as `kind:id` (never a secret); inactive
@@ -557,11 +637,24 @@ impl Connector for IamConnector {
                 disable: true,
                 delete: true,
                 credential_revocation: true,
-                credential_revocation_verifiable: true,
+                credential_revocation_verifiable: !config.target_lacks_service_specific_credentials,
                 list: true,
                 unmanaged_entitlements: false,
+                credential_cutoff: true,
                 ..Default::default()
             }),
+            credential_kinds: credential_kinds(config),
+            account_naming: Some(connector_kit::naming::rule(
+                &[('a', 'z'), ('A', 'Z'), ('0', '9')]
+                    .into_iter()
+                    .chain(connector_kit::naming::singles("_+=,.@-"))
+                    .collect::<Vec<_>>(),
+                (1, u32::try_from(names::MAX_USER_NAME).unwrap_or(u32::MAX)),
+                pb::ValueComparison::CaseInsensitive,
+                false,
+                "",
+                "IAM user name: 1 to 64 of A-Z a-z 0-9 _+=,.@- (unique case-insensitively)",
+            )),
             entitlement_kinds: vec![
                 pb::EntitlementKind {
                     kind: KIND_GROUP.into(),

@@ -203,10 +203,78 @@ pub struct UserHoldings {
     pub groups: Vec<String>,
     /// Attached managed policy ARNs.
     pub policies: Vec<String>,
-    /// Inline policy names.
+    /// Inline policy names (the session cut-off policy left out).
     pub inline_policies: Vec<String>,
     /// Credentials.
     pub credentials: HeldCredentials,
+    /// The session cut-off read back: the time before which every session
+    /// credential is denied, as IAM shows it in the cut-off policy.
+    pub session_cutoff: Option<aws_sdk_iam::primitives::DateTime>,
+}
+
+/// The name of the inline policy that cuts off a revoked user's sessions.
+pub const SESSION_CUTOFF_POLICY: &str = "jml-revoke-older-sessions";
+
+/// The documented deny-all that invalidates every temporary credential issued
+/// before `before` (the condition key `aws:TokenIssueTime`).
+pub fn session_cutoff_document(before: &aws_sdk_iam::primitives::DateTime) -> String {
+    let at = before.fmt(aws_sdk_iam::primitives::DateTimeFormat::DateTime).unwrap_or_default();
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "RevokeOlderSessions",
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": { "DateLessThan": { "aws:TokenIssueTime": at } }
+        }]
+    })
+    .to_string()
+}
+
+/// The cut-off time of a policy document, only when the document is exactly
+/// the deny-all [`session_cutoff_document`] writes (anything else proves
+/// nothing). IAM returns documents URL-encoded.
+pub fn parse_session_cutoff(document: &str) -> Option<aws_sdk_iam::primitives::DateTime> {
+    let decoded = percent_decode(document)?;
+    let value: serde_json::Value = serde_json::from_str(&decoded).ok()?;
+    let statements = value.get("Statement")?.as_array()?;
+    let [statement] = statements.as_slice() else { return None };
+    let is = |key: &str, expected: &str| statement.get(key).and_then(serde_json::Value::as_str) == Some(expected);
+    if !(is("Effect", "Deny") && is("Action", "*") && is("Resource", "*")) {
+        return None;
+    }
+    let condition = statement.get("Condition")?.as_object()?;
+    if condition.len() != 1 {
+        return None;
+    }
+    let before = condition.get("DateLessThan")?.get("aws:TokenIssueTime")?.as_str()?;
+    aws_sdk_iam::primitives::DateTime::from_str(before, aws_sdk_iam::primitives::DateTimeFormat::DateTime).ok()
+}
+
+/// `%XX` decoding (IAM's URL-encoded policy documents); `None` when malformed.
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The IAM client the connector drives.
@@ -383,13 +451,64 @@ impl IamTarget {
     /// Fetched concurrently.
     #[tracing::instrument(name = "iam.holdings", skip_all)]
     pub async fn holdings(&self, user_name: &str) -> Result<UserHoldings, ConnectorError> {
-        let (groups, policies, inline_policies, credentials) = futures::try_join!(
+        let (groups, policies, mut inline_policies, credentials) = futures::try_join!(
             self.groups_for_user(user_name),
             self.attached_policies(user_name),
             self.inline_policies(user_name),
             self.credentials(user_name),
         )?;
-        Ok(UserHoldings { groups, policies, inline_policies, credentials })
+        let mut session_cutoff = None;
+        if let Some(position) = inline_policies.iter().position(|name| name == SESSION_CUTOFF_POLICY) {
+            // A document other than the one the connector writes stays an
+            // inline policy like any other (reported and removed).
+            match self.inline_policy_document(user_name, SESSION_CUTOFF_POLICY).await? {
+                Some(document) => {
+                    if let Some(before) = parse_session_cutoff(&document) {
+                        inline_policies.remove(position);
+                        session_cutoff = Some(before);
+                    }
+                }
+                None => {
+                    inline_policies.remove(position);
+                }
+            }
+        }
+        Ok(UserHoldings { groups, policies, inline_policies, credentials, session_cutoff })
+    }
+
+    /// An inline policy's document as IAM returns it; `None` when absent.
+    #[tracing::instrument(name = "iam.get_user_policy", skip_all)]
+    pub async fn inline_policy_document(
+        &self,
+        user_name: &str,
+        policy_name: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        match self.client.get_user_policy().user_name(user_name).policy_name(policy_name).send().await {
+            Ok(answer) => Ok(Some(answer.policy_document().to_owned())),
+            Err(error) => {
+                let error = classify("GetUserPolicy", &error);
+                if error.kind == connector_kit::ErrorKind::NotFound { Ok(None) } else { Err(error) }
+            }
+        }
+    }
+
+    /// Writes (or replaces) an inline policy.
+    #[tracing::instrument(name = "iam.put_user_policy", skip_all)]
+    pub async fn put_inline_policy(
+        &self,
+        user_name: &str,
+        policy_name: &str,
+        document: &str,
+    ) -> Result<(), ConnectorError> {
+        self.client
+            .put_user_policy()
+            .user_name(user_name)
+            .policy_name(policy_name)
+            .policy_document(document)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("PutUserPolicy", &e))
     }
 
     #[tracing::instrument(name = "iam.groups_for_user", skip_all)]

@@ -10,6 +10,8 @@
 //! - [`client::ConnectorClient`]: the coordinator's side, a tower stack with
 //!   per-call timeout, retry with jittered exponential backoff honouring
 //!   retry-after, and a concurrency limit.
+//! - [`credentials`]: the credential model (what a revocation proves, what
+//!   may outlive it).
 //! - [`readback`]: normalisation and comparison of desired state with read-back.
 //! - [`metrics`]: Prometheus metrics on an HTTP endpoint.
 //! - [`conformance`]: the shared conformance suite every connector runs against
@@ -19,10 +21,12 @@ pub mod cli;
 pub mod client;
 pub mod conformance;
 mod connector;
+pub mod credentials;
 mod error;
 pub mod fence;
 pub mod grpc;
 pub mod metrics;
+pub mod naming;
 pub mod readback;
 pub mod server;
 pub mod telemetry;

@@ -26,6 +26,8 @@ pub enum Difference {
     Existence { expected: bool, actual: bool },
     /// The account name differs.
     AccountName { expected: String, actual: String },
+    /// The correlation key the target holds is not the person's id.
+    PersonId { expected: String, actual: String },
     /// Enabled when it should be disabled, or the reverse.
     Enabled { expected: bool, actual: bool },
     /// A managed attribute has another value.
@@ -52,6 +54,9 @@ impl fmt::Display for Difference {
             Self::Existence { expected, actual } => write!(f, "exists: expected {expected}, target shows {actual}"),
             Self::AccountName { expected, actual } => {
                 write!(f, "account_name: expected {expected:?}, target shows {actual:?}")
+            }
+            Self::PersonId { expected, actual } => {
+                write!(f, "person_id: expected {expected:?}, target shows {actual:?}")
             }
             Self::Enabled { expected, actual } => write!(f, "enabled: expected {expected}, target shows {actual}"),
             Self::Attribute { name, expected, actual } => {
@@ -233,7 +238,7 @@ pub fn compare(description: &DescribeResponse, desired: &DesiredAccount, actual:
         let credentials = actual.credentials.clone().unwrap_or_default();
         if !credentials.active.is_empty() {
             differences.push(Difference::CredentialsRemain { active: credentials.active });
-        } else if !credentials.complete {
+        } else if !credentials.complete && !crate::credentials::incompleteness_declared(description, &credentials) {
             differences.push(Difference::CredentialsUnproven);
         }
     }
@@ -339,14 +344,15 @@ mod tests {
         let mut want = desired();
         want.credentials = CredentialAction::RevokeAll as i32;
         let mut state = actual();
-        state.credentials = Some(CredentialState { active: vec![], complete: false });
+        state.credentials = Some(CredentialState { active: vec![], complete: false, ..Default::default() });
         assert_eq!(compare(&description(), &want, &state), vec![Difference::CredentialsUnproven]);
-        state.credentials = Some(CredentialState { active: vec!["token:abc".into()], complete: true });
+        state.credentials =
+            Some(CredentialState { active: vec!["token:abc".into()], complete: true, ..Default::default() });
         assert_eq!(
             compare(&description(), &want, &state),
             vec![Difference::CredentialsRemain { active: vec!["token:abc".into()] }]
         );
-        state.credentials = Some(CredentialState { active: vec![], complete: true });
+        state.credentials = Some(CredentialState { active: vec![], complete: true, ..Default::default() });
         assert_eq!(compare(&description(), &want, &state), vec![]);
     }
 

@@ -326,7 +326,7 @@ impl LdapConnector {
                 active.push(format!("attribute:{attribute}"));
             }
         }
-        Ok(pb::CredentialState { active, complete })
+        Ok(pb::CredentialState { active, complete, ..Default::default() })
     }
 
     /// Whether a group outside the managed ones is privileged: named (or its
@@ -760,6 +760,71 @@ pub fn generalized_time(value: &str) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds: days * 86_400 + hour * 3600 + minute * 60 + second, nanos: 0 })
 }
 
+/// The directory's credential kinds: the password and the configured
+/// credential attributes are enumerated and revoked; what a revocation cannot
+/// reach (connections already bound, Kerberos tickets on AD) is declared with
+/// its bound.
+fn credential_kinds(config: &LdapConfig) -> Vec<pb::CredentialKindSpec> {
+    use connector_kit::credentials::{kind, outlives_for, outlives_until_closed};
+    let mut kinds = vec![kind("password", true, true, None)];
+    kinds.extend(
+        config
+            .credential_attributes()
+            .iter()
+            .map(|attribute| kind(&format!("attribute:{attribute}"), true, true, None)),
+    );
+    kinds.push(kind(
+        "bound_connection",
+        false,
+        false,
+        Some(outlives_until_closed(
+            "bound_connection",
+            "LDAP connections bound before the revocation stay bound: the directory does not end them",
+        )),
+    ));
+    if config.mode == DirectoryMode::ActiveDirectory {
+        kinds.push(kind(
+            "kerberos_ticket",
+            false,
+            false,
+            Some(outlives_for(
+                "kerberos_ticket",
+                "Kerberos tickets issued before the revocation stay valid until they expire (the domain's default \
+                 maximum ticket lifetime is 10 h; renewal is refused once the account is disabled)",
+                std::time::Duration::from_secs(10 * 3600),
+            )),
+        ));
+    }
+    kinds
+}
+
+/// The account names the directory accepts: any printable name on OpenLDAP
+/// (escaped in DNs and filters); AD's sAMAccountName rules (20 characters,
+/// none of `"/\[]:;|=,+*?<>@`). Names compare case-insensitively, and look-alikes
+/// collide: people read them.
+fn account_naming(mode: DirectoryMode) -> pb::AccountNaming {
+    use connector_kit::naming::{all_but, rule};
+    match mode {
+        DirectoryMode::Openldap => rule(
+            &all_but(""),
+            (1, 256),
+            pb::ValueComparison::CaseInsensitive,
+            true,
+            "",
+            "any printable characters; compared case-insensitively",
+        ),
+        DirectoryMode::ActiveDirectory => rule(
+            &all_but("\"/\\[]:;|=,+*?<>@"),
+            (1, 20),
+            pb::ValueComparison::CaseInsensitive,
+            true,
+            ".",
+            "sAMAccountName: 1 to 20 characters, none of \"/\\[]:;|=,+*?<>@, neither starting nor ending with '.'; compared \
+             case-insensitively",
+        ),
+    }
+}
+
 impl Connector for LdapConnector {
     fn describe(&self) -> pb::DescribeResponse {
         let config = self.config();
@@ -798,12 +863,15 @@ impl Connector for LdapConnector {
                 credential_revocation_verifiable: true,
                 list: true,
                 unmanaged_entitlements: true,
+                credential_cutoff: false,
                 ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: GROUP.into(),
                 comparison: pb::ValueComparison::CaseInsensitive as i32,
             }],
+            credential_kinds: credential_kinds(config),
+            account_naming: Some(account_naming(config.mode)),
             attributes: config
                 .attributes
                 .iter()

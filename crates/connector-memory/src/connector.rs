@@ -22,12 +22,32 @@ pub const ATTRIBUTES: [(&str, pb::ValueComparison); 4] = [
 pub struct MemoryConnector {
     target_id: String,
     target: Arc<MemoryTarget>,
+    credential_kinds: Vec<pb::CredentialKindSpec>,
+    account_naming: Option<pb::AccountNaming>,
 }
 
 impl MemoryConnector {
     /// A connector for `target`, reporting `target_id`.
     pub fn new(target_id: impl Into<String>, target: Arc<MemoryTarget>) -> Self {
-        Self { target_id: target_id.into(), target }
+        Self {
+            target_id: target_id.into(),
+            target,
+            credential_kinds: vec![connector_kit::credentials::kind("password", true, true, None)],
+            account_naming: None,
+        }
+    }
+
+    /// The same connector declaring `kinds` as its credential model (tests
+    /// of what may outlive a revocation).
+    pub fn with_credential_kinds(mut self, kinds: Vec<pb::CredentialKindSpec>) -> Self {
+        self.credential_kinds = kinds;
+        self
+    }
+
+    /// The same connector declaring `naming` as its account naming rules.
+    pub fn with_account_naming(mut self, naming: pb::AccountNaming) -> Self {
+        self.account_naming = Some(naming);
+        self
     }
 
     /// The target, for tests that edit it directly or inject faults.
@@ -69,7 +89,9 @@ impl MemoryConnector {
             entitlements,
             credentials: Some(pb::CredentialState {
                 active: stored.credentials.iter().cloned().collect(),
-                complete: true,
+                complete: self.credential_kinds.iter().all(|kind| kind.enumerable),
+                residual_risks: Vec::new(),
+                cutoffs: Vec::new(),
             }),
             target_native_id: stored.native_id.clone(),
             last_activity: Some(prost_types::Timestamp::from(stored.changed_at)),
@@ -92,11 +114,14 @@ impl Connector for MemoryConnector {
                 disable: true,
                 delete: true,
                 credential_revocation: true,
-                credential_revocation_verifiable: true,
+                credential_revocation_verifiable: self.credential_kinds.iter().all(|kind| kind.enumerable),
                 list: true,
                 unmanaged_entitlements: false,
+                credential_cutoff: false,
                 ..Default::default()
             }),
+            credential_kinds: self.credential_kinds.clone(),
+            account_naming: self.account_naming.clone(),
             entitlement_kinds: ["group", "role"]
                 .iter()
                 .map(|kind| pb::EntitlementKind { kind: (*kind).into(), comparison: pb::ValueComparison::Exact as i32 })

@@ -513,7 +513,12 @@ impl ScimConnector {
             enabled: user.active.unwrap_or(true),
             attributes,
             entitlements,
-            credentials: Some(pb::CredentialState { active: Vec::new(), complete: false }),
+            credentials: Some(pb::CredentialState {
+                active: Vec::new(),
+                complete: false,
+                residual_risks: Vec::new(),
+                cutoffs: Vec::new(),
+            }),
             target_native_id: user.id.clone(),
             last_activity,
             ..Default::default()
@@ -553,7 +558,13 @@ impl ScimConnector {
             }
         }
         changes.dedup();
-        Ok(pb::ApplyResponse { command_id: String::new(), changes, target_native_id: user.id, warnings })
+        Ok(pb::ApplyResponse {
+            command_id: String::new(),
+            changes,
+            target_native_id: user.id,
+            warnings,
+            ..Default::default()
+        })
     }
 
     async fn apply_absent(&self, account: &pb::AccountRef) -> Result<pb::ApplyResponse, ConnectorError> {
@@ -582,6 +593,35 @@ fn check_owner(user: &ScimUser, account: &pb::AccountRef) -> Result<(), Connecto
     )))
 }
 
+/// SCIM's credential kinds: none can be enumerated (SCIM never returns
+/// passwords and has no session resource); what a revocation leaves is
+/// declared with an unknown bound.
+fn credential_kinds() -> Vec<pb::CredentialKindSpec> {
+    use connector_kit::credentials::{kind, outlives_unknown};
+    vec![
+        kind(
+            "password",
+            false,
+            true,
+            Some(outlives_unknown(
+                "password",
+                "replaced by a discarded random value where changePassword is supported; SCIM never returns \
+                 passwords, so read-back cannot show it",
+            )),
+        ),
+        kind(
+            "application_session",
+            false,
+            false,
+            Some(outlives_unknown(
+                "application_session",
+                "sessions and tokens the application issued before the revocation: SCIM cannot list or end them; \
+                 active=false is all the protocol offers",
+            )),
+        ),
+    ]
+}
+
 impl Connector for ScimConnector {
     fn describe(&self) -> pb::DescribeResponse {
         pb::DescribeResponse {
@@ -595,12 +635,22 @@ impl Connector for ScimConnector {
                 credential_revocation_verifiable: false,
                 list: true,
                 unmanaged_entitlements: false,
+                credential_cutoff: false,
                 ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: GROUP_KIND.into(),
                 comparison: pb::ValueComparison::CaseInsensitive as i32,
             }],
+            credential_kinds: credential_kinds(),
+            account_naming: Some(connector_kit::naming::rule(
+                &connector_kit::naming::all_but(""),
+                (1, 256),
+                pb::ValueComparison::CaseInsensitive,
+                true,
+                "",
+                "userName: any printable characters (RFC 7643: caseExact false, unique on the service provider)",
+            )),
             attributes: ATTRIBUTES
                 .iter()
                 .map(|(name, _, comparison)| pb::AttributeSpec {

@@ -327,18 +327,20 @@ impl VaultConnector {
 
     /// Live tokens of every user, as login path -> accessors, where the server
     /// can enumerate them.
-    async fn live_tokens(&self) -> Result<Option<BTreeMap<String, Vec<String>>>, ConnectorError> {
+    async fn live_tokens(&self) -> Result<Option<LiveTokens>, ConnectorError> {
         if !self.profile.token_enumeration {
             return Ok(None);
         }
         let Some(accessors) = self.target.token_accessors().await? else { return Ok(None) };
-        let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut live = LiveTokens::default();
         for accessor in accessors {
-            if let Some(path) = self.target.accessor_path(&accessor).await? {
-                holders.entry(path).or_default().push(accessor);
+            match self.target.accessor_path(&accessor).await? {
+                crate::target::AccessorOwner::Path(path) => live.holders.entry(path).or_default().push(accessor),
+                crate::target::AccessorOwner::Gone => {}
+                crate::target::AccessorOwner::Unreadable => live.unreadable += 1,
             }
         }
-        Ok(Some(holders))
+        Ok(Some(live))
     }
 
     /// Ends every token of `name` the server lets the connector end; the
@@ -349,8 +351,8 @@ impl VaultConnector {
         changes: &mut Vec<pb::Change>,
         warnings: &mut Vec<String>,
     ) -> Result<(), ConnectorError> {
-        if let Some(holders) = self.live_tokens().await? {
-            for accessor in holders.get(&self.target.login_path(name)).into_iter().flatten() {
+        if let Some(live) = self.live_tokens().await? {
+            for accessor in live.holders.get(&self.target.login_path(name)).into_iter().flatten() {
                 self.target.revoke_accessor(accessor).await?;
                 changes.push(change("revoke_credential", format!("token:{accessor}")));
             }
@@ -522,7 +524,7 @@ impl VaultConnector {
         name: &UserName,
         record: &AccountRecord,
         user: Option<&UserEntry>,
-        holders: Option<&BTreeMap<String, Vec<String>>>,
+        holders: Option<&LiveTokens>,
     ) -> pb::AccountState {
         let policies: BTreeSet<&String> = match user {
             Some(user) => user.policies.iter().collect(),
@@ -532,9 +534,20 @@ impl VaultConnector {
         if user.is_some() {
             active.push("password".to_owned());
         }
-        if let Some(holders) = holders {
-            for accessor in holders.get(&self.target.login_path(name)).into_iter().flatten() {
+        let mut residual_risks = Vec::new();
+        if let Some(live) = holders {
+            for accessor in live.holders.get(&self.target.login_path(name)).into_iter().flatten() {
                 active.push(format!("token:{accessor}"));
+            }
+            if live.unreadable > 0 {
+                residual_risks.push(connector_kit::credentials::outlives_for(
+                    "token",
+                    &format!(
+                        "{} token(s) on the server whose owner the server would not show: any may be this user's",
+                        live.unreadable
+                    ),
+                    std::time::Duration::from_secs(self.token_max_ttl),
+                ));
             }
         }
         pb::AccountState {
@@ -543,7 +556,12 @@ impl VaultConnector {
             enabled: user.is_some(),
             attributes: Default::default(),
             entitlements: policies.into_iter().map(|p| policy_entitlement(p)).collect(),
-            credentials: Some(pb::CredentialState { active, complete: holders.is_some() }),
+            credentials: Some(pb::CredentialState {
+                active,
+                complete: holders.is_some_and(|live| live.unreadable == 0),
+                residual_risks,
+                cutoffs: Vec::new(),
+            }),
             target_native_id: self.target.user_native_id(name),
             last_activity: (record.changed_at > 0).then(|| prost_types::Timestamp {
                 seconds: i64::try_from(record.changed_at).unwrap_or(i64::MAX),
@@ -551,6 +569,41 @@ impl VaultConnector {
             }),
             ..Default::default()
         }
+    }
+}
+
+/// Every token the server listed, by the login path that created it; tokens
+/// whose owner the server would not show are counted, never dropped.
+#[derive(Debug, Default)]
+struct LiveTokens {
+    holders: BTreeMap<String, Vec<String>>,
+    unreadable: usize,
+}
+
+impl VaultConnector {
+    /// The server's credential kinds: the userpass password (the user's
+    /// existence) always; tokens as far as this server lets them be listed
+    /// and revoked, bounded by `token_max_ttl` otherwise.
+    fn credential_kinds(&self) -> Vec<pb::CredentialKindSpec> {
+        use connector_kit::credentials::{kind, outlives_for};
+        let tokens = if self.profile.token_enumeration {
+            kind("token", true, true, None)
+        } else {
+            let description = if self.profile.revoke_prefix {
+                "tokens from the user's logins, revoked by prefix; this server cannot list tokens, so the read-back \
+                 cannot show them gone"
+            } else {
+                "tokens from the user's logins before the revocation: this server can neither list nor revoke them; \
+                 they live until token_max_ttl"
+            };
+            kind(
+                "token",
+                false,
+                self.profile.revoke_prefix,
+                Some(outlives_for("token", description, std::time::Duration::from_secs(self.token_max_ttl))),
+            )
+        };
+        vec![kind("password", true, true, None), tokens]
     }
 }
 
@@ -567,8 +620,21 @@ impl Connector for VaultConnector {
                 credential_revocation_verifiable: self.profile.token_enumeration,
                 list: true,
                 unmanaged_entitlements: false,
+                credential_cutoff: false,
                 ..Default::default()
             }),
+            credential_kinds: self.credential_kinds(),
+            account_naming: Some(connector_kit::naming::rule(
+                &[('a', 'z'), ('A', 'Z'), ('0', '9')]
+                    .into_iter()
+                    .chain(connector_kit::naming::singles("_-"))
+                    .collect::<Vec<_>>(),
+                (3, u32::try_from(crate::names::MAX_USER_NAME).unwrap_or(u32::MAX)),
+                pb::ValueComparison::CaseInsensitive,
+                false,
+                "-",
+                "userpass user name: 3 to 64 of A-Z a-z 0-9 _ -, not starting or ending with '-' (stored lower-cased)",
+            )),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: POLICY_KIND.into(),
                 comparison: pb::ValueComparison::CaseInsensitive as i32,

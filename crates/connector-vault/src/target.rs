@@ -666,9 +666,9 @@ impl VaultTarget {
         }
     }
 
-    /// The creation path of the token behind `accessor`, or `None` when the
-    /// token no longer exists.
-    pub async fn accessor_path(&self, accessor: &str) -> Result<Option<String>, TargetError> {
+    /// Who holds the token behind `accessor`: its creation path, gone, or
+    /// unreadable (the server refuses the lookup or answers without a path).
+    pub async fn accessor_path(&self, accessor: &str) -> Result<AccessorOwner, TargetError> {
         let path = "auth/token/lookup-accessor";
         let answer = self.call_as_connector(Method::POST, path, Some(&json!({ "accessor": accessor }))).await?;
         match answer.status.as_u16() {
@@ -677,8 +677,9 @@ impl VaultTarget {
                 .as_ref()
                 .and_then(|b| b.pointer("/data/path"))
                 .and_then(Value::as_str)
-                .map(str::to_owned)),
-            400 | 404 => Ok(None),
+                .map_or(AccessorOwner::Unreadable, |path| AccessorOwner::Path(path.to_owned()))),
+            400 | 404 => Ok(AccessorOwner::Gone),
+            403 => Ok(AccessorOwner::Unreadable),
             _ => Err(answer.into_error(path)),
         }
     }
@@ -723,6 +724,17 @@ impl VaultTarget {
         let answer = self.call_as_connector(Method::PUT, &path, Some(&json!({ "policy": body }))).await?;
         if answer.status.is_success() { Ok(()) } else { Err(answer.into_error(&path)) }
     }
+}
+
+/// Who holds the token behind one accessor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessorOwner {
+    /// The login path that created it.
+    Path(String),
+    /// The token no longer exists.
+    Gone,
+    /// The server would not say: the token may belong to anyone.
+    Unreadable,
 }
 
 #[cfg(test)]

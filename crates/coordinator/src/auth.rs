@@ -388,6 +388,31 @@ impl Default for RefusalLimit {
     }
 }
 
+/// The clock a [`Gate`] counts refusal windows by: the system clock in a
+/// coordinator, a clock the test moves in tests (so no test depends on how
+/// fast a loaded machine runs).
+pub trait RefusalClock: Send + Sync + 'static {
+    /// Now, in Unix milliseconds.
+    fn now_ms(&self) -> i64;
+    /// Resolves once the clock reads `at_ms` or later.
+    fn wait_until(&self, at_ms: i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl RefusalClock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+
+    fn wait_until(&self, at_ms: i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let wait = u64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(0);
+        Box::pin(tokio::time::sleep(std::time::Duration::from_millis(wait)))
+    }
+}
+
 /// Most (principal, method, code) windows remembered; beyond it, keys share
 /// one window per method and code (principal `*`).
 const MAX_REFUSAL_KEYS: usize = 10_000;
@@ -406,6 +431,7 @@ pub struct Gate {
     authentication: Authentication,
     store: Arc<dyn Store>,
     limit: RefusalLimit,
+    clock: Arc<dyn RefusalClock>,
     windows: Arc<std::sync::Mutex<std::collections::HashMap<RefusalKey, RefusalWindow>>>,
 }
 
@@ -419,7 +445,19 @@ impl Gate {
     /// A gate recording refusals in `store`'s audit chain, at most as many
     /// one by one as [`RefusalLimit::default`] allows.
     pub fn new(authentication: Authentication, store: Arc<dyn Store>) -> Self {
-        Self { authentication, store, limit: RefusalLimit::default(), windows: Arc::default() }
+        Self {
+            authentication,
+            store,
+            limit: RefusalLimit::default(),
+            clock: Arc::new(SystemClock),
+            windows: Arc::default(),
+        }
+    }
+
+    /// The same gate counting refusal windows by `clock`.
+    pub fn with_refusal_clock(mut self, clock: Arc<dyn RefusalClock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The same gate with another refusal limit.
@@ -458,9 +496,9 @@ impl Gate {
             let suppressed = window.suppressed.clone();
             let (started, ends) = (window.started, window.started.saturating_add(window_ms));
             let store = self.store.clone();
+            let window_end = self.clock.wait_until(ends);
             tokio::spawn(async move {
-                let wait = u64::try_from(ends.saturating_sub(now_ms())).unwrap_or(0);
-                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                window_end.await;
                 let (principal, method, code) = key;
                 let count = suppressed.load(Ordering::Relaxed);
                 let entry = AuditEntry {
@@ -531,7 +569,7 @@ impl Gate {
             tonic::Code::Unauthenticated => "UNAUTHENTICATED",
             _ => "PERMISSION_DENIED",
         };
-        if !self.admit_refusal((refusal.principal.clone(), method.name(), code), now_ms()) {
+        if !self.admit_refusal((refusal.principal.clone(), method.name(), code), self.clock.now_ms()) {
             tracing::debug!(principal = %refusal.principal, method = method.name(), code, "lifecycle API call refused (counted)");
             return refusal.status;
         }

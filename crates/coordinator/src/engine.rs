@@ -26,8 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector_kit::client::{ClientOptions, ConnectorClient};
-use connector_kit::tls::ClientTlsFiles;
+use connector_kit::client::ConnectorClient;
 use connector_kit::{ConnectorError, ErrorKind};
 use jml_contract::v1 as pb;
 use rand::Rng;
@@ -235,18 +234,7 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let mut targets = BTreeMap::new();
         for target in &policy.file.targets {
-            let tls = target.tls.as_ref().map(|tls| ClientTlsFiles {
-                server_ca: tls.ca.clone(),
-                server_name: tls.server_name.clone(),
-                identity: tls.cert.clone().zip(tls.key.clone()),
-            });
-            let options = ClientOptions {
-                call_timeout: config.call_timeout,
-                concurrency_limit: target.concurrency.max(1) * 2,
-                tls,
-                ..ClientOptions::default()
-            };
-            let client = ConnectorClient::connect(&target.endpoint, options)
+            let client = crate::live_check::connector_client(target, config.call_timeout)
                 .map_err(|e| EngineError::Target { target: target.id.clone(), message: e.to_string() })?;
             targets.insert(
                 target.id.clone(),
@@ -446,6 +434,7 @@ impl Engine {
                 dispatched_at: None,
                 acknowledged_at: None,
                 finished_at: None,
+                residual_risks: Vec::new(),
             });
         }
         let record = EventRecord {
@@ -463,7 +452,7 @@ impl Engine {
             plan: plan.clone(),
             plan_hash: hash.clone(),
             trace_id: trace_context.clone(),
-            state: if tasks.is_empty() { EventState::Verified } else { EventState::InProgress },
+            state: if tasks.is_empty() { EventState::NothingToDo } else { EventState::InProgress },
             finished_at: tasks.is_empty().then_some(now),
         };
         let audit = vec![AuditEntry {
@@ -1472,7 +1461,9 @@ impl TaskRun {
         self.task.read_back = Some(read_back);
         if differences.is_empty() {
             let now = now_ms();
-            self.task.state = TaskState::Verified;
+            let read_back = self.task.read_back.clone().unwrap_or_default();
+            self.task.residual_risks = connector_kit::credentials::residual_risks(description, &desired, &read_back);
+            self.task.state = crate::credentials::proven_state(&self.task.residual_risks);
             self.task.finished_at = Some(now);
             self.task.last_error.clear();
             self.task.deadline_breached |= now > self.task.deadline_at;
@@ -1481,6 +1472,7 @@ impl TaskRun {
                 "attempts": self.task.attempts,
                 "read_back": self.task.read_back.as_ref().map(read_back_json),
                 "deadline_breached": self.task.deadline_breached,
+                "residual_risks": self.task.residual_risks.iter().map(crate::credentials::risk_json).collect::<Vec<_>>(),
                 "timings": {
                     "planned_at": format_time(Some(self.task.planned_at)),
                     "dispatched_at": format_time(self.task.dispatched_at),
@@ -1488,7 +1480,7 @@ impl TaskRun {
                     "verified_at": format_time(Some(now)),
                 },
             });
-            if let Err(error) = self.save("task.verified", payload).await {
+            if let Err(error) = self.save(crate::credentials::proven_action(self.task.state), payload).await {
                 tracing::error!(%error, "cannot record a verification");
             }
             Outcome::Done

@@ -36,6 +36,8 @@ pub fn acknowledgement_json(ack: &pb::ApplyResponse) -> Value {
         "changes": ack.changes.iter().map(|c| json!({ "action": c.action, "subject": c.subject })).collect::<Vec<_>>(),
         "target_native_id": ack.target_native_id,
         "warnings": ack.warnings,
+        "residual_risks": ack.residual_risks.iter().map(crate::credentials::risk_json).collect::<Vec<_>>(),
+        "cutoffs": ack.cutoffs.iter().map(crate::credentials::cutoff_json).collect::<Vec<_>>(),
     })
 }
 
@@ -50,7 +52,12 @@ pub fn read_back_json(state: &pb::AccountState) -> Value {
         "enabled": state.enabled,
         "attributes": state.attributes,
         "entitlements": state.entitlements.iter().map(entitlement_json).collect::<Vec<_>>(),
-        "credentials": { "active": credentials.active, "complete": credentials.complete },
+        "credentials": {
+            "active": credentials.active,
+            "complete": credentials.complete,
+            "residual_risks": credentials.residual_risks.iter().map(crate::credentials::risk_json).collect::<Vec<_>>(),
+            "cutoffs": credentials.cutoffs.iter().map(crate::credentials::cutoff_json).collect::<Vec<_>>(),
+        },
         "target_native_id": state.target_native_id,
     })
 }
@@ -88,6 +95,8 @@ pub fn task_status(task: &TaskRecord, approvals: &[ApprovalRecord]) -> pb::TaskS
         approver_group: task.planned.approver_group.clone(),
         approvals: approvals.iter().filter(|a| a.target_id == task.target_id).map(approval_to_proto).collect(),
         next_attempt_at: format_time(task.next_attempt_at),
+        residual_risks: task.residual_risks.clone(),
+        cutoffs: crate::credentials::task_cutoffs(task),
     }
 }
 
@@ -115,6 +124,7 @@ pub fn event_status(event: &EventRecord, tasks: &[TaskRecord], approvals: &[Appr
         deadline_breached: tasks.iter().any(|t| t.deadline_breached),
         tasks: tasks.iter().map(|t| task_status(t, approvals)).collect(),
         trace_id: crate::tracing_context::trace_id_of(&event.trace_id).to_owned(),
+        residual_risks: crate::credentials::event_risk_labels(tasks),
     }
 }
 
@@ -143,6 +153,7 @@ pub fn evidence_json(
                 "acknowledgement": task.acknowledgement.as_ref().map(acknowledgement_json),
                 "read_back": task.read_back.as_ref().map(read_back_json),
                 "differences": task.differences,
+                "residual_risks": task.residual_risks.iter().map(crate::credentials::risk_json).collect::<Vec<_>>(),
                 "attempts": task.attempts,
                 "last_error": task.last_error,
                 "timings": {

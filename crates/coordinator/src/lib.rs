@@ -24,9 +24,11 @@
 pub mod api;
 pub mod auth;
 pub mod claims;
+pub mod credentials;
 pub mod engine;
 pub mod event;
 pub mod evidence;
+pub mod live_check;
 pub mod metrics;
 pub mod planner;
 pub mod policy;

@@ -50,6 +50,11 @@ struct Args {
     /// renewing has its lanes taken over this long after its last renewal.
     #[arg(long, env = "JML_LEASE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_seconds: u64,
+    /// How long to wait at start for every connector's Describe (the policy
+    /// is checked against each before it is loaded; a connector still
+    /// unreachable then stops the start).
+    #[arg(long, env = "JML_DESCRIBE_PATIENCE_SECONDS", default_value_t = 60)]
+    describe_patience_seconds: u64,
     /// TLS and caller authentication of the lifecycle API.
     #[command(flatten)]
     access: coordinator::auth::ApiAccessArgs,
@@ -61,6 +66,18 @@ async fn main() -> anyhow::Result<()> {
     connector_kit::telemetry::init("coordinator");
     let (tls, authentication) = args.access.resolve()?;
     let policy = Policy::load(&args.policy).with_context(|| format!("policy {}", args.policy.display()))?;
+    // The policy checked against every connector's own Describe before it is
+    // loaded (a connector starting alongside is waited for).
+    let issues = coordinator::live_check::check_live(
+        &policy,
+        EngineConfig::default().call_timeout,
+        Duration::from_secs(args.describe_patience_seconds),
+    )
+    .await;
+    if !issues.is_empty() {
+        let listed: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        anyhow::bail!("policy {} does not match its connectors: {}", args.policy.display(), listed.join("; "));
+    }
     let config = EngineConfig {
         max_attempts: args.max_attempts.max(1),
         base_backoff: Duration::from_millis(args.base_backoff_ms),

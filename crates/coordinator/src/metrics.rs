@@ -6,6 +6,8 @@
 //! | `jml_propagation_seconds` | histogram: submit to verified | target, workflow |
 //! | `jml_revocation_seconds` | histogram: submit to verified, for tasks revoking access (leavers) | target, workflow |
 //! | `jml_tasks_verified_total` | counter | target, workflow |
+//! | `jml_tasks_verified_with_residual_risk_total` | counter: proven, with residual risks listed (never retried) | target, workflow |
+//! | `jml_residual_risks_total` | counter: residual risks those tasks listed | target, credential_kind, bound |
 //! | `jml_deadline_breaches_total` | counter | target, workflow |
 //! | `jml_task_retries_total` | counter | target, error_kind |
 //! | `jml_task_failures_total` | counter | target, error_kind |
@@ -40,6 +42,17 @@ pub struct WorkflowLabels {
     pub target: String,
     /// The workflows' names, comma-joined.
     pub workflow: String,
+}
+
+/// A residual risk of one task: what may outlive a revocation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResidualLabels {
+    /// The target id.
+    pub target: String,
+    /// The credential kind declared by the connector.
+    pub credential_kind: String,
+    /// `duration`, `until_closed` or `unknown`.
+    pub bound: String,
 }
 
 /// A target and an error kind (`unavailable`, `read_back_mismatch`, ...).
@@ -92,6 +105,8 @@ pub struct CoordinatorMetrics {
     propagation: Family<WorkflowLabels, Histogram>,
     revocation: Family<WorkflowLabels, Histogram>,
     verified: Family<WorkflowLabels, Counter>,
+    residual_tasks: Family<WorkflowLabels, Counter>,
+    residual_risks: Family<ResidualLabels, Counter>,
     breaches: Family<WorkflowLabels, Counter>,
     retries: Family<ErrorLabels, Counter>,
     failures: Family<ErrorLabels, Counter>,
@@ -128,6 +143,8 @@ impl CoordinatorMetrics {
                 propagation: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
                 revocation: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
                 verified: Family::default(),
+                residual_tasks: Family::default(),
+                residual_risks: Family::default(),
                 breaches: Family::default(),
                 retries: Family::default(),
                 failures: Family::default(),
@@ -149,6 +166,16 @@ impl CoordinatorMetrics {
                 &metrics.revocation,
             );
             register("jml_tasks_verified", "Tasks verified by read-back", &metrics.verified);
+            register(
+                "jml_tasks_verified_with_residual_risk",
+                "Tasks proven by read-back with residual risks listed (never retried)",
+                &metrics.residual_tasks,
+            );
+            register(
+                "jml_residual_risks",
+                "Residual risks listed by tasks, by credential kind and bound",
+                &metrics.residual_risks,
+            );
             register("jml_deadline_breaches", "Tasks that passed their propagation deadline", &metrics.breaches);
             register("jml_task_retries", "Task attempts retried, by error kind", &metrics.retries);
             register("jml_task_failures", "Tasks failed for good, by error kind", &metrics.failures);
@@ -178,6 +205,31 @@ impl CoordinatorMetrics {
             self.revocation.get_or_create(&labels).observe(seconds);
         }
         self.verified.get_or_create(&labels).inc();
+    }
+
+    /// A task was proven at `now_ms` with `risks` remaining.
+    pub fn verified_with_residual_risk(
+        &self,
+        task: &TaskRecord,
+        risks: &[connector_kit::contract::ResidualRisk],
+        now_ms: i64,
+    ) {
+        let labels = workflow_labels(task);
+        let seconds = seconds_between(task.planned_at, now_ms);
+        self.propagation.get_or_create(&labels).observe(seconds);
+        if !task.grants_access {
+            self.revocation.get_or_create(&labels).observe(seconds);
+        }
+        self.residual_tasks.get_or_create(&labels).inc();
+        for risk in risks {
+            self.residual_risks
+                .get_or_create(&ResidualLabels {
+                    target: task.target_id.clone(),
+                    credential_kind: risk.credential_kind.clone(),
+                    bound: connector_kit::credentials::bound_name(risk).to_owned(),
+                })
+                .inc();
+        }
     }
 
     /// A task passed its deadline.

@@ -240,6 +240,9 @@ pub fn task_settled(spans: &DispatchSpans, task: &TaskRecord, breached_before: b
     let now = crate::event::now_ms();
     match task.state {
         TaskState::Verified => metrics.verified(task, now),
+        TaskState::VerifiedWithResidualRisk => {
+            metrics.verified_with_residual_risk(task, &task.residual_risks, now);
+        }
         TaskState::Failed => metrics.failure(&task.target_id, error_kind),
         _ if task.next_attempt_at.is_some() => metrics.retry(&task.target_id, error_kind),
         _ => {}

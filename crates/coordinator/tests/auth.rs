@@ -12,7 +12,7 @@ use std::sync::Arc;
 use connector_kit::contract as pb;
 use connector_kit::tls::{ClientTlsFiles, ServerTlsFiles};
 use coordinator::auth::{
-    ACCESS_REFUSED, ACCESS_REFUSED_SUPPRESSED, Authentication, CallerRegistry, Gate, Method, RefusalLimit,
+    ACCESS_REFUSED, ACCESS_REFUSED_SUPPRESSED, Authentication, CallerRegistry, Gate, Method, RefusalClock, RefusalLimit,
 };
 use coordinator::store::{AuditRecord, Store};
 use jml_contract::v1::lifecycle_client::LifecycleClient;
@@ -361,6 +361,22 @@ async fn a_client_certificate_authenticates_over_tls() {
     assert_eq!(refused, ["auditor", "anonymous", "anonymous"], "{records:#?}");
 }
 
+/// A clock the test moves: the refusal windows end when the test says so.
+struct TestClock(tokio::sync::watch::Sender<i64>);
+
+impl RefusalClock for TestClock {
+    fn now_ms(&self) -> i64 {
+        *self.0.borrow()
+    }
+
+    fn wait_until(&self, at_ms: i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let mut now = self.0.subscribe();
+        Box::pin(async move {
+            let _ = now.wait_for(|now| *now >= at_ms).await;
+        })
+    }
+}
+
 /// A flood of refused calls: the first few of a window are recorded one by
 /// one, the rest as one summary with their count when the window ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,7 +385,9 @@ async fn a_flood_of_refused_calls_is_recorded_in_bounded_form() {
     let store: Arc<dyn Store> =
         Arc::new(coordinator::SqliteStore::open(&dir.path().join("gate.db")).await.expect("store"));
     let limit = RefusalLimit { recorded_per_window: 5, window: std::time::Duration::from_millis(500) };
-    let gate = Gate::new(callers(), store.clone()).with_refusal_limit(limit);
+    let start = 1_800_000_000_000;
+    let clock = Arc::new(TestClock(tokio::sync::watch::Sender::new(start)));
+    let gate = Gate::new(callers(), store.clone()).with_refusal_limit(limit).with_refusal_clock(clock.clone());
     for _ in 0..50 {
         let request = with_token(pb::VerifyAuditRequest {}, Some(WRONG_TOKEN));
         let refused = gate.check(&request, Method::VerifyAudit).await.expect_err("unknown token");
@@ -378,6 +396,11 @@ async fn a_flood_of_refused_calls_is_recorded_in_bounded_form() {
     // The auditor's token still works, recorded by nobody.
     let request = with_token(pb::VerifyAuditRequest {}, Some(AUDITOR_TOKEN));
     gate.check(&request, Method::VerifyAudit).await.expect("the auditor may verify");
+    // However long the flood took, it is one window until the clock moves.
+    let records = audit(store.as_ref()).await;
+    assert_eq!(refusals(&records).len(), 5, "{records:#?}");
+    assert!(!records.iter().any(|r| r.action == ACCESS_REFUSED_SUPPRESSED), "summary before the window ended");
+    clock.0.send_replace(start + 500);
     let summary = async {
         loop {
             let records = audit(store.as_ref()).await;
@@ -396,7 +419,6 @@ async fn a_flood_of_refused_calls_is_recorded_in_bounded_form() {
     assert_eq!((payload["method"].as_str(), payload["code"].as_str()), (Some("VerifyAudit"), Some("UNAUTHENTICATED")));
     assert_eq!(payload["refusals"], 45, "every refusal counted: {payload}");
     // The next window records one by one again.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let request = with_token(pb::VerifyAuditRequest {}, Some(WRONG_TOKEN));
     gate.check(&request, Method::VerifyAudit).await.expect_err("unknown token");
     assert_eq!(refusals(&audit(store.as_ref()).await).len(), 6);

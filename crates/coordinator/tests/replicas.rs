@@ -95,6 +95,7 @@ fn task(event: &EventRecord, target_id: &str, state: TaskState) -> TaskRecord {
         dispatched_at: None,
         acknowledged_at: None,
         finished_at: None,
+        residual_risks: Vec::new(),
     }
 }
 
@@ -158,9 +159,10 @@ async fn a_replica_that_lost_its_lease_cannot_write_its_lanes_tasks() {
     let (store, pool) = database().await;
     let record = event("fenced", "p1", NOW - 1_000);
     accept(store.as_ref(), record.clone(), vec![task(&record, "ldap", TaskState::Planned)]).await;
-    let stalled = LaneLeases::new(pool.clone(), "replica-stalled", Duration::from_millis(300));
+    let stalled = LaneLeases::new(pool.clone(), "replica-stalled", LEASE);
     let taker = LaneLeases::new(pool.clone(), "replica-taker", LEASE);
-    assert_eq!(stalled.claim_free(now_ms(), 10).await.expect("claim").len(), 1);
+    let claimed_at = now_ms();
+    assert_eq!(stalled.claim_free(claimed_at, 10).await.expect("claim").len(), 1);
     let mut dispatched = store.task("fenced", "ldap").await.expect("read").expect("task");
     dispatched.state = TaskState::Dispatched;
     dispatched.attempts = 1;
@@ -170,8 +172,11 @@ async fn a_replica_that_lost_its_lease_cannot_write_its_lanes_tasks() {
         .await
         .expect("the holder writes");
     // The holder stalls past its lease; another replica takes the lane over.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(taker.claim_free(now_ms(), 10).await.expect("claim").len(), 1);
+    // Leases are decided at the time each claim names, so the taker claims
+    // at a time past the stalled holder's lease (no waiting on the clock).
+    let past_the_lease = claimed_at + i64::try_from(LEASE.as_millis()).expect("lease fits") + 1;
+    assert!(stalled.renew(&[lane("p1", "ldap")], past_the_lease).await.expect("renew").is_empty(), "expired");
+    assert_eq!(taker.claim_free(past_the_lease, 10).await.expect("claim").len(), 1);
     let mut late = dispatched.clone();
     late.state = TaskState::Verified;
     late.finished_at = Some(now_ms());

@@ -146,6 +146,7 @@ fn task(event: &EventRecord, target_id: &str) -> TaskRecord {
         dispatched_at: None,
         acknowledged_at: None,
         finished_at: None,
+        residual_risks: Vec::new(),
     }
 }
 
@@ -285,6 +286,27 @@ mod cases {
             store.event_audit("e2").await.expect("audit").iter().filter(|r| r.action == "event.superseded").count(),
             1
         );
+    }
+
+    pub async fn residual_risks_are_stored_with_the_task_and_decide_the_event(fixture: Fixture) {
+        let store = fixture.store.as_ref();
+        let (_, tasks) = accept(store, event("e1", "p1", EventKindName::Leaver, 1_000), &["ldap", "scim"]).await;
+        store.save_task(finished(tasks[0].clone(), TaskState::Verified, 2_000), vec![]).await.expect("save");
+        let mut risky = finished(tasks[1].clone(), TaskState::VerifiedWithResidualRisk, 2_100);
+        risky.residual_risks = vec![pb::ResidualRisk {
+            credential_kind: "application_session".into(),
+            description: "sessions the application issued".into(),
+            bound: pb::ResidualBound::Unknown as i32,
+            max_lifetime: None,
+        }];
+        let state = store.save_task(risky.clone(), vec![]).await.expect("save");
+        assert_eq!(state, Some(EventState::VerifiedWithResidualRisk));
+        let stored = store.task("e1", "scim").await.expect("read").expect("task");
+        assert_eq!(stored.residual_risks, risky.residual_risks);
+        assert_eq!(stored.state, TaskState::VerifiedWithResidualRisk);
+        assert!(store.task("e1", "ldap").await.expect("read").expect("task").residual_risks.is_empty());
+        assert!(store.identity("p1").await.expect("read").is_some_and(|i| i.has_left), "the departure is recorded");
+        assert!(store.unfinished_tasks().await.expect("read").is_empty(), "a residual risk is terminal");
     }
 
     pub async fn a_breach_is_flagged_once_and_never_cleared(fixture: Fixture) {
@@ -449,6 +471,7 @@ on_both_backends!(
     a_task_round_trips_every_field,
     finishing_every_task_finishes_the_event_and_records_the_identity,
     a_failed_task_fails_the_event_and_all_superseded_supersedes_it,
+    residual_risks_are_stored_with_the_task_and_decide_the_event,
     a_breach_is_flagged_once_and_never_cleared,
     a_second_decision_by_one_approver_is_refused,
     recovery_sees_unfinished_tasks_in_arrival_order_and_the_watermarks,

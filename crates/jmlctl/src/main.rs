@@ -7,7 +7,8 @@
 //! checked against `--ca` (env `JML_CA_FILE`) for an `https://` coordinator.
 //! Every read command takes `--json`. Exit codes: 0 ok, 1 the operation or
 //! verification failed, 2 usage or bad input, 3 coordinator unreachable,
-//! 4 `reconcile` found drift.
+//! 4 `reconcile` found drift, 5 `watch`: the event was proven with
+//! residual risk (what may outlive a credential revocation is listed).
 //! Errors are one line on stderr.
 
 mod reconcile;
@@ -102,7 +103,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Follow an event until it is verified or failed (exit 0 only when verified).
+    /// Follow an event until it is verified or failed (exit 0 when verified
+    /// or nothing to do, 5 when verified with residual risk).
     Watch {
         /// The event id.
         event_id: String,
@@ -207,6 +209,10 @@ enum PolicyCommand {
     Check {
         /// The policy file.
         file: PathBuf,
+        /// Also call Describe on every target's connector (with the policy's
+        /// endpoints and TLS) and refuse what a connector does not declare.
+        #[arg(long)]
+        live: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -428,6 +434,8 @@ fn task_json(task: &pb::TaskStatus) -> Value {
         "acknowledgement": task.acknowledgement.as_ref().map(acknowledgement_json),
         "read_back": task.read_back.as_ref().map(read_back_json),
         "differences": task.differences,
+        "residual_risks": task.residual_risks.iter().map(coordinator::credentials::risk_json).collect::<Vec<_>>(),
+        "cutoffs": task.cutoffs.iter().map(coordinator::credentials::cutoff_json).collect::<Vec<_>>(),
         "planned_at": task.planned_at,
         "dispatched_at": task.dispatched_at,
         "acknowledged_at": task.acknowledged_at,
@@ -460,6 +468,7 @@ fn status_json(status: &pb::EventStatus) -> Value {
         "trace_id": status.trace_id,
         "deadline_breached": status.deadline_breached,
         "tasks": status.tasks.iter().map(task_json).collect::<Vec<_>>(),
+        "residual_risks": status.residual_risks,
     })
 }
 
@@ -498,6 +507,9 @@ fn print_status(status: &pb::EventStatus) {
         for difference in &task.differences {
             println!("      difference: {difference}");
         }
+        for risk in &task.residual_risks {
+            println!("      residual risk: {}", connector_kit::credentials::label(risk));
+        }
     }
 }
 
@@ -527,36 +539,38 @@ fn print_json(value: &Value) {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Policy { command: PolicyCommand::Check { file, json } } => match coordinator::Policy::load(&file) {
-            Ok(policy) => {
-                if json {
-                    print_json(&json!({ "valid": true, "policy_hash": policy.hash, "errors": [] }));
-                } else {
-                    println!(
-                        "{}: valid ({} targets, {} workflows), policy hash {}",
-                        file.display(),
-                        policy.file.targets.len(),
-                        policy.file.workflows.len(),
-                        policy.hash
-                    );
-                }
-                Ok(())
-            }
-            Err(coordinator::PolicyError::Invalid(issues)) => {
-                if json {
-                    print_json(&json!({
-                        "valid": false,
-                        "errors": issues.iter().map(|i| json!({ "path": i.path, "message": i.message })).collect::<Vec<_>>(),
-                    }));
-                } else {
-                    for issue in &issues {
-                        println!("{}: {issue}", file.display());
+        Command::Policy { command: PolicyCommand::Check { file, live, json } } => {
+            match coordinator::Policy::load(&file) {
+                Ok(policy) => {
+                    let issues = if live { live_issues(&policy).await } else { Vec::new() };
+                    if !issues.is_empty() {
+                        report_policy_issues(&file, &issues, json);
+                        return Err(failed(format!(
+                            "{}: {} error(s) against the live connectors",
+                            file.display(),
+                            issues.len()
+                        )));
                     }
+                    if json {
+                        print_json(&json!({ "valid": true, "policy_hash": policy.hash, "errors": [] }));
+                    } else {
+                        println!(
+                            "{}: valid ({} targets, {} workflows), policy hash {}",
+                            file.display(),
+                            policy.file.targets.len(),
+                            policy.file.workflows.len(),
+                            policy.hash
+                        );
+                    }
+                    Ok(())
                 }
-                Err(failed(format!("{}: {} error(s)", file.display(), issues.len())))
+                Err(coordinator::PolicyError::Invalid(issues)) => {
+                    report_policy_issues(&file, &issues, json);
+                    Err(failed(format!("{}: {} error(s)", file.display(), issues.len())))
+                }
+                Err(error) => Err(bad_input(error.to_string())),
             }
-            Err(error) => Err(bad_input(error.to_string())),
-        },
+        }
         Command::Audit { command: AuditCommand::Verify { db: Some(db), json } } => {
             let chain = coordinator::store::ReadOnlyAudit::open(&db).await.map_err(|error| match error {
                 coordinator::store::StoreError::NotFound(what) => bad_input(format!("{what}: no such file")),
@@ -626,7 +640,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 last = Some(status);
             }
             match last {
-                Some(status) if status.state == pb::EventState::Verified as i32 => Ok(()),
+                Some(status)
+                    if status.state == pb::EventState::Verified as i32
+                        || status.state == pb::EventState::NothingToDo as i32 =>
+                {
+                    Ok(())
+                }
+                Some(status) if status.state == pb::EventState::VerifiedWithResidualRisk as i32 => Err(Failure {
+                    code: 5,
+                    message: format!(
+                        "event {} is verified with residual risk: {}",
+                        status.event_id,
+                        status.residual_risks.join("; ")
+                    ),
+                }),
                 Some(status) => Err(failed(format!("event {} is {}", status.event_id, event_state_name(status.state)))),
                 None => Err(failed("the coordinator closed the stream without a status")),
             }
@@ -788,6 +815,25 @@ fn report_verdict(records: u64, broken: Option<(i64, String)>, json: bool) -> Re
     }
 }
 
+/// The policy against every connector it names (one Describe each).
+async fn live_issues(policy: &coordinator::Policy) -> Vec<coordinator::policy::PolicyIssue> {
+    let timeout = std::time::Duration::from_secs(10);
+    coordinator::live_check::check_live(policy, timeout, std::time::Duration::ZERO).await
+}
+
+fn report_policy_issues(file: &std::path::Path, issues: &[coordinator::policy::PolicyIssue], json: bool) {
+    if json {
+        print_json(&json!({
+            "valid": false,
+            "errors": issues.iter().map(|i| json!({ "path": i.path, "message": i.message })).collect::<Vec<_>>(),
+        }));
+    } else {
+        for issue in issues {
+            println!("{}: {issue}", file.display());
+        }
+    }
+}
+
 fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -830,6 +876,14 @@ fn print_evidence(evidence: &Value) {
         println!("    read-back       {}", target["read_back"]);
         for difference in target["differences"].as_array().into_iter().flatten() {
             println!("    difference      {}", text(difference));
+        }
+        for risk in target["residual_risks"].as_array().into_iter().flatten() {
+            println!(
+                "    residual risk   {}: {} ({})",
+                text(&risk["credential_kind"]),
+                text(&risk["description"]),
+                text(&risk["bound"])
+            );
         }
         for approval in target["approvals"].as_array().into_iter().flatten() {
             println!(

@@ -376,7 +376,7 @@ mod tests {
             enabled,
             attributes: [("title".to_string(), "Engineer".to_string())].into(),
             entitlements: groups,
-            credentials: Some(pb::CredentialState { active: vec![], complete: true }),
+            credentials: Some(pb::CredentialState { active: vec![], complete: true, ..Default::default() }),
             ..Default::default()
         }
     }

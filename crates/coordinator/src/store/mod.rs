@@ -72,6 +72,10 @@ pub enum TaskState {
     Failed,
     /// Replaced by a newer event before it started.
     Superseded,
+    /// Everything provable proven by read-back; what may outlive the
+    /// credential revocation is listed in the read-back's residual risks.
+    /// Terminal, never retried.
+    VerifiedWithResidualRisk,
 }
 
 impl TaskState {
@@ -85,12 +89,14 @@ impl TaskState {
             Self::Verified => "verified",
             Self::Failed => "failed",
             Self::Superseded => "superseded",
+            Self::VerifiedWithResidualRisk => "verified_with_residual_risk",
         }
     }
 
     /// From the stored name.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
+            "verified_with_residual_risk" => Self::VerifiedWithResidualRisk,
             "planned" => Self::Planned,
             "awaiting_approval" => Self::AwaitingApproval,
             "dispatched" => Self::Dispatched,
@@ -104,7 +110,13 @@ impl TaskState {
 
     /// Whether nothing more happens to the task.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Verified | Self::Failed | Self::Superseded)
+        matches!(self, Self::Verified | Self::Failed | Self::Superseded | Self::VerifiedWithResidualRisk)
+    }
+
+    /// Whether the read-back proved the desired state (with or without
+    /// residual risk).
+    pub fn is_proven(self) -> bool {
+        matches!(self, Self::Verified | Self::VerifiedWithResidualRisk)
     }
 
     /// The API form.
@@ -117,6 +129,7 @@ impl TaskState {
             Self::Verified => pb::TaskState::Verified,
             Self::Failed => pb::TaskState::Failed,
             Self::Superseded => pb::TaskState::Superseded,
+            Self::VerifiedWithResidualRisk => pb::TaskState::VerifiedWithResidualRisk,
         }
     }
 }
@@ -132,6 +145,10 @@ pub enum EventState {
     Failed,
     /// Every task superseded.
     Superseded,
+    /// No task failed, at least one ended with residual risk.
+    VerifiedWithResidualRisk,
+    /// The plan had no task.
+    NothingToDo,
 }
 
 impl EventState {
@@ -142,12 +159,16 @@ impl EventState {
             Self::Verified => "verified",
             Self::Failed => "failed",
             Self::Superseded => "superseded",
+            Self::VerifiedWithResidualRisk => "verified_with_residual_risk",
+            Self::NothingToDo => "nothing_to_do",
         }
     }
 
     /// From the stored name.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
+            "verified_with_residual_risk" => Self::VerifiedWithResidualRisk,
+            "nothing_to_do" => Self::NothingToDo,
             "in_progress" => Self::InProgress,
             "verified" => Self::Verified,
             "failed" => Self::Failed,
@@ -161,6 +182,12 @@ impl EventState {
         self != Self::InProgress
     }
 
+    /// Whether every task that ran was proven by read-back (with or
+    /// without residual risk).
+    pub fn is_proven(self) -> bool {
+        matches!(self, Self::Verified | Self::VerifiedWithResidualRisk)
+    }
+
     /// The API form.
     pub fn to_proto(self) -> pb::EventState {
         match self {
@@ -168,12 +195,14 @@ impl EventState {
             Self::Verified => pb::EventState::Verified,
             Self::Failed => pb::EventState::Failed,
             Self::Superseded => pb::EventState::Superseded,
+            Self::VerifiedWithResidualRisk => pb::EventState::VerifiedWithResidualRisk,
+            Self::NothingToDo => pb::EventState::NothingToDo,
         }
     }
 
     /// The event state from its tasks' states.
     pub fn from_tasks(states: impl IntoIterator<Item = TaskState>) -> Self {
-        let (mut any, mut verified, mut failed) = (false, false, false);
+        let (mut any, mut verified, mut failed, mut residual) = (false, false, false, false);
         for state in states {
             any = true;
             if !state.is_terminal() {
@@ -181,12 +210,14 @@ impl EventState {
             }
             verified |= state == TaskState::Verified;
             failed |= state == TaskState::Failed;
+            residual |= state == TaskState::VerifiedWithResidualRisk;
         }
-        match (any, failed, verified) {
-            (false, _, _) => Self::Verified,
-            (_, true, _) => Self::Failed,
-            (_, false, true) => Self::Verified,
-            (_, false, false) => Self::Superseded,
+        match (any, failed, residual, verified) {
+            (false, _, _, _) => Self::NothingToDo,
+            (_, true, _, _) => Self::Failed,
+            (_, false, true, _) => Self::VerifiedWithResidualRisk,
+            (_, false, false, true) => Self::Verified,
+            (_, false, false, false) => Self::Superseded,
         }
     }
 }
@@ -276,6 +307,9 @@ pub struct TaskRecord {
     pub acknowledged_at: Option<i64>,
     /// When finished.
     pub finished_at: Option<i64>,
+    /// What may outlive the task's credential revocation, and for how long
+    /// ([`TaskState::VerifiedWithResidualRisk`]); empty otherwise.
+    pub residual_risks: Vec<pb::ResidualRisk>,
 }
 
 impl TaskRecord {

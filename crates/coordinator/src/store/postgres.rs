@@ -78,6 +78,13 @@ fn migrator() -> Migrator {
                 false,
             ),
             Migration::new(
+                6,
+                std::borrow::Cow::Borrowed("residual_risks"),
+                MigrationType::Simple,
+                std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0006_residual_risks.sql")),
+                false,
+            ),
+            Migration::new(
                 8,
                 std::borrow::Cow::Borrowed("lane_epochs"),
                 MigrationType::Simple,
@@ -357,7 +364,7 @@ async fn flush_tasks(conn: &mut PgConnection, batch: &mut Batch) -> Result<(), S
         let mut upsert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
             "INSERT INTO tasks (event_id, target_id, event_seq, person_id, effective_at, urgent, state, planned, grants_access, \
              command_id, attempts, next_attempt_at, last_error, acknowledgement, read_back, differences, deadline_at, \
-             deadline_breached, planned_at, dispatched_at, acknowledged_at, finished_at) ",
+             deadline_breached, planned_at, dispatched_at, acknowledged_at, finished_at, residual_risks) ",
         );
         upsert.push_values(chunk, |mut row, task| {
             row.push_bind(task.event_id.clone())
@@ -381,7 +388,8 @@ async fn flush_tasks(conn: &mut PgConnection, batch: &mut Batch) -> Result<(), S
                 .push_bind(task.planned_at)
                 .push_bind(task.dispatched_at)
                 .push_bind(task.acknowledged_at)
-                .push_bind(task.finished_at);
+                .push_bind(task.finished_at)
+                .push_bind(super::rows::encode_residual_risks(&task.residual_risks));
         });
         upsert.push(
             " ON CONFLICT (event_id, target_id) DO UPDATE SET state = excluded.state, planned = excluded.planned, \
@@ -389,7 +397,8 @@ async fn flush_tasks(conn: &mut PgConnection, batch: &mut Batch) -> Result<(), S
              next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, \
              acknowledgement = excluded.acknowledgement, read_back = excluded.read_back, differences = excluded.differences, \
              deadline_breached = tasks.deadline_breached OR excluded.deadline_breached, \
-             dispatched_at = excluded.dispatched_at, acknowledged_at = excluded.acknowledged_at, finished_at = excluded.finished_at",
+             dispatched_at = excluded.dispatched_at, acknowledged_at = excluded.acknowledged_at, finished_at = excluded.finished_at, \
+             residual_risks = excluded.residual_risks",
         );
         upsert.build().execute(&mut *conn).await?;
     }
@@ -440,7 +449,7 @@ async fn complete_events(
         }
         let targets: BTreeSet<String> = rows
             .iter()
-            .filter(|(state, grants, _)| *state == TaskState::Verified && *grants)
+            .filter(|(state, grants, _)| state.is_proven() && *grants)
             .map(|(_, _, target)| target.clone())
             .collect();
         let updated = sqlx::query("UPDATE events SET state = $1, finished_at = $2 WHERE event_id = $3 AND state = $4")
@@ -461,7 +470,7 @@ async fn complete_events(
             action: format!("event.{}", state.as_str()),
             payload: serde_json::json!({ "state": state.as_str() }),
         });
-        if matches!(state, EventState::Verified | EventState::Failed)
+        if matches!(state, EventState::Verified | EventState::VerifiedWithResidualRisk | EventState::Failed)
             && let Some(identity) = update_identity(conn, &event_id, state, targets, now).await?
         {
             batch.audit.push(AuditEntry {
@@ -669,7 +678,7 @@ async fn update_identity(
     // and access a target kept is what reconciliation reports as
     // should-be-disabled.
     if event.source_system == super::RECONCILIATION_SOURCE
-        || (state != EventState::Verified && event.kind != EventKindName::Leaver)
+        || (!state.is_proven() && event.kind != EventKindName::Leaver)
     {
         return Ok(None);
     }

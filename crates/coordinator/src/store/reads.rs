@@ -66,7 +66,7 @@ macro_rules! read_pool {
 read_pool!(SqlitePool, sqlx::sqlite::SqliteRow, "");
 read_pool!(PgPool, sqlx::postgres::PgRow, " COLLATE \"C\"");
 
-const UNFINISHED: &str = "state NOT IN ('verified', 'failed', 'superseded')";
+const UNFINISHED: &str = "state NOT IN ('verified', 'failed', 'superseded', 'verified_with_residual_risk')";
 
 async fn first<P: ReadPool>(pool: &P, sql: &str, binds: Vec<Bind>) -> Result<Option<P::Row>, StoreError> {
     Ok(pool.fetch_all(sql, binds).await?.into_iter().next())

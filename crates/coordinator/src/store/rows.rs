@@ -3,6 +3,7 @@
 //! the records are built from those reads here, so the SQLite and the
 //! PostgreSQL store cannot drift apart in what a stored value means.
 
+use jml_contract::v1 as pb;
 use prost::Message;
 use sqlx::Row;
 
@@ -129,7 +130,15 @@ pub(crate) fn task_from_row(row: &impl StoredRow) -> Result<TaskRecord, StoreErr
         dispatched_at: row.optional_int("dispatched_at")?,
         acknowledged_at: row.optional_int("acknowledged_at")?,
         finished_at: row.optional_int("finished_at")?,
+        residual_risks: decode::<pb::ResidualRisks>("tasks.residual_risks", row.optional_blob("residual_risks")?)?
+            .map(|stored| stored.risks)
+            .unwrap_or_default(),
     })
+}
+
+/// The stored form of a task's residual risks: NULL when there are none.
+pub(crate) fn encode_residual_risks(risks: &[pb::ResidualRisk]) -> Option<Vec<u8>> {
+    (!risks.is_empty()).then(|| pb::ResidualRisks { risks: risks.to_vec() }.encode_to_vec())
 }
 
 /// An `identities` row.

@@ -33,13 +33,22 @@ const MAX_BATCH: usize = 512;
 
 fn migrator() -> Migrator {
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("lifecycle"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("../../migrations/sqlite/0001_lifecycle.sql")),
-            false,
-        )]),
+        migrations: Cow::Owned(vec![
+            Migration::new(
+                1,
+                Cow::Borrowed("lifecycle"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../../migrations/sqlite/0001_lifecycle.sql")),
+                false,
+            ),
+            Migration::new(
+                6,
+                Cow::Borrowed("residual_risks"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../../migrations/sqlite/0006_residual_risks.sql")),
+                false,
+            ),
+        ]),
         ignore_missing: false,
         locking: true,
         no_tx: false,
@@ -204,7 +213,7 @@ async fn flush_tasks(conn: &mut SqliteConnection, batch: &mut Batch) -> Result<(
         let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO tasks (event_id, target_id, event_seq, person_id, effective_at, urgent, state, planned, grants_access, \
              command_id, attempts, next_attempt_at, last_error, acknowledgement, read_back, differences, deadline_at, \
-             deadline_breached, planned_at, dispatched_at, acknowledged_at, finished_at) ",
+             deadline_breached, planned_at, dispatched_at, acknowledged_at, finished_at, residual_risks) ",
         );
         upsert.push_values(chunk, |mut row, task| {
             row.push_bind(task.event_id.clone())
@@ -228,7 +237,8 @@ async fn flush_tasks(conn: &mut SqliteConnection, batch: &mut Batch) -> Result<(
                 .push_bind(task.planned_at)
                 .push_bind(task.dispatched_at)
                 .push_bind(task.acknowledged_at)
-                .push_bind(task.finished_at);
+                .push_bind(task.finished_at)
+                .push_bind(super::rows::encode_residual_risks(&task.residual_risks));
         });
         upsert.push(
             " ON CONFLICT (event_id, target_id) DO UPDATE SET state = excluded.state, planned = excluded.planned, \
@@ -236,7 +246,8 @@ async fn flush_tasks(conn: &mut SqliteConnection, batch: &mut Batch) -> Result<(
              next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, \
              acknowledgement = excluded.acknowledgement, read_back = excluded.read_back, differences = excluded.differences, \
              deadline_breached = CASE WHEN tasks.deadline_breached = 1 THEN 1 ELSE excluded.deadline_breached END, \
-             dispatched_at = excluded.dispatched_at, acknowledged_at = excluded.acknowledged_at, finished_at = excluded.finished_at",
+             dispatched_at = excluded.dispatched_at, acknowledged_at = excluded.acknowledged_at, finished_at = excluded.finished_at, \
+             residual_risks = excluded.residual_risks",
         );
         upsert.build().execute(&mut *conn).await?;
     }
@@ -284,7 +295,7 @@ async fn complete_events(
         }
         let targets: BTreeSet<String> = rows
             .iter()
-            .filter(|(state, grants, _)| *state == TaskState::Verified && *grants)
+            .filter(|(state, grants, _)| state.is_proven() && *grants)
             .map(|(_, _, target)| target.clone())
             .collect();
         let updated = sqlx::query("UPDATE events SET state = ?, finished_at = ? WHERE event_id = ? AND state = ?")
@@ -305,7 +316,7 @@ async fn complete_events(
             action: format!("event.{}", state.as_str()),
             payload: serde_json::json!({ "state": state.as_str() }),
         }];
-        if matches!(state, EventState::Verified | EventState::Failed)
+        if matches!(state, EventState::Verified | EventState::VerifiedWithResidualRisk | EventState::Failed)
             && let Some(identity) = update_identity(conn, &event_id, state, targets, now).await?
         {
             audit.push(AuditEntry {
@@ -500,7 +511,7 @@ async fn update_identity(
     // and access a target kept is what reconciliation reports as
     // should-be-disabled.
     if event.source_system == super::RECONCILIATION_SOURCE
-        || (state != EventState::Verified && event.kind != EventKindName::Leaver)
+        || (!state.is_proven() && event.kind != EventKindName::Leaver)
     {
         return Ok(None);
     }
