@@ -262,8 +262,16 @@ impl ConnectorClient {
     /// `List`: a stream of pages. Not retried: a broken stream is restarted
     /// by the caller.
     pub async fn list(&self, page_size: u32) -> Result<tonic::Streaming<pb::ListResponse>, ConnectorError> {
+        self.list_request(pb::ListRequest { page_size, ..Default::default() }).await
+    }
+
+    /// `List` with every field of the request (correlation attributes).
+    pub async fn list_request(
+        &self,
+        request: pb::ListRequest,
+    ) -> Result<tonic::Streaming<pb::ListResponse>, ConnectorError> {
         let mut raw = self.raw.clone();
-        raw.list(pb::ListRequest { page_size })
+        raw.list(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| ConnectorError::from_status(&s))

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::metrics::ConnectorMetrics;
-use crate::{Connector, ConnectorError, validate};
+use crate::{Connector, ConnectorError, correlation, validate};
 
 /// How many recent command ids the adapter remembers per process.
 const REMEMBERED_COMMANDS: usize = 65_536;
@@ -81,8 +81,19 @@ impl<C: Connector> ConnectorService<C> {
         GeneratedServer::new(self).max_decoding_message_size(1 << 20).max_encoding_message_size(64 << 20)
     }
 
-    fn admit(&self, command_id: &str, desired: &pb::DesiredAccount) -> Result<(), ConnectorError> {
-        let digest: [u8; 32] = Sha256::digest(desired.encode_to_vec()).into();
+    fn admit(
+        &self,
+        command_id: &str,
+        desired: &pb::DesiredAccount,
+        link: Option<&pb::LinkAccount>,
+    ) -> Result<(), ConnectorError> {
+        let mut hasher = Sha256::new();
+        hasher.update(desired.encode_to_vec());
+        if let Some(link) = link {
+            hasher.update(b"link");
+            hasher.update(link.encode_to_vec());
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
         self.ledger.lock().map_err(|_| ConnectorError::internal("command ledger poisoned"))?.admit(command_id, digest)
     }
 }
@@ -103,9 +114,26 @@ impl<C: Connector> connector_server::Connector for ConnectorService<C> {
         let span = tracing::Span::current();
         span.record("command_id", request.command_id.as_str());
         span.record("person_id", desired.account.as_ref().map(|a| a.person_id.as_str()).unwrap_or_default());
-        self.admit(&request.command_id, &desired)?;
+        if let Some(link) = &request.link {
+            if !self.description.capabilities.unwrap_or_default().link {
+                return Err(ConnectorError::unsupported("this connector cannot link existing accounts")
+                    .with_field("link")
+                    .to_status());
+            }
+            if link.expected_fingerprint.is_empty() {
+                return Err(ConnectorError::invalid_argument("link.expected_fingerprint", "must not be empty").to_status());
+            }
+            if desired.presence != pb::Presence::Present as i32 {
+                return Err(ConnectorError::invalid_argument("desired.presence", "a link needs a present account")
+                    .to_status());
+            }
+        }
+        self.admit(&request.command_id, &desired, request.link.as_ref())?;
         let started = Instant::now();
-        let result = self.connector.apply(&request.command_id, &desired).await;
+        let result = match &request.link {
+            Some(link) => self.connector.link(&request.command_id, &desired, &link.expected_fingerprint).await,
+            None => self.connector.apply(&request.command_id, &desired).await,
+        };
         observe("apply", started, result.as_ref().map(|_| ()));
         match result {
             Ok(mut acknowledgement) => {
@@ -134,23 +162,32 @@ impl<C: Connector> connector_server::Connector for ConnectorService<C> {
         let started = Instant::now();
         let result = self.connector.read(&account).await;
         observe("read", started, result.as_ref().map(|_| ()));
-        let state = result?;
+        let mut state = result?;
+        state.fingerprint = correlation::fingerprint(&state);
         Ok(Response::new(pb::ReadResponse { state: Some(state) }))
     }
 
     type ListStream = futures::stream::BoxStream<'static, Result<pb::ListResponse, Status>>;
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<Self::ListStream>, Status> {
-        let page_size = match request.into_inner().page_size {
+        let request = request.into_inner();
+        let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             size => size.min(MAX_PAGE_SIZE),
         };
+        correlation::check_requested(&self.description, &request.correlation_attributes)?;
         let started = Instant::now();
-        let pages = self.connector.list(page_size).map(move |page| {
+        let pages = self.connector.list_scope(page_size, &request.correlation_attributes).map(move |page| {
             if let Err(error) = &page {
                 observe("list", started, Err(error));
             }
-            page.map(|accounts| pb::ListResponse { accounts }).map_err(|error| error.to_status())
+            page.map(|mut accounts| {
+                for state in &mut accounts {
+                    state.fingerprint = correlation::fingerprint(state);
+                }
+                pb::ListResponse { accounts }
+            })
+            .map_err(|error| error.to_status())
         });
         Ok(Response::new(pages.boxed()))
     }

@@ -11,6 +11,8 @@
 //!   per-call timeout, retry with jittered exponential backoff honouring
 //!   retry-after, and a concurrency limit.
 //! - [`readback`]: normalisation and comparison of desired state with read-back.
+//! - [`correlation`]: fingerprints and the link decision for accounts not
+//!   managed yet.
 //! - [`metrics`]: Prometheus metrics on an HTTP endpoint.
 //! - [`conformance`]: the shared conformance suite every connector runs against
 //!   its real target.
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod conformance;
 mod connector;
+pub mod correlation;
 mod error;
 pub mod grpc;
 pub mod metrics;

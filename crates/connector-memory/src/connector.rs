@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use connector_kit::contract as pb;
-use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError};
+use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError, correlation};
 
 use crate::target::{MemoryTarget, StoredAccount};
 
@@ -73,6 +73,7 @@ impl MemoryConnector {
             }),
             target_native_id: stored.native_id.clone(),
             last_activity: Some(prost_types::Timestamp::from(stored.changed_at)),
+            ..Default::default()
         }
     }
 }
@@ -93,6 +94,9 @@ impl Connector for MemoryConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: true,
                 list: true,
+                link: true,
+                scope_listing: true,
+                ..Default::default()
             }),
             entitlement_kinds: ["group", "role"]
                 .iter()
@@ -108,6 +112,9 @@ impl Connector for MemoryConnector {
                 .collect(),
             account_name_comparison: pb::ValueComparison::Exact as i32,
             limitations: vec!["in-memory reference target: state is lost when the process stops".into()],
+            correlation_attributes: ATTRIBUTES.iter().map(|(name, _)| (*name).to_owned()).collect(),
+            scope: "every account in the in-memory map".into(),
+            ..Default::default()
         }
     }
 
@@ -203,6 +210,31 @@ impl Connector for MemoryConnector {
         Ok(pb::ApplyResponse { changes, target_native_id: native_id, ..Default::default() })
     }
 
+    async fn link(
+        &self,
+        command_id: &str,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        let account = desired.account.clone().unwrap_or_default();
+        let current = self.target.get(&account.account_name);
+        let state = current.as_ref().map(|stored| self.state(stored, false));
+        let step =
+            correlation::link_step(state.as_ref(), &account.account_name, &account.person_id, expected_fingerprint)?;
+        let mut changes = Vec::new();
+        if let (correlation::LinkStep::WriteKey, Some(mut stored)) = (step, current) {
+            stored.person_id = account.person_id.clone();
+            stored.changed_at = SystemTime::now();
+            self.target.put(&account.account_name, Some(stored));
+            self.target.journal(command_id, &account.account_name, "link", &account.person_id);
+            changes.push(change("link", &account.account_name));
+        }
+        let mut acknowledgement = self.apply(command_id, desired).await?;
+        changes.append(&mut acknowledgement.changes);
+        acknowledgement.changes = changes;
+        Ok(acknowledgement)
+    }
+
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {
         Ok(match self.owned(account)? {
             Some(stored) => self.state(&stored, self.target.faults().read_disagrees),
@@ -211,6 +243,11 @@ impl Connector for MemoryConnector {
     }
 
     fn list(&self, page_size: u32) -> AccountStream {
+        self.list_scope(page_size, &[])
+    }
+
+    fn list_scope(&self, page_size: u32, correlation_attributes: &[String]) -> AccountStream {
+        let requested = correlation_attributes.to_vec();
         let this = self.clone();
         let limit = page_size.max(1) as usize;
         Box::pin(futures::stream::unfold(Some(None::<String>), move |cursor| {
@@ -222,7 +259,16 @@ impl Connector for MemoryConnector {
                     return None;
                 }
                 let next = (page.len() == limit).then(|| page.last().map(|a| a.account_name.clone())).flatten();
-                let states = page.iter().map(|stored| this.state(stored, false)).collect();
+                let states = page
+                    .iter()
+                    .map(|stored| {
+                        let mut state = this.state(stored, false);
+                        state.correlation_attributes = correlation::collect(&requested, &stored.account_name, |name| {
+                            stored.attributes.get(name).cloned().into_iter().collect()
+                        });
+                        state
+                    })
+                    .collect();
                 Some((Ok(states), next.map(Some)))
             }
         }))

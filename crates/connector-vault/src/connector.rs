@@ -27,6 +27,11 @@
 //!   is incomplete, and the coordinator does not mark revocation verified.
 //!   Every managed user gets `token_ttl` / `token_max_ttl`, which bound how
 //!   long such a token can live.
+//! - **Scope** (#17): every userpass user of the mount, and every record.
+//!   `List` shows a user without a record with an empty key (its policies,
+//!   its password); a link writes the record (person id, the user's current
+//!   policies, enabled) once the user is as the caller listed it, then
+//!   converges it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,7 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use connector_kit::contract as pb;
 use connector_kit::validate::printable;
-use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError};
+use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError, correlation};
 use rand::Rng;
 use tokio::sync::Mutex;
 
@@ -515,6 +520,59 @@ impl VaultConnector {
         })
     }
 
+    /// A userpass user without a record, as `List` shows it (empty key).
+    fn untagged_state(
+        &self,
+        name: &UserName,
+        user: &UserEntry,
+        holders: Option<&BTreeMap<String, Vec<String>>>,
+    ) -> pb::AccountState {
+        let unmanaged = AccountRecord {
+            person_id: String::new(),
+            policies: user.policies.clone(),
+            enabled: true,
+            managed_by: String::new(),
+            changed_at: 0,
+        };
+        self.state(name, &unmanaged, Some(user), holders)
+    }
+
+    /// Writes the record of the userpass user `desired` names, which has
+    /// none, as the caller listed it, then converges it.
+    async fn link_user(
+        &self,
+        name: &UserName,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        let account = desired.account.clone().unwrap_or_default();
+        let (record, user) = tokio::try_join!(self.target.read_record(name), self.target.read_user(name))?;
+        let holders = self.live_tokens().await?;
+        let state = match (&record, &user) {
+            (Some(record), user) => Some(self.state(name, record, user.as_ref(), holders.as_ref())),
+            (None, Some(user)) => Some(self.untagged_state(name, user, holders.as_ref())),
+            (None, None) => None,
+        };
+        let step =
+            correlation::link_step(state.as_ref(), &account.account_name, &account.person_id, expected_fingerprint)?;
+        let mut changes = Vec::new();
+        if let (correlation::LinkStep::WriteKey, Some(user)) = (step, &user) {
+            let record = AccountRecord {
+                person_id: account.person_id.clone(),
+                policies: user.policies.clone(),
+                enabled: true,
+                managed_by: MANAGED_BY.into(),
+                changed_at: now_seconds(),
+            };
+            self.target.write_record(name, &record).await?;
+            changes.push(change("link", name.as_str()));
+        }
+        let mut acknowledgement = self.apply_present(name, desired, &account.person_id).await?;
+        changes.append(&mut acknowledgement.changes);
+        acknowledgement.changes = changes;
+        Ok(acknowledgement)
+    }
+
     /// The account as the server shows it; `holders` are the live tokens by
     /// login path where they can be enumerated.
     fn state(
@@ -549,6 +607,7 @@ impl VaultConnector {
                 seconds: i64::try_from(record.changed_at).unwrap_or(i64::MAX),
                 nanos: 0,
             }),
+            ..Default::default()
         }
     }
 }
@@ -565,6 +624,9 @@ impl Connector for VaultConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: self.profile.token_enumeration,
                 list: true,
+                link: true,
+                scope_listing: true,
+                ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: POLICY_KIND.into(),
@@ -573,6 +635,8 @@ impl Connector for VaultConnector {
             attributes: Vec::new(),
             account_name_comparison: pb::ValueComparison::CaseInsensitive as i32,
             limitations: self.limitations(),
+            scope: format!("every user of the userpass mount {}", self.target.userpass_mount()),
+            ..Default::default()
         }
     }
 
@@ -609,6 +673,18 @@ impl Connector for VaultConnector {
         result
     }
 
+    async fn link(
+        &self,
+        command_id: &str,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        let account = desired.account.clone().unwrap_or_default();
+        let name = Self::user_name("desired.account.account_name", &account)?;
+        tracing::debug!(command_id, user = %name, "linking an existing userpass user");
+        self.link_user(&name, desired, expected_fingerprint).await
+    }
+
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {
         let name = Self::user_name("account.account_name", account)?;
         let (record, user) = self.owned(&name, &account.person_id).await?;
@@ -620,20 +696,28 @@ impl Connector for VaultConnector {
     }
 
     fn list(&self, page_size: u32) -> AccountStream {
+        self.list_scope(page_size, &[])
+    }
+
+    fn list_scope(&self, page_size: u32, correlation_attributes: &[String]) -> AccountStream {
+        let requested: Arc<[String]> = correlation_attributes.into();
         let limit = page_size.max(1) as usize;
         let this = self.clone();
         Box::pin(futures::stream::unfold(
             (this, None::<std::vec::IntoIter<String>>, false),
-            move |(this, names, done)| async move {
+            move |(this, names, done)| {
+                let requested = requested.clone();
+                async move {
                 if done {
                     return None;
                 }
                 let mut names = match names {
                     Some(names) => names,
-                    None => match this.target.list_records().await {
-                        Ok(mut all) => {
-                            all.sort();
-                            all.into_iter()
+                    None => match tokio::try_join!(this.target.list_records(), this.target.list_users()) {
+                        Ok((records, users)) => {
+                            // Every record and every user, each name once.
+                            let all: BTreeSet<String> = records.into_iter().chain(users).collect();
+                            all.into_iter().collect::<Vec<_>>().into_iter()
                         }
                         Err(error) => return Some((Err(error.into()), (this, None, true))),
                     },
@@ -642,9 +726,10 @@ impl Connector for VaultConnector {
                 if batch.is_empty() {
                     return None;
                 }
-                let page = this.page(&batch).await;
+                let page = this.page(&batch, &requested).await;
                 let failed = page.is_err();
                 Some((page, (this, Some(names), failed)))
+                }
             },
         ))
     }
@@ -652,7 +737,7 @@ impl Connector for VaultConnector {
 
 impl VaultConnector {
     /// One page of `List`: the states of the accounts named by `names`.
-    async fn page(&self, names: &[String]) -> Result<Vec<pb::AccountState>, ConnectorError> {
+    async fn page(&self, names: &[String], requested: &[String]) -> Result<Vec<pb::AccountState>, ConnectorError> {
         let holders = self.live_tokens().await?;
         let mut states = Vec::with_capacity(names.len());
         for raw in names {
@@ -661,9 +746,13 @@ impl VaultConnector {
                 continue;
             };
             let (record, user) = tokio::try_join!(self.target.read_record(&name), self.target.read_user(&name))?;
-            if let Some(record) = record {
-                states.push(self.state(&name, &record, user.as_ref(), holders.as_ref()));
-            }
+            let mut state = match (&record, &user) {
+                (Some(record), user) => self.state(&name, record, user.as_ref(), holders.as_ref()),
+                (None, Some(user)) => self.untagged_state(&name, user, holders.as_ref()),
+                (None, None) => continue,
+            };
+            state.correlation_attributes = correlation::collect(requested, name.as_str(), |_| Vec::new());
+            states.push(state);
         }
         Ok(states)
     }

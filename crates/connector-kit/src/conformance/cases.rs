@@ -12,6 +12,9 @@ use super::{ConformanceTarget, Outcome, Violation};
 use crate::readback::{Difference, compare};
 use crate::{CONTRACT_VERSION, ConnectorError, ErrorKind};
 
+mod adoption;
+pub use adoption::*;
+
 /// The values every connector must either round-trip exactly or refuse with a
 /// typed INVALID_ARGUMENT: LDAP DN and filter specials, SCIM filter and URL
 /// path specials, NUL, surrounding spaces, non-ASCII, and a 10 kB string.

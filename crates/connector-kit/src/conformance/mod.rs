@@ -36,6 +36,23 @@ pub trait Backdoor: Send + Sync {
         account: &'a pb::AccountRef,
         entitlement: &'a pb::Entitlement,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Creates an account named `account_name` directly on the target, in the
+    /// connector's scope, *without* a correlation key (an account made by
+    /// hand before the mesh), with `mail` as its mail where the target has
+    /// one. `Ok(false)` when this backdoor cannot; the scope and link cases
+    /// are then skipped.
+    fn create_untagged<'a>(&'a self, account_name: &'a str, mail: &'a str) -> BoxFuture<'a, anyhow::Result<bool>> {
+        let _ = (account_name, mail);
+        Box::pin(async { Ok(false) })
+    }
+
+    /// Deletes an account [`Backdoor::create_untagged`] made (cleanup when a
+    /// case failed before linking it).
+    fn delete_directly<'a>(&'a self, account_name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        let _ = account_name;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Attribute values for an account, by account name.
@@ -158,7 +175,9 @@ macro_rules! conformance_tests {
             hostile_values_round_trip_or_are_refused,
             hostile_lookups_match_nothing,
             invalid_desired_state_is_refused,
-            unknown_entitlement_is_a_typed_error
+            unknown_entitlement_is_a_typed_error,
+            scope_lists_untagged_accounts,
+            link_takes_over_untagged_account
         );
     };
     (@cases $setup:path; $($case:ident),+) => {
