@@ -496,6 +496,25 @@ impl IamConnector {
         }
     }
 
+    /// The user named `account_name` in the managed path, whoever's it is,
+    /// and its state as `List` shows it with the requested correlation tags.
+    async fn scope_user(
+        &self,
+        account_name: &str,
+        requested: &[String],
+    ) -> Result<Option<(IamUser, pb::AccountState)>, ConnectorError> {
+        let config = &self.inner.config;
+        let target = &self.inner.target;
+        let Some(user) = target.get_user(account_name).await?.filter(|user| user.path == config.user_path) else {
+            return Ok(None);
+        };
+        let person_id = user.tags.get(&config.person_tag_key).cloned().unwrap_or_default();
+        let mut state = self.state(&user, &person_id, &target.holdings(&user.user_name).await?);
+        state.correlation_attributes =
+            correlation::collect(requested, &user.user_name, |key| user.tags.get(key).cloned().into_iter().collect());
+        Ok(Some((user, state)))
+    }
+
     /// Tags the untagged user `desired` names with the person id, as the
     /// caller listed it, then converges it.
     async fn link_user(
@@ -506,14 +525,9 @@ impl IamConnector {
         let config = &self.inner.config;
         let target = &self.inner.target;
         let account = desired.account.clone().unwrap_or_default();
-        let user = target.get_user(&account.account_name).await?.filter(|user| user.path == config.user_path);
-        let state = match &user {
-            Some(user) => {
-                let person_id = user.tags.get(&config.person_tag_key).cloned().unwrap_or_default();
-                Some(self.state(user, &person_id, &target.holdings(&user.user_name).await?))
-            }
-            None => None,
-        };
+        Self::check_account(&account)?;
+        let found = self.scope_user(&account.account_name, &[]).await?;
+        let (user, state) = found.map_or((None, None), |(user, state)| (Some(user), Some(state)));
         let step =
             correlation::link_step(state.as_ref(), &account.account_name, &account.person_id, expected_fingerprint)?;
         let mut changes = Vec::new();
@@ -632,7 +646,14 @@ impl Connector for IamConnector {
                 .collect(),
             account_name_comparison: pb::ValueComparison::CaseInsensitive as i32,
             limitations,
-            correlation_attributes: config.attribute_tags.values().cloned().collect(),
+            correlation_attributes: config
+                .attribute_tags
+                .values()
+                .chain(config.correlation_tags.iter())
+                .cloned()
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect(),
             scope: format!("every IAM user whose path is {} (sub-paths excluded)", config.user_path),
             ..Default::default()
         }
@@ -662,6 +683,15 @@ impl Connector for IamConnector {
         self.check_desired(desired)?;
         tracing::debug!(command_id, "linking an existing IAM user");
         self.link_user(desired, expected_fingerprint).await
+    }
+
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Option<pb::AccountState>, ConnectorError> {
+        names::user_name("account_name", account_name)?;
+        Ok(self.scope_user(account_name, correlation_attributes).await?.map(|(_, state)| state))
     }
 
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {

@@ -52,6 +52,19 @@ pub trait Connector: Send + Sync + 'static {
         self.list(page_size)
     }
 
+    /// The account named `account_name` in the declared scope, whether or
+    /// not it carries a key, as `list_scope` would show it (with the
+    /// requested correlation attributes); `None` when there is none. The
+    /// default refuses: only a connector declaring `scope_listing` is asked.
+    fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> impl Future<Output = Result<Option<AccountState>, ConnectorError>> + Send {
+        let _ = (account_name, correlation_attributes);
+        async { Err(ConnectorError::unsupported("this connector cannot look accounts up in its scope")) }
+    }
+
     /// Takes over the existing account `desired` names, which carries no
     /// correlation key (or already this person's), then converges it to
     /// `desired` (see `ApplyRequest.link` and [`crate::correlation`]). Only

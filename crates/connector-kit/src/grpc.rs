@@ -176,6 +176,9 @@ impl<C: Connector> connector_server::Connector for ConnectorService<C> {
             size => size.min(MAX_PAGE_SIZE),
         };
         correlation::check_requested(&self.description, &request.correlation_attributes)?;
+        if !request.account_name.is_empty() {
+            return self.find_in_scope(&request.account_name, &request.correlation_attributes).await;
+        }
         let started = Instant::now();
         let pages = self.connector.list_scope(page_size, &request.correlation_attributes).map(move |page| {
             if let Err(error) = &page {
@@ -190,6 +193,34 @@ impl<C: Connector> connector_server::Connector for ConnectorService<C> {
             .map_err(|error| error.to_status())
         });
         Ok(Response::new(pages.boxed()))
+    }
+}
+
+impl<C: Connector> ConnectorService<C> {
+    /// `List` of one account by name (`ListRequest.account_name`).
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Response<<Self as connector_server::Connector>::ListStream>, Status> {
+        if !self.description.capabilities.unwrap_or_default().scope_listing {
+            return Err(ConnectorError::unsupported("this connector does not list its scope")
+                .with_field("account_name")
+                .to_status());
+        }
+        validate::account_name("account_name", account_name)?;
+        let started = Instant::now();
+        let result = self.connector.find_in_scope(account_name, correlation_attributes).await;
+        observe("list", started, result.as_ref().map(|_| ()));
+        let accounts: Vec<pb::AccountState> = result?
+            .into_iter()
+            .map(|mut state| {
+                state.fingerprint = correlation::fingerprint(&state);
+                state
+            })
+            .collect();
+        let page = Ok(pb::ListResponse { accounts });
+        Ok(Response::new(futures::stream::iter([page]).boxed()))
     }
 }
 

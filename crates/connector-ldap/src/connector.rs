@@ -533,6 +533,21 @@ impl LdapConnector {
         }
     }
 
+    /// The entry named `account_name` in the scope, whoever's it is, and its
+    /// state as `List` shows it with the requested correlation attributes.
+    async fn scope_entry(
+        &self,
+        directory: &mut Directory,
+        account_name: &str,
+        requested: &[String],
+    ) -> Result<Option<(DirectoryEntry, pb::AccountState)>, TargetError> {
+        let Some(entry) = self.find_account(directory, account_name).await? else { return Ok(None) };
+        let mut state = self.account_state(directory, &entry, None).await?;
+        let name = state.account.as_ref().map(|a| a.account_name.clone()).unwrap_or_default();
+        state.correlation_attributes = correlation::collect(requested, &name, |a| entry.values(a).to_vec());
+        Ok(Some((entry, state)))
+    }
+
     /// Links the untagged entry `desired` names (see the module doc), then
     /// converges it.
     async fn link_account(
@@ -542,11 +557,8 @@ impl LdapConnector {
         expected_fingerprint: &str,
     ) -> Result<pb::ApplyResponse, TargetError> {
         let account = desired.account.clone().unwrap_or_default();
-        let entry = self.find_account(&mut directory, &account.account_name).await?;
-        let state = match &entry {
-            Some(entry) => Some(self.account_state(&mut directory, entry, None).await?),
-            None => None,
-        };
+        let found = self.scope_entry(&mut directory, &account.account_name, &[]).await?;
+        let (entry, state) = found.map_or((None, None), |(entry, state)| (Some(entry), Some(state)));
         let step =
             correlation::link_step(state.as_ref(), &account.account_name, &account.person_id, expected_fingerprint)
                 .map_err(TargetError::typed)?;
@@ -721,6 +733,17 @@ impl Connector for LdapConnector {
     ) -> Result<pb::ApplyResponse, ConnectorError> {
         tracing::debug!(command_id, "link");
         self.with_directory(|directory| self.link_account(directory, desired, expected_fingerprint)).await
+    }
+
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Option<pb::AccountState>, ConnectorError> {
+        self.with_directory(|mut directory| async move {
+            Ok(self.scope_entry(&mut directory, account_name, correlation_attributes).await?.map(|(_, state)| state))
+        })
+        .await
     }
 
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {

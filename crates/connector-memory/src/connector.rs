@@ -210,6 +210,20 @@ impl Connector for MemoryConnector {
         Ok(pb::ApplyResponse { changes, target_native_id: native_id, ..Default::default() })
     }
 
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Option<pb::AccountState>, ConnectorError> {
+        Ok(self.target.get(account_name).map(|stored| {
+            let mut state = self.state(&stored, false);
+            state.correlation_attributes = correlation::collect(correlation_attributes, &stored.account_name, |name| {
+                stored.attributes.get(name).cloned().into_iter().collect()
+            });
+            state
+        }))
+    }
+
     async fn link(
         &self,
         command_id: &str,

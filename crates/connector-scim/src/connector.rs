@@ -296,6 +296,20 @@ impl ScimConnector {
         }
     }
 
+    /// The user named `account_name`, whoever's it is, and its state as
+    /// `List` shows it with the requested correlation attributes.
+    async fn scope_user(
+        &self,
+        account_name: &str,
+        requested: &[String],
+    ) -> Result<Option<(ScimUser, pb::AccountState)>, ConnectorError> {
+        let provider = self.provider_for_changes().await?;
+        let Some(user) = self.find_user_named(account_name).await? else { return Ok(None) };
+        let mut state = self.state(&user, self.groups_of(&provider, &user.id).await?);
+        state.correlation_attributes = correlation::collect(requested, &user.user_name, |a| correlation_values(&user, a));
+        Ok(Some((user, state)))
+    }
+
     /// Sets `externalId` on the untagged user `desired` names, as the caller
     /// listed it, then converges it.
     async fn link_user(
@@ -305,11 +319,8 @@ impl ScimConnector {
     ) -> Result<pb::ApplyResponse, ConnectorError> {
         let provider = self.provider_for_changes().await?;
         let account = desired.account.clone().unwrap_or_default();
-        let user = self.find_user_named(&account.account_name).await?;
-        let state = match &user {
-            Some(user) => Some(self.state(user, self.groups_of(&provider, &user.id).await?)),
-            None => None,
-        };
+        let found = self.scope_user(&account.account_name, &[]).await?;
+        let (user, state) = found.map_or((None, None), |(user, state)| (Some(user), Some(state)));
         let step =
             correlation::link_step(state.as_ref(), &account.account_name, &account.person_id, expected_fingerprint)?;
         let mut changes = Vec::new();
@@ -700,6 +711,15 @@ impl Connector for ScimConnector {
         expected_fingerprint: &str,
     ) -> Result<pb::ApplyResponse, ConnectorError> {
         self.link_user(desired, expected_fingerprint).await
+    }
+
+    #[tracing::instrument(name = "scim.find", skip_all)]
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Option<pb::AccountState>, ConnectorError> {
+        Ok(self.scope_user(account_name, correlation_attributes).await?.map(|(_, state)| state))
     }
 
     #[tracing::instrument(name = "scim.read", skip_all)]

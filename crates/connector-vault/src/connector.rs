@@ -537,6 +537,24 @@ impl VaultConnector {
         self.state(name, &unmanaged, Some(user), holders)
     }
 
+    /// The account named `name` in the scope (a record, a user, or both),
+    /// whoever's it is, as `List` shows it; with the user.
+    async fn scope_account(
+        &self,
+        name: &UserName,
+        requested: &[String],
+    ) -> Result<Option<(Option<UserEntry>, pb::AccountState)>, ConnectorError> {
+        let (record, user) = tokio::try_join!(self.target.read_record(name), self.target.read_user(name))?;
+        let holders = self.live_tokens().await?;
+        let mut state = match (&record, &user) {
+            (Some(record), user) => self.state(name, record, user.as_ref(), holders.as_ref()),
+            (None, Some(user)) => self.untagged_state(name, user, holders.as_ref()),
+            (None, None) => return Ok(None),
+        };
+        state.correlation_attributes = correlation::collect(requested, name.as_str(), |_| Vec::new());
+        Ok(Some((user, state)))
+    }
+
     /// Writes the record of the userpass user `desired` names, which has
     /// none, as the caller listed it, then converges it.
     async fn link_user(
@@ -546,13 +564,8 @@ impl VaultConnector {
         expected_fingerprint: &str,
     ) -> Result<pb::ApplyResponse, ConnectorError> {
         let account = desired.account.clone().unwrap_or_default();
-        let (record, user) = tokio::try_join!(self.target.read_record(name), self.target.read_user(name))?;
-        let holders = self.live_tokens().await?;
-        let state = match (&record, &user) {
-            (Some(record), user) => Some(self.state(name, record, user.as_ref(), holders.as_ref())),
-            (None, Some(user)) => Some(self.untagged_state(name, user, holders.as_ref())),
-            (None, None) => None,
-        };
+        let found = self.scope_account(name, &[]).await?;
+        let (user, state) = found.map_or((None, None), |(user, state)| (user, Some(state)));
         let step =
             correlation::link_step(state.as_ref(), &account.account_name, &account.person_id, expected_fingerprint)?;
         let mut changes = Vec::new();
@@ -683,6 +696,16 @@ impl Connector for VaultConnector {
         let name = Self::user_name("desired.account.account_name", &account)?;
         tracing::debug!(command_id, user = %name, "linking an existing userpass user");
         self.link_user(&name, desired, expected_fingerprint).await
+    }
+
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Option<pb::AccountState>, ConnectorError> {
+        let name = UserName::parse(account_name)
+            .map_err(|message| ConnectorError::invalid_argument("account_name", message))?;
+        Ok(self.scope_account(&name, correlation_attributes).await?.map(|(_, state)| state))
     }
 
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {

@@ -211,3 +211,85 @@ pub async fn refuse(
         convergence_event_id: None,
     })
 }
+
+/// What a task whose `Apply` met an account it may not touch (CONFLICT)
+/// does about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinerConflict {
+    /// Apply again with this link (`adopt: correlated`, a rule matched).
+    Link(pb::LinkAccount),
+    /// Fail for good with this message (naming the account, the rule and
+    /// the command that links it, or why the account is not taken over).
+    Refuse(String),
+    /// Not an account without a key met by a joiner: an ordinary conflict.
+    NotAdoption,
+}
+
+/// A joiner's task met an existing account on a target with correlation
+/// rules: looks the account up by name in the connector's scope; when it
+/// carries no key and a rule matches the joiner (the first rule whose
+/// rendering over the event's attributes equals the account's value), links
+/// it under `adopt: correlated`, else refuses naming the account, the rule
+/// and the command that links it. Whether another person also correlates is
+/// not checked on this path (reconciliation names disputed accounts).
+pub async fn joiner_conflict(
+    policy: &crate::Policy,
+    store: &dyn Store,
+    client: &ConnectorClient,
+    task: &crate::store::TaskRecord,
+) -> JoinerConflict {
+    use crate::correlation::{Adopt, CorrelationIndex};
+    let Some(target) = policy.file.targets.iter().find(|t| t.id == task.target_id) else {
+        return JoinerConflict::NotAdoption;
+    };
+    let Some(spec) = &target.correlation else { return JoinerConflict::NotAdoption };
+    let Ok(Some(event)) = store.event(&task.event_id).await else { return JoinerConflict::NotAdoption };
+    if event.kind != crate::policy::EventKindName::Joiner {
+        return JoinerConflict::NotAdoption;
+    }
+    let account_name =
+        task.planned.desired.as_ref().and_then(|d| d.account.as_ref()).map(|a| a.account_name.clone()).unwrap_or_default();
+    let mut index = CorrelationIndex::new(spec, target);
+    index.add(&task.person_id, &event.attributes);
+    let request = pb::ListRequest {
+        page_size: 1,
+        correlation_attributes: index.requested_attributes(),
+        account_name: account_name.clone(),
+    };
+    let mut found = Vec::new();
+    match client.list_request(request).await {
+        Ok(mut stream) => loop {
+            match stream.message().await {
+                Ok(Some(page)) => found.extend(page.accounts),
+                Ok(None) => break,
+                Err(_) => return JoinerConflict::NotAdoption,
+            }
+        },
+        Err(_) => return JoinerConflict::NotAdoption,
+    }
+    let Some(state) = found.into_iter().next() else { return JoinerConflict::NotAdoption };
+    if state.account.as_ref().is_some_and(|a| !a.person_id.is_empty()) {
+        return JoinerConflict::NotAdoption;
+    }
+    let target_id = &task.target_id;
+    let printable = connector_kit::validate::printable(&account_name);
+    let rule = match index.correlate(&state) {
+        crate::correlation::Correlation::One { rule, .. } => spec.rules[rule].describe(rule, target),
+        _ => {
+            return JoinerConflict::Refuse(format!(
+                "account {printable:?} exists on target {target_id} without a correlation key and no correlation \
+                 rule matches this person: it is not taken over (resolve it on the target, or correct the rules)"
+            ));
+        }
+    };
+    if spec.adopt == Adopt::Correlated {
+        tracing::info!(target = %target_id, "a joiner links an existing account (adopt: correlated)");
+        return JoinerConflict::Link(pb::LinkAccount { expected_fingerprint: state.fingerprint });
+    }
+    JoinerConflict::Refuse(format!(
+        "account {printable:?} exists on target {target_id} without a correlation key; correlation rule {rule} \
+         matches this person. Link it with `jmlctl reconcile --target {target_id} --person-prefix {} --link` \
+         (or set adopt: correlated on the target)",
+        task.person_id
+    ))
+}

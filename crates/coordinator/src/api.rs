@@ -302,6 +302,7 @@ impl Lifecycle for LifecycleService {
             trigger: crate::reconcile::Trigger::OnDemand { principal: caller.principal },
             link_unlinked: request.link_unlinked,
             links: request.links,
+            account_name_prefix: request.account_name_prefix,
         };
         let engine = self.engine.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);

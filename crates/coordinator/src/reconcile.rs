@@ -112,6 +112,8 @@ pub struct ReconcileRequest {
     pub link_unlinked: bool,
     /// Link these accounts as an earlier report showed them (admin).
     pub links: Vec<pb::AccountLink>,
+    /// Only accounts without a key whose name starts with this.
+    pub account_name_prefix: String,
 }
 
 /// Progress of a run, for a progress bar.
@@ -198,6 +200,9 @@ pub struct Adoption {
     pub link_unlinked: bool,
     /// Link these (an earlier report's).
     pub links: Vec<pb::AccountLink>,
+    /// Only accounts without a key whose name starts with this
+    /// (case-insensitively).
+    pub account_name_prefix: String,
 }
 
 /// What remediating one account needs.
@@ -381,6 +386,7 @@ pub async fn reconcile(
                 &Adoption {
                     link_unlinked: request.link_unlinked,
                     links: request.links.iter().filter(|l| l.target_id == target_id).cloned().collect(),
+                    account_name_prefix: request.account_name_prefix.clone(),
                 },
                 progress,
             )
@@ -431,7 +437,8 @@ pub async fn reconcile_target(
         }])
         .await?;
     let keep_states = remediate || adoption.link_unlinked || !adoption.links.is_empty();
-    let outcome = compare(engine, target_id, person_id_prefix, keep_states, progress).await;
+    let outcome =
+        compare(engine, target_id, person_id_prefix, &adoption.account_name_prefix, keep_states, progress).await;
     let finished = now_ms();
     let (counts, inactive, mut drift, fixes, unplanned, mut correlation) = match outcome {
         Ok(found) => found,
@@ -514,6 +521,7 @@ async fn compare(
     engine: &Engine,
     target_id: &str,
     scope: &str,
+    account_prefix: &str,
     keep_states: bool,
     progress: &mpsc::Sender<Progress>,
 ) -> Result<Found, EngineError> {
@@ -521,7 +529,9 @@ async fn compare(
     let store = engine.store();
     let (client, description) = engine.target_connector(target_id).await?;
     let target_error = |message: String| EngineError::Target { target: target_id.to_owned(), message };
-    let index = correlation_index(engine, target_id, scope, &description).await?;
+    // Selecting accounts by name, any person may be theirs.
+    let index_scope = if account_prefix.is_empty() { scope } else { "" };
+    let index = correlation_index(engine, target_id, index_scope, &description).await?;
     let mut correlation = CorrelationReport { counts: SituationCounts::new(), ..Default::default() };
     let mut linked_persons: BTreeSet<String> = BTreeSet::new();
     let list_request = pb::ListRequest {
@@ -553,6 +563,11 @@ async fn compare(
         for state in page.accounts {
             let person_id = state.account.as_ref().map(|a| a.person_id.clone()).unwrap_or_default();
             if person_id.is_empty() || person_id.starts_with(UNMATCHED_KEY_PREFIX) {
+                let name = state.account.as_ref().map(|a| a.account_name.to_lowercase()).unwrap_or_default();
+                if !name.starts_with(&account_prefix.to_lowercase()) {
+                    continue;
+                }
+                let scope = if account_prefix.is_empty() { scope } else { "" };
                 if let Some(finding) = correlate(index.as_ref(), &state, scope, keep_states) {
                     correlation.counts.add(finding.situation);
                     correlation.findings.push(finding);
@@ -737,6 +752,15 @@ async fn correlation_index(
             index.add(&identity.person_id, &identity.attributes);
         }
     }
+    // A run limited to one person (the command a refused joiner names)
+    // correlates that person by the latest attributes the coordinator has,
+    // even before an event of theirs was verified.
+    if !scope.is_empty()
+        && engine.store().identity(scope).await?.is_none()
+        && let Some(attributes) = engine.store().person_context(scope).await?.latest_attributes
+    {
+        index.add(scope, &attributes);
+    }
     let rules = spec.rules.iter().enumerate().map(|(i, rule)| rule.describe(i, target)).collect();
     Ok(Some((index, rules)))
 }
@@ -844,6 +868,39 @@ async fn adopt(
         let finding = &correlation.findings[position];
         let Some(state) = finding.state.as_deref() else { continue };
         let custody = key.starts_with(UNMATCHED_KEY_PREFIX);
+        let planned = if custody { None } else { planned_fix(engine, target_id, &key, state).await? };
+        if !custody {
+            let refusal = match &planned {
+                None => Some("no plan can be made for this person on this target".to_owned()),
+                Some(Fix::Planned { plan, .. }) => {
+                    let name = desired_of(plan).and_then(|d| d.account).map(|a| a.account_name).unwrap_or_default();
+                    let same = match pb::ValueComparison::try_from(description.account_name_comparison) {
+                        Ok(pb::ValueComparison::Exact) => name == finding.account_name,
+                        _ => name.to_lowercase() == finding.account_name.to_lowercase(),
+                    };
+                    (!same).then(|| {
+                        format!(
+                            "the policy names this person's account {name:?} on this target, not {:?}: accounts are \
+                             addressed by name, so it is not linked (rename it on the target, or fix the identity)",
+                            finding.account_name
+                        )
+                    })
+                }
+                Some(Fix::Orphan { .. }) => None,
+            };
+            if let Some(why) = refusal {
+                let link = pb::AccountLink {
+                    target_id: target_id.to_owned(),
+                    account_name: finding.account_name.clone(),
+                    person_id: key.clone(),
+                    fingerprint: fingerprint.clone(),
+                };
+                let refused =
+                    crate::adoption::refuse(store.as_ref(), run_id, target_id, principal, &link, why).await?;
+                correlation.links.push(LinkRecord { rule: finding.rule.clone(), ..refused });
+                continue;
+            }
+        }
         let mut record = if custody && !finding.person_id.is_empty() {
             // Already in custody (re-enabled since): no link, only the fix.
             LinkRecord {
@@ -871,7 +928,7 @@ async fn adopt(
             let fix = if custody {
                 Some((Fix::Orphan { account }, BTreeSet::from(["unmatched"])))
             } else {
-                planned_fix(engine, target_id, &key, state).await?.map(|fix| (fix, BTreeSet::from(["unlinked"])))
+                planned.map(|fix| (fix, BTreeSet::from(["unlinked"])))
             };
             if let Some((fix, classes)) = fix {
                 let remediation = submit_fix(engine, run_id, target_id, &key, fix, classes, trigger).await?;
@@ -892,7 +949,24 @@ async fn planned_fix(
     person_id: &str,
     state: &pb::AccountState,
 ) -> Result<Option<Fix>, EngineError> {
-    let Some(identity) = engine.store().identity(person_id).await? else { return Ok(None) };
+    let identity = match engine.store().identity(person_id).await? {
+        Some(identity) => identity,
+        // A joiner whose event failed on this very account: the latest
+        // attributes the coordinator has (the identity record follows when
+        // the source sends the joiner again).
+        None => match engine.store().person_context(person_id).await?.latest_attributes {
+            Some(attributes) => IdentityRecord {
+                person_id: person_id.to_owned(),
+                attributes,
+                effective_at: now_ms(),
+                event_id: String::new(),
+                has_left: false,
+                targets: BTreeSet::new(),
+                updated_at: now_ms(),
+            },
+            None => return Ok(None),
+        },
+    };
     let kind = identity_kind(engine, &identity).await?;
     let Ok(plan) = expected_plan(engine.policy(), &identity, kind, target_id) else { return Ok(None) };
     let want = desired_of(&plan).map(|d| entitlement_keys(&d.entitlements)).unwrap_or_default();

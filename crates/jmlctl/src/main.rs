@@ -197,6 +197,9 @@ enum Command {
         /// showed them (an account changed since is refused).
         #[arg(long, value_name = "REPORT")]
         link_from: Option<std::path::PathBuf>,
+        /// Only accounts without a key whose name starts with this.
+        #[arg(long, default_value = "")]
+        account_prefix: String,
     },
 }
 
@@ -715,7 +718,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Reconcile { target, remediate, person_prefix, json, link, link_from } => {
+        Command::Reconcile { target, remediate, person_prefix, json, link, link_from, account_prefix } => {
             let links = match &link_from {
                 Some(path) => reconcile::links_from_report(path).map_err(bad_input)?,
                 None => Vec::new(),
@@ -727,6 +730,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 person_id_prefix: person_prefix,
                 link_unlinked: link,
                 links,
+                account_name_prefix: account_prefix,
             };
             let stream = client.reconcile(request).await.map_err(from_status)?.into_inner();
             let outcome = reconcile::run(stream, json, from_status).await?;

@@ -10,7 +10,8 @@ use crate::correlation::ACCOUNT_NAME;
 async fn listed(run: &Run<'_>, account_name: &str, step: &str) -> Result<Vec<pb::AccountState>, Violation> {
     let mut correlation_attributes = vec![ACCOUNT_NAME.to_owned()];
     correlation_attributes.extend(run.description.correlation_attributes.iter().cloned());
-    let request = pb::ListRequest { page_size: run.target.fixture.list_page_size, correlation_attributes };
+    let request =
+        pb::ListRequest { page_size: run.target.fixture.list_page_size, correlation_attributes, ..Default::default() };
     let mut stream =
         run.target.client.list_request(request).await.map_err(|e| run.fail(format!("{step}: List failed: {e}")))?;
     let mut found = Vec::new();
@@ -21,6 +22,31 @@ async fn listed(run: &Run<'_>, account_name: &str, step: &str) -> Result<Vec<pb:
             })),
             Ok(None) => return Ok(found),
             Err(status) => return Err(run.fail(format!("{step}: List stream failed: {status}"))),
+        }
+    }
+}
+
+/// `List` by account name (`ListRequest.account_name`): a typed refusal of
+/// a name the target cannot hold counts as "nothing found".
+async fn lookup(run: &Run<'_>, account_name: &str) -> Result<Vec<pb::AccountState>, Violation> {
+    let request = pb::ListRequest {
+        page_size: 10,
+        correlation_attributes: vec![ACCOUNT_NAME.to_owned()],
+        account_name: account_name.to_owned(),
+    };
+    let refused = |error: &ConnectorError| error.kind == ErrorKind::InvalidArgument;
+    let mut stream = match run.target.client.list_request(request).await {
+        Ok(stream) => stream,
+        Err(error) if refused(&error) => return Ok(Vec::new()),
+        Err(error) => return Err(run.fail(format!("List by name {account_name:?} failed: {error}"))),
+    };
+    let mut found = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(page)) => found.extend(page.accounts),
+            Ok(None) => return Ok(found),
+            Err(status) if refused(&ConnectorError::from_status(&status)) => return Ok(Vec::new()),
+            Err(status) => return Err(run.fail(format!("List by name {account_name:?} failed: {status}"))),
         }
     }
 }
@@ -70,7 +96,8 @@ async fn delete_directly(run: &Run<'_>, account_name: &str) {
 /// An account made directly on the target without a correlation key is in
 /// `List`, once, with an empty key, a fingerprint and its name as the
 /// `account_name` correlation attribute (and its mail where `mail` is
-/// declared).
+/// declared); `List` by its name finds it alone, by a wildcard nothing; an
+/// undeclared correlation attribute is refused.
 pub async fn scope_lists_untagged_accounts(target: &ConformanceTarget) -> Result<Outcome, Violation> {
     let run = Run::start("scope_lists_untagged_accounts", target).await?;
     if !run.capabilities().scope_listing {
@@ -92,7 +119,23 @@ pub async fn scope_lists_untagged_accounts(target: &ConformanceTarget) -> Result
                 return Err(run.fail(format!("the `mail` correlation attribute is {mail:?}, not the account's mail")));
             }
         }
-        let undeclared = pb::ListRequest { page_size: 1, correlation_attributes: vec!["no-such-attribute".into()] };
+        let by_name = lookup(&run, &account_name).await?;
+        if by_name.len() != 1 || by_name[0].fingerprint != state.fingerprint {
+            return Err(run.fail(format!(
+                "List by account name found {} accounts (wanted the one listed, with the same fingerprint)",
+                by_name.len()
+            )));
+        }
+        for hostile in ["*", "cf*", "*)(objectClass=*", "\" or userName pr or \""] {
+            if !lookup(&run, hostile).await.map(|found| found.is_empty()).unwrap_or(true) {
+                return Err(run.fail(format!("List by the account name {hostile:?} matched an account")));
+            }
+        }
+        let undeclared = pb::ListRequest {
+            page_size: 1,
+            correlation_attributes: vec!["no-such-attribute".into()],
+            ..Default::default()
+        };
         let refused = match target.client.list_request(undeclared).await {
             Err(error) => error.kind == ErrorKind::InvalidArgument,
             Ok(mut stream) => match stream.message().await {
