@@ -11,4 +11,4 @@ pub mod target;
 
 pub use config::MemoryConfig;
 pub use connector::MemoryConnector;
-pub use target::{Faults, MemoryTarget};
+pub use target::{Faults, MemoryTarget, StoredAccount};
