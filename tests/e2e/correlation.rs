@@ -144,14 +144,11 @@ fn people(run_id: &str) -> Vec<Person> {
 /// Loads the baseline with `jmlctl identities load`.
 async fn load_baseline(mesh: &Mesh, people: &[Person]) -> anyhow::Result<Value> {
     let file = mesh.dir.join("baseline.jsonl");
-    let lines: Vec<String> = people
-        .iter()
-        .map(|p| json!({ "person_id": p.person_id, "attributes": p.attributes() }).to_string())
-        .collect();
+    let lines: Vec<String> =
+        people.iter().map(|p| json!({ "person_id": p.person_id, "attributes": p.attributes() }).to_string()).collect();
     std::fs::write(&file, lines.join("\n"))?;
     let path = file.display().to_string();
-    let output =
-        mesh.jmlctl(&["identities", "load", "--file", &path, "--source-system", "workday", "--json"]).await?;
+    let output = mesh.jmlctl(&["identities", "load", "--file", &path, "--source-system", "workday", "--json"]).await?;
     if !output.status.success() {
         bail!("identities load failed: {}", String::from_utf8_lossy(&output.stderr));
     }
@@ -358,12 +355,16 @@ async fn existing_accounts_are_correlated_linked_and_contained() {
     let _ = a_scim;
 
     let scope = |target: &'static str| -> Vec<String> {
-        ["--target", target, "--person-prefix", &prefix, "--account-prefix", &run].iter().map(|s| s.to_string()).collect()
+        ["--target", target, "--person-prefix", &prefix, "--account-prefix", &run]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     };
     let args = |v: &Vec<String>| v.iter().map(String::as_str).collect::<Vec<&str>>();
 
     // First reconciliation: each account in its exact situation.
-    let name_of = |target: &str, person: &Person| if target == "scim" { person.email.clone() } else { person.username.clone() };
+    let name_of =
+        |target: &str, person: &Person| if target == "scim" { person.email.clone() } else { person.username.clone() };
     let mut saved = BTreeMap::new();
     for target in ["ldap", "scim", "aws", "vault"] {
         let (code, report, stdout) = reconcile(&mesh, &args(&scope(target))).await.expect("reconcile");
@@ -373,7 +374,10 @@ async fn existing_accounts_are_correlated_linked_and_contained() {
         assert_eq!(first["account_name"].as_str().map(str::to_lowercase), Some(rogue_name.to_lowercase()), "{report}");
         assert_eq!((first["situation"].as_str(), first["privileged"].as_bool()), (Some("unmatched"), Some(true)));
         let a_finding = finding(&report, &name_of(target, a));
-        assert_eq!((a_finding["situation"].as_str(), a_finding["person_id"].as_str()), (Some("unlinked"), Some(a.person_id.as_str())));
+        assert_eq!(
+            (a_finding["situation"].as_str(), a_finding["person_id"].as_str()),
+            (Some("unlinked"), Some(a.person_id.as_str()))
+        );
         assert!(a_finding["rule"].as_str().is_some_and(|r| r.starts_with("rules[0]")), "{target}: {a_finding}");
         if target != "vault" {
             let b_finding = finding(&report, &name_of(target, b));
@@ -382,7 +386,8 @@ async fn existing_accounts_are_correlated_linked_and_contained() {
         }
         let shared = finding(&report, &name_of(target, c));
         assert_eq!(shared["situation"], "disputed", "{target}: {shared}");
-        let candidates: BTreeSet<&str> = shared["candidates"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let candidates: BTreeSet<&str> =
+            shared["candidates"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         assert_eq!(candidates, BTreeSet::from([c.person_id.as_str(), d.person_id.as_str()]), "{target}: {shared}");
         if target == "ldap" {
             // Values that look like filter syntax are data: "*" matches nobody,
@@ -444,7 +449,10 @@ async fn existing_accounts_are_correlated_linked_and_contained() {
     assert_eq!(a_scim_groups, BTreeSet::from(["staff".to_string(), "sales".to_string()]));
     let a_iam = targets.iam.account(&a.username).await.expect("iam").expect("A's IAM user");
     assert_eq!(a_iam.groups, BTreeSet::from(["staff".to_string(), "sales".to_string()]), "{a_iam:?}");
-    assert_eq!(targets.iam.tag(&a.username, "lifecycle-mesh:person-id").await.expect("tags").as_deref(), Some(a.person_id.as_str()));
+    assert_eq!(
+        targets.iam.tag(&a.username, "lifecycle-mesh:person-id").await.expect("tags").as_deref(),
+        Some(a.person_id.as_str())
+    );
     assert_eq!(
         targets.vault.user(&a.username).await.expect("vault"),
         Some(BTreeSet::from(["pam-read".to_string()])),
@@ -472,7 +480,10 @@ async fn existing_accounts_are_correlated_linked_and_contained() {
     let rogue_scope = |target: &'static str| -> Vec<String> {
         let name = if target == "scim" { format!("{rogue}@") } else { rogue.clone() };
         let nobody = format!("{prefix}nobody");
-        ["--target", target, "--person-prefix", &nobody, "--account-prefix", &name].iter().map(|s| s.to_string()).collect()
+        ["--target", target, "--person-prefix", &nobody, "--account-prefix", &name]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     };
     for target in ["ldap", "scim", "aws", "vault"] {
         let mut remediate = rogue_scope(target);
@@ -484,7 +495,8 @@ async fn existing_accounts_are_correlated_linked_and_contained() {
         assert_eq!(link["outcome"], "linked", "{target}: {link}");
         assert!(link["person_id"].as_str().is_some_and(|k| k.starts_with("unmatched:")), "{link}");
         let event = link["convergence_event_id"].as_str().expect("a containment event").to_owned();
-        let status = mesh.wait_finished(std::slice::from_ref(&event), Duration::from_secs(180)).await.expect("contained");
+        let status =
+            mesh.wait_finished(std::slice::from_ref(&event), Duration::from_secs(180)).await.expect("contained");
         let state = task(&status[&event], target).state;
         assert!(
             state == pb::TaskState::Verified as i32 || state == pb::TaskState::Failed as i32,
@@ -503,7 +515,10 @@ async fn existing_accounts_are_correlated_linked_and_contained() {
     // Contained now: counted, not drift, left alone.
     let (code, report, _) = reconcile(&mesh, &args(&rogue_scope("ldap"))).await.expect("reconcile");
     let rogue_finding = finding(&report, &rogue);
-    assert_eq!((rogue_finding["situation"].as_str(), rogue_finding["contained"].as_bool()), (Some("unmatched"), Some(true)));
+    assert_eq!(
+        (rogue_finding["situation"].as_str(), rogue_finding["contained"].as_bool()),
+        (Some("unmatched"), Some(true))
+    );
     assert_eq!(code, 0, "a contained account is not drift: {report}");
     mesh.verify_audit().await.expect("the audit chain verifies");
     mesh.stop_all().await.expect("the mesh stops");
@@ -541,7 +556,10 @@ async fn a_joiner_meeting_an_unlinked_account() {
         .await
         .expect("the named command");
     converged(&mesh, &report, &[&manual.username]).await.expect("converges");
-    assert_eq!(ldap_key(&targets, &manual.username).await.expect("ldapsearch").as_deref(), Some(manual.person_id.as_str()));
+    assert_eq!(
+        ldap_key(&targets, &manual.username).await.expect("ldapsearch").as_deref(),
+        Some(manual.person_id.as_str())
+    );
     let entry = targets.ldap.account(&manual.username).await.expect("ldap").expect("entry");
     assert_eq!(entry.groups, BTreeSet::from(["staff".to_string(), "sales".to_string()]), "{entry:?}");
 

@@ -625,7 +625,6 @@ impl Connector for IamConnector {
                 list: true,
                 link: true,
                 scope_listing: true,
-                ..Default::default()
             }),
             entitlement_kinds: vec![
                 pb::EntitlementKind {
@@ -655,7 +654,6 @@ impl Connector for IamConnector {
                 .into_iter()
                 .collect(),
             scope: format!("every IAM user whose path is {} (sub-paths excluded)", config.user_path),
-            ..Default::default()
         }
     }
 

@@ -236,7 +236,8 @@ impl ConnectorClient {
         command_id: &str,
         desired: pb::DesiredAccount,
     ) -> Result<pb::ApplyResponse, ConnectorError> {
-        let request = pb::ApplyRequest { command_id: command_id.to_owned(), desired: Some(desired) };
+        let request =
+            pb::ApplyRequest { command_id: command_id.to_owned(), desired: Some(desired), ..Default::default() };
         match self.call(Call::Apply(request)).await? {
             Reply::Apply(acknowledgement) => Ok(acknowledgement),
             _ => Err(ConnectorError::internal("mismatched reply")),
@@ -271,10 +272,7 @@ impl ConnectorClient {
         request: pb::ListRequest,
     ) -> Result<tonic::Streaming<pb::ListResponse>, ConnectorError> {
         let mut raw = self.raw.clone();
-        raw.list(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| ConnectorError::from_status(&s))
+        raw.list(request).await.map(tonic::Response::into_inner).map_err(|s| ConnectorError::from_status(&s))
     }
 
     /// Whether an error is worth retrying later (for durable queues).

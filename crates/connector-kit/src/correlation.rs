@@ -143,7 +143,9 @@ mod tests {
         let one = state("");
         let mut other = one.clone();
         other.entitlements.reverse();
-        other.account.as_mut().map(|a| a.account_name = "JDOE".into());
+        if let Some(account) = other.account.as_mut() {
+            account.account_name = "JDOE".into();
+        }
         other.correlation_attributes.insert("mail".into(), "x@example.org".into());
         assert_eq!(fingerprint(&one), fingerprint(&other));
         other.enabled = false;

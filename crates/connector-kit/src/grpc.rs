@@ -121,11 +121,14 @@ impl<C: Connector> connector_server::Connector for ConnectorService<C> {
                     .to_status());
             }
             if link.expected_fingerprint.is_empty() {
-                return Err(ConnectorError::invalid_argument("link.expected_fingerprint", "must not be empty").to_status());
+                return Err(
+                    ConnectorError::invalid_argument("link.expected_fingerprint", "must not be empty").to_status()
+                );
             }
             if desired.presence != pb::Presence::Present as i32 {
-                return Err(ConnectorError::invalid_argument("desired.presence", "a link needs a present account")
-                    .to_status());
+                return Err(
+                    ConnectorError::invalid_argument("desired.presence", "a link needs a present account").to_status()
+                );
             }
         }
         self.admit(&request.command_id, &desired, request.link.as_ref())?;

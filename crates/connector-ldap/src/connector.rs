@@ -301,6 +301,7 @@ impl LdapConnector {
             credentials: Some(pb::CredentialState { active: self.active_credentials(entry), complete: true }),
             target_native_id: entry.dn.clone(),
             last_activity: timestamp.and_then(generalized_time),
+            ..Default::default()
         })
     }
 
@@ -674,7 +675,6 @@ impl Connector for LdapConnector {
                 list: true,
                 link: true,
                 scope_listing: true,
-                ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: GROUP.into(),
@@ -697,7 +697,6 @@ impl Connector for LdapConnector {
                 config.scope_filter(&self.inner.account_class),
                 config.users_base_dn
             ),
-            ..Default::default()
         }
     }
 

@@ -96,7 +96,6 @@ impl Connector for MemoryConnector {
                 list: true,
                 link: true,
                 scope_listing: true,
-                ..Default::default()
             }),
             entitlement_kinds: ["group", "role"]
                 .iter()
@@ -114,7 +113,6 @@ impl Connector for MemoryConnector {
             limitations: vec!["in-memory reference target: state is lost when the process stops".into()],
             correlation_attributes: ATTRIBUTES.iter().map(|(name, _)| (*name).to_owned()).collect(),
             scope: "every account in the in-memory map".into(),
-            ..Default::default()
         }
     }
 
@@ -261,11 +259,12 @@ impl Connector for MemoryConnector {
     }
 
     fn list_scope(&self, page_size: u32, correlation_attributes: &[String]) -> AccountStream {
-        let requested = correlation_attributes.to_vec();
+        let requested: Arc<[String]> = correlation_attributes.into();
         let this = self.clone();
         let limit = page_size.max(1) as usize;
         Box::pin(futures::stream::unfold(Some(None::<String>), move |cursor| {
             let this = this.clone();
+            let requested = requested.clone();
             async move {
                 let after = cursor?;
                 let page = this.target.page(after.as_deref(), limit);

@@ -306,7 +306,8 @@ impl ScimConnector {
         let provider = self.provider_for_changes().await?;
         let Some(user) = self.find_user_named(account_name).await? else { return Ok(None) };
         let mut state = self.state(&user, self.groups_of(&provider, &user.id).await?);
-        state.correlation_attributes = correlation::collect(requested, &user.user_name, |a| correlation_values(&user, a));
+        state.correlation_attributes =
+            correlation::collect(requested, &user.user_name, |a| correlation_values(&user, a));
         Ok(Some((user, state)))
     }
 
@@ -649,7 +650,6 @@ impl Connector for ScimConnector {
                 list: true,
                 link: true,
                 scope_listing: true,
-                ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: GROUP_KIND.into(),
@@ -682,7 +682,6 @@ impl Connector for ScimConnector {
             ],
             correlation_attributes: CORRELATION_ATTRIBUTES.iter().map(|a| (*a).to_owned()).collect(),
             scope: "every /Users resource of the service provider".into(),
-            ..Default::default()
         }
     }
 

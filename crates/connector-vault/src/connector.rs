@@ -639,7 +639,6 @@ impl Connector for VaultConnector {
                 list: true,
                 link: true,
                 scope_listing: true,
-                ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: POLICY_KIND.into(),
@@ -731,27 +730,27 @@ impl Connector for VaultConnector {
             move |(this, names, done)| {
                 let requested = requested.clone();
                 async move {
-                if done {
-                    return None;
-                }
-                let mut names = match names {
-                    Some(names) => names,
-                    None => match tokio::try_join!(this.target.list_records(), this.target.list_users()) {
-                        Ok((records, users)) => {
-                            // Every record and every user, each name once.
-                            let all: BTreeSet<String> = records.into_iter().chain(users).collect();
-                            all.into_iter().collect::<Vec<_>>().into_iter()
-                        }
-                        Err(error) => return Some((Err(error.into()), (this, None, true))),
-                    },
-                };
-                let batch: Vec<String> = names.by_ref().take(limit).collect();
-                if batch.is_empty() {
-                    return None;
-                }
-                let page = this.page(&batch, &requested).await;
-                let failed = page.is_err();
-                Some((page, (this, Some(names), failed)))
+                    if done {
+                        return None;
+                    }
+                    let mut names = match names {
+                        Some(names) => names,
+                        None => match tokio::try_join!(this.target.list_records(), this.target.list_users()) {
+                            Ok((records, users)) => {
+                                // Every record and every user, each name once.
+                                let all: BTreeSet<String> = records.into_iter().chain(users).collect();
+                                all.into_iter().collect::<Vec<_>>().into_iter()
+                            }
+                            Err(error) => return Some((Err(error.into()), (this, None, true))),
+                        },
+                    };
+                    let batch: Vec<String> = names.by_ref().take(limit).collect();
+                    if batch.is_empty() {
+                        return None;
+                    }
+                    let page = this.page(&batch, &requested).await;
+                    let failed = page.is_err();
+                    Some((page, (this, Some(names), failed)))
                 }
             },
         ))

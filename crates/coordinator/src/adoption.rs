@@ -247,8 +247,13 @@ pub async fn joiner_conflict(
     if event.kind != crate::policy::EventKindName::Joiner {
         return JoinerConflict::NotAdoption;
     }
-    let account_name =
-        task.planned.desired.as_ref().and_then(|d| d.account.as_ref()).map(|a| a.account_name.clone()).unwrap_or_default();
+    let account_name = task
+        .planned
+        .desired
+        .as_ref()
+        .and_then(|d| d.account.as_ref())
+        .map(|a| a.account_name.clone())
+        .unwrap_or_default();
     let mut index = CorrelationIndex::new(spec, target);
     index.add(&task.person_id, &event.attributes);
     let request = pb::ListRequest {

@@ -291,7 +291,8 @@ impl Lifecycle for LifecycleService {
     /// `admin`, a remediating run `admin`), then streams what
     /// [`crate::reconcile::reconcile`] reports.
     async fn reconcile(&self, request: Request<pb::ReconcileRequest>) -> Result<Response<ReconcileStream>, Status> {
-        let changes = request.get_ref().remediate || request.get_ref().link_unlinked || !request.get_ref().links.is_empty();
+        let changes =
+            request.get_ref().remediate || request.get_ref().link_unlinked || !request.get_ref().links.is_empty();
         let method = if changes { Method::Reconcile } else { Method::ReconcileReport };
         let caller = self.gate.check(&request, method).await?;
         let request = request.into_inner();

@@ -164,7 +164,11 @@ pub fn check_spec(
 /// every rule's attribute must be one the connector can supply, the
 /// connector must list its whole scope, and automatic linking or disabling
 /// needs `link`. `path` is the target's path in the policy (`targets[i]`).
-pub fn check_against_describe(path: &str, spec: &CorrelationSpec, description: &pb::DescribeResponse) -> Vec<PolicyIssue> {
+pub fn check_against_describe(
+    path: &str,
+    spec: &CorrelationSpec,
+    description: &pb::DescribeResponse,
+) -> Vec<PolicyIssue> {
     let mut issues = Vec::new();
     let caps = description.capabilities.unwrap_or_default();
     if !caps.scope_listing {
@@ -195,7 +199,10 @@ pub fn check_against_describe(path: &str, spec: &CorrelationSpec, description: &
     if (spec.adopt == Adopt::Correlated || spec.on_unmatched == OnUnmatched::Disable) && !caps.link {
         issues.push(PolicyIssue {
             path: format!("{path}.correlation"),
-            message: format!("the connector of target {:?} cannot link accounts (capability link)", description.target_id),
+            message: format!(
+                "the connector of target {:?} cannot link accounts (capability link)",
+                description.target_id
+            ),
         });
     }
     issues
@@ -305,7 +312,7 @@ impl CorrelationIndex {
                 continue;
             }
             let persons = self.values[index].entry(normalise(&value)).or_default();
-            if !persons.iter().any(|p| *p == person) {
+            if !persons.contains(&person) {
                 persons.push(person.clone());
             }
         }
@@ -517,7 +524,10 @@ mod tests {
         assert_eq!(index.correlate(&account(&[("mail", "ann@example.ORG")])), one("p1", 0));
         assert_eq!(index.correlate(&account(&[("mail", "nobody@x"), ("account_name", "BOB")])), one("p2", 1));
         // The shared mail yields two; the name then decides.
-        assert_eq!(index.correlate(&account(&[("mail", "shared@example.org"), ("account_name", "carl")])), one("p3", 1));
+        assert_eq!(
+            index.correlate(&account(&[("mail", "shared@example.org"), ("account_name", "carl")])),
+            one("p3", 1)
+        );
         assert_eq!(
             index.correlate(&account(&[("mail", "shared@example.org")])),
             Correlation::Several { person_ids: vec![Arc::from("p2"), Arc::from("p3")], rule: 0 }
@@ -561,10 +571,7 @@ mod tests {
         ];
         dispute_duplicates(&mut findings, &BTreeSet::from(["E-3".to_owned()]));
         let situations: Vec<Situation> = findings.iter().map(|f| f.situation).collect();
-        assert_eq!(
-            situations,
-            [Situation::Disputed, Situation::Disputed, Situation::Unlinked, Situation::Disputed]
-        );
+        assert_eq!(situations, [Situation::Disputed, Situation::Disputed, Situation::Unlinked, Situation::Disputed]);
     }
 
     #[test]

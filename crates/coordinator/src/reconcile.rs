@@ -537,6 +537,7 @@ async fn compare(
     let list_request = pb::ListRequest {
         page_size: LIST_PAGE,
         correlation_attributes: index.as_ref().map(|(index, _)| index.requested_attributes()).unwrap_or_default(),
+        ..Default::default()
     };
     let stale_after = policy
         .file
@@ -781,10 +782,9 @@ fn correlate(
     };
     let rule_text = |rule: usize| index.and_then(|(_, rules)| rules.get(rule).cloned());
     let mut finding = match correlation {
-        Correlation::One { person_id, rule } => Finding {
-            rule: rule_text(rule),
-            ..Finding::new(Situation::Unlinked, state, &person_id)
-        },
+        Correlation::One { person_id, rule } => {
+            Finding { rule: rule_text(rule), ..Finding::new(Situation::Unlinked, state, &person_id) }
+        }
         Correlation::Several { person_ids, rule } => Finding {
             rule: rule_text(rule),
             candidates: person_ids.iter().map(|p| p.to_string()).collect(),
@@ -895,8 +895,7 @@ async fn adopt(
                     person_id: key.clone(),
                     fingerprint: fingerprint.clone(),
                 };
-                let refused =
-                    crate::adoption::refuse(store.as_ref(), run_id, target_id, principal, &link, why).await?;
+                let refused = crate::adoption::refuse(store.as_ref(), run_id, target_id, principal, &link, why).await?;
                 correlation.links.push(LinkRecord { rule: finding.rule.clone(), ..refused });
                 continue;
             }

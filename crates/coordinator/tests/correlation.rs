@@ -17,8 +17,9 @@ use serde_json::Value;
 use support::{Mesh, person, policy_yaml, until_terminal};
 
 fn with_correlation(adopt: &str, rules: &str) -> impl FnOnce(String) -> String {
-    let block =
-        format!("reconcile: {{ action: remediate }}, correlation: {{ rules: {rules}, adopt: {adopt}, on_unmatched: disable }}");
+    let block = format!(
+        "reconcile: {{ action: remediate }}, correlation: {{ rules: {rules}, adopt: {adopt}, on_unmatched: disable }}"
+    );
     move |policy: String| policy.replacen("deadline: 10m }", &format!("deadline: 10m, {block} }}"), 1)
 }
 
@@ -98,9 +99,17 @@ async fn situations_links_and_containment() {
     let report = reconcile(&mut mesh, ldap(|_| {})).await.expect("report");
     assert_eq!(report["clean"], false, "{report}");
     let counts = &report["correlation"]["counts"]["by_situation"];
-    assert_eq!((counts["unlinked"].as_u64(), counts["disputed"].as_u64(), counts["unmatched"].as_u64()), (Some(2), Some(1), Some(1)), "{report}");
+    assert_eq!(
+        (counts["unlinked"].as_u64(), counts["disputed"].as_u64(), counts["unmatched"].as_u64()),
+        (Some(2), Some(1), Some(1)),
+        "{report}"
+    );
     let first = &report["correlation"]["findings"][0];
-    assert_eq!((first["account_name"].as_str(), first["privileged"].as_bool()), (Some("rogue"), Some(true)), "{report}");
+    assert_eq!(
+        (first["account_name"].as_str(), first["privileged"].as_bool()),
+        (Some("rogue"), Some(true)),
+        "{report}"
+    );
     assert_eq!(finding(&report, "ann")["person_id"], "p-ann");
     assert!(finding(&report, "ann")["rule"].as_str().is_some_and(|r| r.starts_with("rules[0]: mail")));
     assert!(finding(&report, "bob")["rule"].as_str().is_some_and(|r| r.starts_with("rules[1]: account_name")));
@@ -162,7 +171,7 @@ async fn situations_links_and_containment() {
 
     // Every link is in the audit chain with its principal and rule.
     let audit = mesh.client.verify_audit(pb::VerifyAuditRequest {}).await.expect("verify").into_inner();
-    assert!(audit.valid, "{audit:?}");
+    assert!(audit.intact, "{audit:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +183,9 @@ async fn joiner_meets_an_unlinked_account() {
     let status = until_terminal(&mut mesh.client, "j-eve").await;
     let task = support::task(&status, "ldap");
     assert_eq!(task.state, pb::TaskState::Failed as i32, "{task:?}");
-    for needle in ["\"eve\"", "rules[0]: mail equals {email}", "jmlctl reconcile --target ldap --person-prefix p-eve --link"] {
+    for needle in
+        ["\"eve\"", "rules[0]: mail equals {email}", "jmlctl reconcile --target ldap --person-prefix p-eve --link"]
+    {
         assert!(task.last_error.contains(needle), "{needle} in {}", task.last_error);
     }
     assert_eq!(mesh.target("ldap").get("eve").expect("eve").person_id, "", "not taken over");
@@ -203,14 +214,21 @@ async fn rules_are_checked_with_paths_and_against_describe() {
             1,
         )
     }));
-    assert!(issues.iter().any(|i| i.starts_with("targets[0].correlation.rules[0].equals: placeholder {nope}")), "{issues:?}");
+    assert!(
+        issues.iter().any(|i| i.starts_with("targets[0].correlation.rules[0].equals: placeholder {nope}")),
+        "{issues:?}"
+    );
     assert!(issues.iter().any(|i| i.starts_with("targets[0].correlation.rules[1].equals: must name")), "{issues:?}");
     assert!(issues.iter().any(|i| i.starts_with("targets[0].correlation.adopt")), "{issues:?}");
-    let issues = errors(policy(&|p| p.replacen("deadline: 10m }", "deadline: 10m, correlation: { rules: [], colour: red } }", 1)));
+    let issues = errors(policy(&|p| {
+        p.replacen("deadline: 10m }", "deadline: 10m, correlation: { rules: [], colour: red } }", 1)
+    }));
     assert!(issues.iter().any(|i| i.contains("colour")), "unknown fields are refused: {issues:?}");
 
     // Against Describe: an attribute the connector cannot supply fails the run with the rule's path.
-    let mut mesh = Mesh::start_with(4, with_correlation("manual", r#"[ { attribute: employeeID, equals: "{person_id}" } ]"#)).await;
+    let mut mesh =
+        Mesh::start_with(4, with_correlation("manual", r#"[ { attribute: employeeID, equals: "{person_id}" } ]"#))
+            .await;
     let refused = reconcile(&mut mesh, ldap(|_| {})).await.expect_err("refused");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
     assert!(refused.message().contains("targets[0].correlation.rules[0].attribute"), "{}", refused.message());

@@ -178,10 +178,8 @@ mod tests {
 
     #[test]
     fn csv_with_quotes_commas_and_line_breaks() {
-        let rows = csv_records(
-            "person_id,email,display_name\r\np1,a@x,\"Doe, Jane\"\np2,,\"Say \"\"hi\"\"\nthere\"\n",
-        )
-        .expect("parses");
+        let rows = csv_records("person_id,email,display_name\r\np1,a@x,\"Doe, Jane\"\np2,,\"Say \"\"hi\"\"\nthere\"\n")
+            .expect("parses");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].1.get("display_name").map(String::as_str), Some("Doe, Jane"));
         assert!(!rows[1].1.contains_key("email"));

@@ -144,9 +144,10 @@ pub fn links_from_report(path: &std::path::Path) -> Result<Vec<pb::AccountLink>,
     let reports = reports.as_array().ok_or_else(|| format!("{}: expected a JSON array of reports", path.display()))?;
     let mut links = Vec::new();
     for (index, report) in reports.iter().enumerate() {
-        let target_id = report.get("target_id").and_then(Value::as_str).ok_or_else(|| {
-            format!("{}: report [{index}] has no target_id", path.display())
-        })?;
+        let target_id = report
+            .get("target_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{}: report [{index}] has no target_id", path.display()))?;
         for finding in report.pointer("/correlation/findings").and_then(Value::as_array).into_iter().flatten() {
             if finding.get("situation").and_then(Value::as_str) != Some("unlinked") {
                 continue;

@@ -12,9 +12,6 @@ use super::{ConformanceTarget, Outcome, Violation};
 use crate::readback::{Difference, compare};
 use crate::{CONTRACT_VERSION, ConnectorError, ErrorKind};
 
-mod adoption;
-pub use adoption::*;
-
 /// The values every connector must either round-trip exactly or refuse with a
 /// typed INVALID_ARGUMENT: LDAP DN and filter specials, SCIM filter and URL
 /// path specials, NUL, surrounding spaces, non-ASCII, and a 10 kB string.
@@ -667,7 +664,11 @@ pub async fn invalid_desired_state_is_refused(target: &ConformanceTarget) -> Res
         let account = run.account("invalid");
         let valid = run.desired(&account, vec![run.entitlement(0)?]);
         let mut cases: Vec<(&str, pb::ApplyRequest)> = Vec::new();
-        let request = |desired: Option<pb::DesiredAccount>| pb::ApplyRequest { command_id: run.command_id(), desired };
+        let request = |desired: Option<pb::DesiredAccount>| pb::ApplyRequest {
+            command_id: run.command_id(),
+            desired,
+            ..Default::default()
+        };
         cases.push(("no desired state", request(None)));
         let mut d = valid.clone();
         d.presence = pb::Presence::Unspecified as i32;
@@ -690,7 +691,10 @@ pub async fn invalid_desired_state_is_refused(target: &ConformanceTarget) -> Res
         let mut d = valid.clone();
         d.entitlements.push(valid.entitlements[0].clone());
         cases.push(("duplicate entitlement", request(Some(d))));
-        cases.push(("empty command id", pb::ApplyRequest { command_id: String::new(), desired: Some(valid.clone()) }));
+        cases.push((
+            "empty command id",
+            pb::ApplyRequest { command_id: String::new(), desired: Some(valid.clone()), ..Default::default() },
+        ));
         for (step, request) in cases {
             run.track(&valid);
             run.expect_invalid(target.client.apply_request(request).await, step)?;
@@ -733,3 +737,7 @@ pub async fn unknown_entitlement_is_a_typed_error(target: &ConformanceTarget) ->
         Ok(Outcome::Passed)
     })
 }
+
+// After `with_cleanup!`, which it uses.
+mod adoption;
+pub use adoption::*;

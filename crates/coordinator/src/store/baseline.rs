@@ -31,10 +31,7 @@ pub const BASELINE_PREFIX: &str = "baseline:";
 
 /// What the writer does with one record, given the stored one's
 /// `(event_id, attributes)`.
-pub(crate) fn decide(
-    stored: Option<(String, BTreeMap<String, String>)>,
-    record: &BaselineIdentity,
-) -> Decision {
+pub(crate) fn decide(stored: Option<(String, BTreeMap<String, String>)>, record: &BaselineIdentity) -> Decision {
     match stored {
         None => Decision::Write,
         Some((event_id, _)) if !event_id.starts_with(BASELINE_PREFIX) => Decision::Keep,

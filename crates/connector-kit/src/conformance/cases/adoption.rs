@@ -111,7 +111,9 @@ pub async fn scope_lists_untagged_accounts(target: &ConformanceTarget) -> Result
         let state = listed_untagged(&run, &account_name, "list the scope").await?;
         let name = state.correlation_attributes.get(ACCOUNT_NAME).cloned().unwrap_or_default();
         if name.to_lowercase() != account_name.to_lowercase() {
-            return Err(run.fail(format!("the `account_name` correlation attribute is {name:?}, not the account's name")));
+            return Err(
+                run.fail(format!("the `account_name` correlation attribute is {name:?}, not the account's name"))
+            );
         }
         if run.description.correlation_attributes.iter().any(|a| a == "mail") {
             let mail = state.correlation_attributes.get("mail").cloned().unwrap_or_default();
@@ -185,7 +187,9 @@ pub async fn link_takes_over_untagged_account(target: &ConformanceTarget) -> Res
         let stale = "0".repeat(64);
         match target.client.apply_request(link(&stale)).await {
             Err(error) if error.kind == ErrorKind::Conflict => {}
-            Err(error) => return Err(run.fail(format!("a link with a stale fingerprint: expected CONFLICT, got {error}"))),
+            Err(error) => {
+                return Err(run.fail(format!("a link with a stale fingerprint: expected CONFLICT, got {error}")));
+            }
             Ok(_) => return Err(run.fail("a link with a stale fingerprint was accepted")),
         }
         let unchanged = listed_untagged(&run, &account.account_name, "after the refused link").await?;
