@@ -437,6 +437,21 @@ impl Iam {
         Ok(())
     }
 
+    /// The value of tag `key` of user `user`.
+    pub async fn tag(&self, user: &str, key: &str) -> anyhow::Result<Option<String>> {
+        let tags = self.client.list_user_tags().user_name(user).send().await?;
+        Ok(tags.tags.into_iter().find(|t| t.key == key).map(|t| t.value))
+    }
+
+    /// Creates group `name` when missing.
+    pub async fn ensure_group(&self, name: &str) -> anyhow::Result<()> {
+        match self.client.create_group().group_name(name).send().await {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_entity_already_exists_exception()) => Ok(()),
+            Err(error) => bail!("CreateGroup {name}: {error:?}"),
+        }
+    }
+
     /// Creates user `name` under `path` with `tags` directly (an ad hoc edit).
     pub async fn create_user(&self, name: &str, path: &str, tags: &[(&str, &str)]) -> anyhow::Result<()> {
         let mut request = self.client.create_user().user_name(name).path(path);

@@ -78,6 +78,10 @@ pub struct IamConfig {
     /// key that stores it on the user.
     #[serde(default = "default_attribute_tags")]
     pub attribute_tags: BTreeMap<String, String>,
+    /// Tag keys `List` may report for correlation besides the attribute tags
+    /// (e.g. `email` on users made by hand); never written.
+    #[serde(default)]
+    pub correlation_tags: BTreeSet<String>,
     /// Group names whose membership is privileged (compared case-insensitively,
     /// as IAM compares names).
     #[serde(default)]
@@ -166,6 +170,7 @@ impl Default for IamConfig {
             person_tag_key: default_person_tag_key(),
             disabled_tag_key: default_disabled_tag_key(),
             attribute_tags: default_attribute_tags(),
+            correlation_tags: BTreeSet::new(),
             privileged_groups: BTreeSet::new(),
             privileged_policies: BTreeSet::new(),
             target_lacks_service_specific_credentials: false,
@@ -265,6 +270,12 @@ impl IamConfig {
             from_rule(&field, names::tag_key(&field, key))?;
             if !keys.insert(key.to_lowercase()) {
                 return Err(invalid(&field, "each tag key may be used once (IAM tag keys ignore case)"));
+            }
+        }
+        for key in &self.correlation_tags {
+            from_rule("correlation_tags", names::tag_key("correlation_tags", key))?;
+            if key.eq_ignore_ascii_case(&self.person_tag_key) {
+                return Err(invalid("correlation_tags", "must not name the person tag (the key itself)"));
             }
         }
         for group in &self.privileged_groups {

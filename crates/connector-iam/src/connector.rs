@@ -9,13 +9,18 @@
 //! policies, attached policies, group memberships), entitlement additions.
 //! A leaver's deletion removes everything AWS requires before `DeleteUser`, in
 //! AWS's order (see [`IamConnector::clean_up_and_delete`]).
+//!
+//! Scope (#17): `List` enumerates every user whose path is the managed
+//! `user_path`, those without the correlation tag with an empty key; a link
+//! tags such a user with the person id once its fingerprint is as the caller
+//! listed it, then converges it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use connector_kit::contract as pb;
 use connector_kit::validate::printable;
-use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError, ErrorKind};
+use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError, ErrorKind, correlation};
 use futures::StreamExt;
 
 use crate::config::{ConfigError, IamConfig};
@@ -484,29 +489,88 @@ impl IamConnector {
         Ok(pb::ApplyResponse { changes, target_native_id: user.user_id, cutoffs, ..Default::default() })
     }
 
-    /// The state of one listed user, or `None` when it is not managed (no
-    /// correlation tag) or vanished while being read.
-    async fn listed_state(&self, user: IamUser) -> Result<Option<pb::AccountState>, ConnectorError> {
+    /// The state of one listed user (an empty key without the correlation
+    /// tag), with the requested correlation tags, or `None` when it vanished
+    /// while being read.
+    async fn listed_state(
+        &self,
+        user: IamUser,
+        requested: &[String],
+    ) -> Result<Option<pb::AccountState>, ConnectorError> {
         let target = &self.inner.target;
         let tags = match target.user_tags(&user.user_name).await {
             Ok(tags) => tags,
             Err(error) if error.kind == ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error),
         };
-        let Some(person_id) = tags.get(&self.inner.config.person_tag_key).cloned() else {
-            return Ok(None);
-        };
+        let person_id = tags.get(&self.inner.config.person_tag_key).cloned().unwrap_or_default();
         let user = IamUser { tags, ..user };
         match target.holdings(&user.user_name).await {
-            Ok(holdings) => Ok(Some(self.state(&user, &person_id, &holdings))),
+            Ok(holdings) => {
+                let mut state = self.state(&user, &person_id, &holdings);
+                state.correlation_attributes = correlation::collect(requested, &user.user_name, |key| {
+                    user.tags.get(key).cloned().into_iter().collect()
+                });
+                Ok(Some(state))
+            }
             Err(error) if error.kind == ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error),
         }
     }
 
-    async fn page_states(&self, users: Vec<IamUser>) -> Result<Vec<pb::AccountState>, ConnectorError> {
+    /// The user named `account_name` in the managed path, whoever's it is,
+    /// and its state as `List` shows it with the requested correlation tags.
+    async fn scope_user(
+        &self,
+        account_name: &str,
+        requested: &[String],
+    ) -> Result<Option<(IamUser, pb::AccountState)>, ConnectorError> {
+        let config = &self.inner.config;
+        let target = &self.inner.target;
+        let Some(user) = target.get_user(account_name).await?.filter(|user| user.path == config.user_path) else {
+            return Ok(None);
+        };
+        let person_id = user.tags.get(&config.person_tag_key).cloned().unwrap_or_default();
+        let mut state = self.state(&user, &person_id, &target.holdings(&user.user_name).await?);
+        state.correlation_attributes =
+            correlation::collect(requested, &user.user_name, |key| user.tags.get(key).cloned().into_iter().collect());
+        Ok(Some((user, state)))
+    }
+
+    /// Tags the untagged user `desired` names with the person id, as the
+    /// caller listed it, then converges it.
+    async fn link_user(
+        &self,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        let config = &self.inner.config;
+        let target = &self.inner.target;
+        let account = desired.account.clone().unwrap_or_default();
+        Self::check_account(&account)?;
+        let found = self.scope_user(&account.account_name, &[]).await?;
+        let (user, state) = found.map_or((None, None), |(user, state)| (Some(user), Some(state)));
+        let step =
+            correlation::link_step(state.as_ref(), &account.account_name, &account.person_id, expected_fingerprint)?;
+        let mut changes = Vec::new();
+        if let (correlation::LinkStep::WriteKey, Some(user)) = (step, &user) {
+            let key = BTreeMap::from([(config.person_tag_key.clone(), account.person_id.clone())]);
+            target.tag_user(&user.user_name, &key).await?;
+            changes.push(change("link", user.user_name.clone()));
+        }
+        let mut acknowledgement = self.apply_present(desired).await?;
+        changes.append(&mut acknowledgement.changes);
+        acknowledgement.changes = changes;
+        Ok(acknowledgement)
+    }
+
+    async fn page_states(
+        &self,
+        users: Vec<IamUser>,
+        requested: &[String],
+    ) -> Result<Vec<pb::AccountState>, ConnectorError> {
         let results: Vec<Result<Option<pb::AccountState>, ConnectorError>> = futures::stream::iter(users)
-            .map(|user| self.listed_state(user))
+            .map(|user| self.listed_state(user, requested))
             .buffered(self.inner.config.read_concurrency)
             .collect()
             .await;
@@ -641,6 +705,8 @@ impl Connector for IamConnector {
                 list: true,
                 unmanaged_entitlements: false,
                 credential_cutoff: true,
+                link: true,
+                scope_listing: true,
                 ..Default::default()
             }),
             credential_kinds: credential_kinds(config),
@@ -674,6 +740,15 @@ impl Connector for IamConnector {
                 .collect(),
             account_name_comparison: pb::ValueComparison::CaseInsensitive as i32,
             limitations,
+            correlation_attributes: config
+                .attribute_tags
+                .values()
+                .chain(config.correlation_tags.iter())
+                .cloned()
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect(),
+            scope: format!("every IAM user whose path is {} (sub-paths excluded)", config.user_path),
         }
     }
 
@@ -692,6 +767,26 @@ impl Connector for IamConnector {
         }
     }
 
+    async fn link(
+        &self,
+        command_id: &str,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        self.check_desired(desired)?;
+        tracing::debug!(command_id, "linking an existing IAM user");
+        self.link_user(desired, expected_fingerprint).await
+    }
+
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Option<pb::AccountState>, ConnectorError> {
+        names::user_name("account_name", account_name)?;
+        Ok(self.scope_user(account_name, correlation_attributes).await?.map(|(_, state)| state))
+    }
+
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {
         Self::check_account(account)?;
         Ok(match self.read_owned(account).await? {
@@ -701,12 +796,18 @@ impl Connector for IamConnector {
     }
 
     fn list(&self, page_size: u32) -> AccountStream {
+        self.list_scope(page_size, &[])
+    }
+
+    fn list_scope(&self, page_size: u32, correlation_attributes: &[String]) -> AccountStream {
+        let requested: Arc<[String]> = correlation_attributes.into();
         let this = self.clone();
         let page_size = if page_size == 0 { this.inner.config.list_page_size } else { page_size.min(1000) };
         let users = this.inner.target.list_users(&this.inner.config.user_path, page_size);
         let limit = page_size as usize;
         Box::pin(futures::stream::unfold(Some(users), move |users| {
             let this = this.clone();
+            let requested = requested.clone();
             async move {
                 let mut users = users?;
                 let mut batch = Vec::with_capacity(limit);
@@ -726,7 +827,7 @@ impl Connector for IamConnector {
                 if batch.is_empty() && !more {
                     return None;
                 }
-                let page = this.page_states(batch).await;
+                let page = this.page_states(batch, &requested).await;
                 let next = if more && page.is_ok() { Some(users) } else { None };
                 Some((page, next))
             }

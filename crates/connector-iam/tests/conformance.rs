@@ -16,8 +16,9 @@ use connector_kit::contract as pb;
 use connector_kit::server::ConnectorServer;
 use futures::future::BoxFuture;
 
-/// Grants entitlements straight on IAM, bypassing the connector.
-struct IamBackdoor(Client);
+/// Grants entitlements and creates users straight on IAM (in the
+/// connector's path), bypassing the connector.
+struct IamBackdoor(Client, String);
 
 /// Grants an entitlement straight on IAM.
 struct IamGrant<'c>(&'c Client);
@@ -50,6 +51,23 @@ impl<'c> IamGrant<'c> {
                         .await?;
                 }
                 other => anyhow::bail!("no direct grant for kind {other}"),
+            }
+            Ok(())
+        })
+    }
+
+    fn create_untagged<'a>(&'a self, account_name: &'a str, mail: &'a str) -> BoxFuture<'a, anyhow::Result<bool>> {
+        Box::pin(async move {
+            let tag = aws_sdk_iam::types::Tag::builder().key("lifecycle-mesh:mail").value(mail).build()?;
+            self.0.create_user().user_name(account_name).path(&self.1).tags(tag).send().await?;
+            Ok(true)
+        })
+    }
+
+    fn delete_untagged<'a>(&'a self, account_name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if self.0.get_user().user_name(account_name).send().await.is_ok() {
+                self.0.delete_user().user_name(account_name).send().await?;
             }
             Ok(())
         })
@@ -153,6 +171,7 @@ fn entitlement(kind: &str, id: &str, privileged: bool) -> pb::Entitlement {
 
 async fn target() -> ConformanceTarget {
     let (connector, client, catalogue) = support::connector("cf").await;
+    let path = connector.config().user_path.clone();
     let server =
         ConnectorServer::new(connector).bind("127.0.0.1:0".parse().expect("address")).await.expect("server binds");
     let grpc = ConnectorClient::connect(&server.endpoint(), ClientOptions::default()).expect("client");
@@ -179,7 +198,7 @@ async fn target() -> ConformanceTarget {
         hostile_attribute: Some("display_name".into()),
         list_accounts: 25,
         list_page_size: 7,
-        backdoor: Some(Arc::new(IamBackdoor(client))),
+        backdoor: Some(Arc::new(IamBackdoor(client, path))),
         ..Fixture::default()
     };
     ConformanceTarget { client: grpc, fixture, guard: Some(Box::new(server)) }

@@ -248,7 +248,7 @@ impl ConnectorClient {
         desired: pb::DesiredAccount,
         lease_epoch: u64,
     ) -> Result<pb::ApplyResponse, ConnectorError> {
-        let request = pb::ApplyRequest { command_id: command_id.to_owned(), desired: Some(desired), lease_epoch };
+        let request = pb::ApplyRequest { command_id: command_id.to_owned(), desired: Some(desired), lease_epoch, ..Default::default() };
         match self.call(Call::Apply(request)).await? {
             Reply::Apply(acknowledgement) => Ok(acknowledgement),
             _ => Err(ConnectorError::internal("mismatched reply")),
@@ -274,11 +274,16 @@ impl ConnectorClient {
     /// `List`: a stream of pages. Not retried: a broken stream is restarted
     /// by the caller.
     pub async fn list(&self, page_size: u32) -> Result<tonic::Streaming<pb::ListResponse>, ConnectorError> {
+        self.list_request(pb::ListRequest { page_size, ..Default::default() }).await
+    }
+
+    /// `List` with every field of the request (correlation attributes).
+    pub async fn list_request(
+        &self,
+        request: pb::ListRequest,
+    ) -> Result<tonic::Streaming<pb::ListResponse>, ConnectorError> {
         let mut raw = self.raw.clone();
-        raw.list(pb::ListRequest { page_size })
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| ConnectorError::from_status(&s))
+        raw.list(request).await.map(tonic::Response::into_inner).map_err(|s| ConnectorError::from_status(&s))
     }
 
     /// Whether an error is worth retrying later (for durable queues).

@@ -39,7 +39,43 @@ pub trait Connector: Send + Sync + 'static {
     /// not an error.
     fn read(&self, account: &AccountRef) -> impl Future<Output = Result<AccountState, ConnectorError>> + Send;
 
-    /// Every managed account, paged from the target in pages of about
-    /// `page_size`, in bounded memory.
+    /// Every account in the declared scope, paged from the target in pages of
+    /// about `page_size`, in bounded memory.
     fn list(&self, page_size: u32) -> AccountStream;
+
+    /// [`Connector::list`] with the values of `correlation_attributes` (each
+    /// one `Describe` declares; the adapter checks) filled into each
+    /// account's `correlation_attributes`. The default lists without them,
+    /// which is right only for a connector declaring none.
+    fn list_scope(&self, page_size: u32, correlation_attributes: &[String]) -> AccountStream {
+        let _ = correlation_attributes;
+        self.list(page_size)
+    }
+
+    /// The account named `account_name` in the declared scope, whether or
+    /// not it carries a key, as `list_scope` would show it (with the
+    /// requested correlation attributes); `None` when there is none. The
+    /// default refuses: only a connector declaring `scope_listing` is asked.
+    fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> impl Future<Output = Result<Option<AccountState>, ConnectorError>> + Send {
+        let _ = (account_name, correlation_attributes);
+        async { Err(ConnectorError::unsupported("this connector cannot look accounts up in its scope")) }
+    }
+
+    /// Takes over the existing account `desired` names, which carries no
+    /// correlation key (or already this person's), then converges it to
+    /// `desired` (see `ApplyRequest.link` and [`crate::correlation`]). Only
+    /// called when `Describe` declares `link`.
+    fn link(
+        &self,
+        command_id: &str,
+        desired: &DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> impl Future<Output = Result<ApplyResponse, ConnectorError>> + Send {
+        let _ = (command_id, desired, expected_fingerprint);
+        async { Err(ConnectorError::unsupported("this connector cannot link existing accounts")) }
+    }
 }

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 
 use crate::fence::FenceBook;
 use crate::metrics::ConnectorMetrics;
-use crate::{Connector, ConnectorError, validate};
+use crate::{Connector, ConnectorError, correlation, validate};
 
 /// How many recent command ids the adapter remembers per process.
 const REMEMBERED_COMMANDS: usize = 65_536;
@@ -87,8 +87,19 @@ impl<C: Connector> ConnectorService<C> {
         GeneratedServer::new(self).max_decoding_message_size(1 << 20).max_encoding_message_size(64 << 20)
     }
 
-    fn admit(&self, command_id: &str, desired: &pb::DesiredAccount) -> Result<(), ConnectorError> {
-        let digest: [u8; 32] = Sha256::digest(desired.encode_to_vec()).into();
+    fn admit(
+        &self,
+        command_id: &str,
+        desired: &pb::DesiredAccount,
+        link: Option<&pb::LinkAccount>,
+    ) -> Result<(), ConnectorError> {
+        let mut hasher = Sha256::new();
+        hasher.update(desired.encode_to_vec());
+        if let Some(link) = link {
+            hasher.update(b"link");
+            hasher.update(link.encode_to_vec());
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
         self.ledger.lock().map_err(|_| ConnectorError::internal("command ledger poisoned"))?.admit(command_id, digest)
     }
 }
@@ -115,9 +126,29 @@ impl<C: Connector> connector_server::Connector for ConnectorService<C> {
             observe("apply", Instant::now(), Err(error));
             tracing::warn!(lease_epoch = request.lease_epoch, "apply refused: {}", error.message);
         })?;
-        self.admit(&request.command_id, &desired)?;
+        if let Some(link) = &request.link {
+            if !self.description.capabilities.unwrap_or_default().link {
+                return Err(ConnectorError::unsupported("this connector cannot link existing accounts")
+                    .with_field("link")
+                    .to_status());
+            }
+            if link.expected_fingerprint.is_empty() {
+                return Err(
+                    ConnectorError::invalid_argument("link.expected_fingerprint", "must not be empty").to_status()
+                );
+            }
+            if desired.presence != pb::Presence::Present as i32 {
+                return Err(
+                    ConnectorError::invalid_argument("desired.presence", "a link needs a present account").to_status()
+                );
+            }
+        }
+        self.admit(&request.command_id, &desired, request.link.as_ref())?;
         let started = Instant::now();
-        let result = self.connector.apply(&request.command_id, &desired).await;
+        let result = match &request.link {
+            Some(link) => self.connector.link(&request.command_id, &desired, &link.expected_fingerprint).await,
+            None => self.connector.apply(&request.command_id, &desired).await,
+        };
         observe("apply", started, result.as_ref().map(|_| ()));
         match result {
             Ok(mut acknowledgement) => {
@@ -146,25 +177,65 @@ impl<C: Connector> connector_server::Connector for ConnectorService<C> {
         let started = Instant::now();
         let result = self.connector.read(&account).await;
         observe("read", started, result.as_ref().map(|_| ()));
-        let state = result?;
+        let mut state = result?;
+        state.fingerprint = correlation::fingerprint(&state);
         Ok(Response::new(pb::ReadResponse { state: Some(state) }))
     }
 
     type ListStream = futures::stream::BoxStream<'static, Result<pb::ListResponse, Status>>;
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<Self::ListStream>, Status> {
-        let page_size = match request.into_inner().page_size {
+        let request = request.into_inner();
+        let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             size => size.min(MAX_PAGE_SIZE),
         };
+        correlation::check_requested(&self.description, &request.correlation_attributes)?;
+        if !request.account_name.is_empty() {
+            return self.find_in_scope(&request.account_name, &request.correlation_attributes).await;
+        }
         let started = Instant::now();
-        let pages = self.connector.list(page_size).map(move |page| {
+        let pages = self.connector.list_scope(page_size, &request.correlation_attributes).map(move |page| {
             if let Err(error) = &page {
                 observe("list", started, Err(error));
             }
-            page.map(|accounts| pb::ListResponse { accounts }).map_err(|error| error.to_status())
+            page.map(|mut accounts| {
+                for state in &mut accounts {
+                    state.fingerprint = correlation::fingerprint(state);
+                }
+                pb::ListResponse { accounts }
+            })
+            .map_err(|error| error.to_status())
         });
         Ok(Response::new(pages.boxed()))
+    }
+}
+
+impl<C: Connector> ConnectorService<C> {
+    /// `List` of one account by name (`ListRequest.account_name`).
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Response<<Self as connector_server::Connector>::ListStream>, Status> {
+        if !self.description.capabilities.unwrap_or_default().scope_listing {
+            return Err(ConnectorError::unsupported("this connector does not list its scope")
+                .with_field("account_name")
+                .to_status());
+        }
+        validate::account_name("account_name", account_name)?;
+        let started = Instant::now();
+        let result = self.connector.find_in_scope(account_name, correlation_attributes).await;
+        observe("list", started, result.as_ref().map(|_| ()));
+        let accounts: Vec<pb::AccountState> = result?
+            .into_iter()
+            .map(|mut state| {
+                state.fingerprint = correlation::fingerprint(&state);
+                state
+            })
+            .collect();
+        let page = Ok(pb::ListResponse { accounts });
+        Ok(Response::new(futures::stream::iter([page]).boxed()))
     }
 }
 

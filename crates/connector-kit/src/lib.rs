@@ -13,6 +13,8 @@
 //! - [`credentials`]: the credential model (what a revocation proves, what
 //!   may outlive it).
 //! - [`readback`]: normalisation and comparison of desired state with read-back.
+//! - [`correlation`]: fingerprints and the link decision for accounts not
+//!   managed yet.
 //! - [`metrics`]: Prometheus metrics on an HTTP endpoint.
 //! - [`conformance`]: the shared conformance suite every connector runs against
 //!   its real target.
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod conformance;
 mod connector;
+pub mod correlation;
 pub mod credentials;
 mod error;
 pub mod fence;

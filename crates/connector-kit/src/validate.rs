@@ -45,6 +45,11 @@ pub fn account_ref(field: &str, account: Option<&AccountRef>) -> Result<(), Conn
     Ok(())
 }
 
+/// Checks an account name alone (a lookup by name).
+pub fn account_name(field: &str, account_name: &str) -> Result<(), ConnectorError> {
+    check_name(field, account_name)
+}
+
 /// Checks a command id.
 pub fn command_id(command_id: &str) -> Result<(), ConnectorError> {
     if command_id.is_empty() || command_id.len() > MAX_COMMAND_ID_BYTES {

@@ -182,6 +182,10 @@ pub struct LdapConfig {
     /// Reads of memberships in flight at once while listing.
     #[serde(default = "default_list_concurrency")]
     pub list_concurrency: usize,
+    /// LDAP attributes `List` may report for correlation besides the mapped
+    /// attributes and the account name attribute (e.g. `employeeID`).
+    #[serde(default)]
+    pub correlation_attributes: Vec<String>,
 }
 
 fn default_person_id_attribute() -> String {
@@ -292,6 +296,9 @@ impl LdapConfig {
         for (name, mapped) in &self.attributes {
             attribute_type(&format!("attributes.{name}.ldap"), &mapped.ldap)?;
         }
+        for (index, attribute) in self.correlation_attributes.iter().enumerate() {
+            attribute_type(&format!("correlation_attributes[{index}]"), attribute)?;
+        }
         if self.bind_password.file.is_some() == self.bind_password.env.is_some() {
             return Err(ConfigError::Invalid("bind_password: set exactly one of file and env".into()));
         }
@@ -338,6 +345,33 @@ impl LdapConfig {
                 None => self.users_base_dn.clone(),
             }
         })
+    }
+
+    /// The LDAP attributes `List` can report for correlation: the account
+    /// name attribute, every mapped attribute and `correlation_attributes`,
+    /// each once (case-insensitively), never the person id attribute.
+    pub fn correlation_attributes(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        let candidates = std::iter::once(self.account_name_attribute())
+            .chain(self.attributes.values().map(|m| m.ldap.clone()))
+            .chain(self.correlation_attributes.iter().cloned());
+        for name in candidates {
+            if !name.eq_ignore_ascii_case(&self.person_id_attribute)
+                && !names.iter().any(|n| n.eq_ignore_ascii_case(&name))
+            {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// The filter of the declared scope: every account-class entry (AD:
+    /// computers excluded) under `users_base_dn`.
+    pub fn scope_filter(&self, account_class: &str) -> String {
+        match self.mode {
+            DirectoryMode::Openldap => format!("(objectClass={account_class})"),
+            DirectoryMode::ActiveDirectory => format!("(&(objectClass={account_class})(!(objectClass=computer)))"),
+        }
     }
 
     /// The group object class, by mode when unset.

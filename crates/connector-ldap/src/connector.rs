@@ -32,7 +32,13 @@
 //!   than Domain Users) as unmanaged entitlements, privileged by
 //!   configuration or by AD's own `adminCount: 1`.
 //! - Delete removes the account from every group, then the entry.
-//! - `List` is a paged (RFC 2696) search streamed page by page.
+//! - `List` is a paged (RFC 2696) search streamed page by page over the
+//!   declared scope: every entry of the account class under `users_base_dn`
+//!   (AD: computers excluded), accounts without a person id included with an
+//!   empty key (#17).
+//! - Link (#17): an entry found by its account name without a person id, as
+//!   the caller listed it (same fingerprint), gets the person id *added*
+//!   (an add, so a concurrent link by someone else fails), then converges.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -40,7 +46,7 @@ use std::sync::Arc;
 
 use connector_kit::contract as pb;
 use connector_kit::validate::printable;
-use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError};
+use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError, correlation};
 use futures::{StreamExt, TryStreamExt};
 use ldap3::Scope;
 use rand::Rng;
@@ -128,6 +134,7 @@ impl LdapConnector {
         read_attributes.extend(config.attributes.values().map(|m| m.ldap.clone()));
         read_attributes.extend(config.credential_attributes());
         read_attributes.push(MEMBER_OF.into());
+        read_attributes.extend(config.correlation_attributes());
         match config.mode {
             DirectoryMode::Openldap => {
                 read_attributes.extend([PWD_ACCOUNT_LOCKED_TIME, USER_PASSWORD, "modifyTimestamp"].map(String::from))
@@ -464,6 +471,7 @@ impl LdapConnector {
             last_activity: timestamp.and_then(generalized_time),
             unreadable: unreadable_fields,
             unmanaged_entitlements,
+            ..Default::default()
         })
     }
 
@@ -702,10 +710,54 @@ impl LdapConnector {
         }
     }
 
+    /// The entry named `account_name` in the scope, whoever's it is, and its
+    /// state as `List` shows it with the requested correlation attributes.
+    async fn scope_entry(
+        &self,
+        directory: &mut Directory,
+        account_name: &str,
+        requested: &[String],
+    ) -> Result<Option<(DirectoryEntry, pb::AccountState)>, TargetError> {
+        let Some(entry) = self.find_account(directory, account_name).await? else { return Ok(None) };
+        let mut state = self.account_state(directory, &entry, None).await?;
+        let name = state.account.as_ref().map(|a| a.account_name.clone()).unwrap_or_default();
+        state.correlation_attributes = correlation::collect(requested, &name, |a| entry.values(a).to_vec());
+        Ok(Some((entry, state)))
+    }
+
+    /// Links the untagged entry `desired` names (see the module doc), then
+    /// converges it.
+    async fn link_account(
+        &self,
+        mut directory: Directory,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, TargetError> {
+        let account = desired.account.clone().unwrap_or_default();
+        let found = self.scope_entry(&mut directory, &account.account_name, &[]).await?;
+        let (entry, state) = found.map_or((None, None), |(entry, state)| (Some(entry), Some(state)));
+        let step =
+            correlation::link_step(state.as_ref(), &account.account_name, &account.person_id, expected_fingerprint)
+                .map_err(TargetError::typed)?;
+        let mut changes = Vec::new();
+        if let (correlation::LinkStep::WriteKey, Some(entry)) = (step, &entry) {
+            let attribute = &self.config().person_id_attribute;
+            let result = directory.modify(&entry.dn, vec![add_value(attribute, account.person_id.as_str())]).await?;
+            if result.rc != code::SUCCESS {
+                return Err(TargetError::typed(result_error("write the correlation key", &result)));
+            }
+            changes.push(change("link", &account.account_name));
+        }
+        let mut acknowledgement = self.apply_present(directory, desired).await?;
+        changes.append(&mut acknowledgement.changes);
+        acknowledgement.changes = changes;
+        Ok(acknowledgement)
+    }
+
     /// Starts the paged search behind `List`, reconnecting once if needed.
     async fn start_list(&self, page_size: u32) -> Result<(Directory, PagedSearch), ConnectorError> {
         let config = self.config();
-        let filter = format!("(&(objectClass={})({}=*))", self.inner.account_class, config.person_id_attribute);
+        let filter = config.scope_filter(&self.inner.account_class);
         let attributes = self.inner.read_attributes.clone();
         self.with_directory(|mut directory| {
             let filter = filter.clone();
@@ -864,6 +916,8 @@ impl Connector for LdapConnector {
                 list: true,
                 unmanaged_entitlements: true,
                 credential_cutoff: false,
+                link: true,
+                scope_listing: true,
                 ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
@@ -883,6 +937,12 @@ impl Connector for LdapConnector {
                 .collect(),
             account_name_comparison: pb::ValueComparison::CaseInsensitive as i32,
             limitations,
+            correlation_attributes: config.correlation_attributes(),
+            scope: format!(
+                "every entry matching {} under {}",
+                config.scope_filter(&self.inner.account_class),
+                config.users_base_dn
+            ),
         }
     }
 
@@ -910,11 +970,37 @@ impl Connector for LdapConnector {
         }
     }
 
+    async fn link(
+        &self,
+        command_id: &str,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        tracing::debug!(command_id, "link");
+        self.with_directory(|directory| self.link_account(directory, desired, expected_fingerprint)).await
+    }
+
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Option<pb::AccountState>, ConnectorError> {
+        self.with_directory(|mut directory| async move {
+            Ok(self.scope_entry(&mut directory, account_name, correlation_attributes).await?.map(|(_, state)| state))
+        })
+        .await
+    }
+
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {
         self.with_directory(|directory| self.read_account(directory, account)).await
     }
 
     fn list(&self, page_size: u32) -> AccountStream {
+        self.list_scope(page_size, &[])
+    }
+
+    fn list_scope(&self, page_size: u32, correlation_attributes: &[String]) -> AccountStream {
+        let requested: Arc<[String]> = correlation_attributes.into();
         enum Listing {
             Start,
             Running(Directory, Box<PagedSearch>),
@@ -924,6 +1010,7 @@ impl Connector for LdapConnector {
         let page_size = page_size.max(1);
         Box::pin(futures::stream::unfold(Listing::Start, move |state| {
             let this = this.clone();
+            let requested = requested.clone();
             async move {
                 let (directory, mut search) = match state {
                     Listing::Done => return None,
@@ -953,7 +1040,14 @@ impl Connector for LdapConnector {
                     .map(|entry| {
                         let this = this.clone();
                         let mut directory = directory.clone();
-                        async move { this.account_state(&mut directory, &entry, None).await }
+                        let requested = requested.clone();
+                        async move {
+                            let mut state = this.account_state(&mut directory, &entry, None).await?;
+                            let name = state.account.as_ref().map(|a| a.account_name.clone()).unwrap_or_default();
+                            state.correlation_attributes =
+                                correlation::collect(&requested, &name, |attribute| entry.values(attribute).to_vec());
+                            Ok::<_, TargetError>(state)
+                        }
                     })
                     .buffered(concurrency)
                     .try_collect()

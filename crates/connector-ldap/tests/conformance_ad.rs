@@ -167,6 +167,42 @@ impl Backdoor for SambaBackdoor {
             Ok(())
         })
     }
+
+    fn create_untagged<'a>(&'a self, account_name: &'a str, mail: &'a str) -> BoxFuture<'a, anyhow::Result<bool>> {
+        Box::pin(async move {
+            let dn = format!("CN={},OU=Managed,{}", ldap3::dn_escape(account_name), self.0.base_dn);
+            let mut ldap = self.0.admin().await;
+            // NORMAL_ACCOUNT | ACCOUNTDISABLE | PASSWORD_NOTREQD: no password needed.
+            ldap.add(
+                &dn,
+                vec![
+                    ("objectClass", HashSet::from(["top", "person", "organizationalPerson", "user"])),
+                    ("cn", HashSet::from([account_name])),
+                    ("sAMAccountName", HashSet::from([account_name])),
+                    ("mail", HashSet::from([mail])),
+                    ("userAccountControl", HashSet::from(["546"])),
+                ],
+            )
+            .await?
+            .success()?;
+            Ok(true)
+        })
+    }
+
+    fn delete_untagged<'a>(&'a self, account_name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut ldap = self.0.admin().await;
+            let filter = format!("(sAMAccountName={})", ldap3::ldap_escape(account_name));
+            let (entries, _) = ldap
+                .search(&format!("OU=Managed,{}", self.0.base_dn), Scope::Subtree, &filter, vec!["1.1"])
+                .await?
+                .success()?;
+            for entry in entries {
+                ldap.delete(&SearchEntry::construct(entry).dn).await?.success()?;
+            }
+            Ok(())
+        })
+    }
 }
 
 fn group(id: &str, privileged: bool) -> pb::Entitlement {

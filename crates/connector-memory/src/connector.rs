@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use connector_kit::contract as pb;
-use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError};
+use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError, correlation};
 
 use crate::target::{MemoryTarget, StoredAccount};
 
@@ -118,6 +118,8 @@ impl Connector for MemoryConnector {
                 list: true,
                 unmanaged_entitlements: false,
                 credential_cutoff: false,
+                link: true,
+                scope_listing: true,
                 ..Default::default()
             }),
             credential_kinds: self.credential_kinds.clone(),
@@ -136,6 +138,8 @@ impl Connector for MemoryConnector {
                 .collect(),
             account_name_comparison: pb::ValueComparison::Exact as i32,
             limitations: vec!["in-memory reference target: state is lost when the process stops".into()],
+            correlation_attributes: ATTRIBUTES.iter().map(|(name, _)| (*name).to_owned()).collect(),
+            scope: "every account in the in-memory map".into(),
         }
     }
 
@@ -231,6 +235,45 @@ impl Connector for MemoryConnector {
         Ok(pb::ApplyResponse { changes, target_native_id: native_id, ..Default::default() })
     }
 
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Option<pb::AccountState>, ConnectorError> {
+        Ok(self.target.get(account_name).map(|stored| {
+            let mut state = self.state(&stored, false);
+            state.correlation_attributes = correlation::collect(correlation_attributes, &stored.account_name, |name| {
+                stored.attributes.get(name).cloned().into_iter().collect()
+            });
+            state
+        }))
+    }
+
+    async fn link(
+        &self,
+        command_id: &str,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        let account = desired.account.clone().unwrap_or_default();
+        let current = self.target.get(&account.account_name);
+        let state = current.as_ref().map(|stored| self.state(stored, false));
+        let step =
+            correlation::link_step(state.as_ref(), &account.account_name, &account.person_id, expected_fingerprint)?;
+        let mut changes = Vec::new();
+        if let (correlation::LinkStep::WriteKey, Some(mut stored)) = (step, current) {
+            stored.person_id = account.person_id.clone();
+            stored.changed_at = SystemTime::now();
+            self.target.put(&account.account_name, Some(stored));
+            self.target.journal(command_id, &account.account_name, "link", &account.person_id);
+            changes.push(change("link", &account.account_name));
+        }
+        let mut acknowledgement = self.apply(command_id, desired).await?;
+        changes.append(&mut acknowledgement.changes);
+        acknowledgement.changes = changes;
+        Ok(acknowledgement)
+    }
+
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {
         Ok(match self.owned(account)? {
             Some(stored) => self.state(&stored, self.target.faults().read_disagrees),
@@ -239,10 +282,16 @@ impl Connector for MemoryConnector {
     }
 
     fn list(&self, page_size: u32) -> AccountStream {
+        self.list_scope(page_size, &[])
+    }
+
+    fn list_scope(&self, page_size: u32, correlation_attributes: &[String]) -> AccountStream {
+        let requested: Arc<[String]> = correlation_attributes.into();
         let this = self.clone();
         let limit = page_size.max(1) as usize;
         Box::pin(futures::stream::unfold(Some(None::<String>), move |cursor| {
             let this = this.clone();
+            let requested = requested.clone();
             async move {
                 let after = cursor?;
                 let page = this.target.page(after.as_deref(), limit);
@@ -250,7 +299,16 @@ impl Connector for MemoryConnector {
                     return None;
                 }
                 let next = (page.len() == limit).then(|| page.last().map(|a| a.account_name.clone())).flatten();
-                let states = page.iter().map(|stored| this.state(stored, false)).collect();
+                let states = page
+                    .iter()
+                    .map(|stored| {
+                        let mut state = this.state(stored, false);
+                        state.correlation_attributes = correlation::collect(&requested, &stored.account_name, |name| {
+                            stored.attributes.get(name).cloned().into_iter().collect()
+                        });
+                        state
+                    })
+                    .collect();
                 Some((Ok(states), next.map(Some)))
             }
         }))

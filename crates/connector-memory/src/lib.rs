@@ -13,4 +13,4 @@ pub mod target;
 pub use backdoor::MemoryBackdoor;
 pub use config::MemoryConfig;
 pub use connector::MemoryConnector;
-pub use target::{Faults, MemoryTarget};
+pub use target::{Faults, MemoryTarget, StoredAccount};

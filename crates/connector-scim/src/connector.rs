@@ -17,6 +17,10 @@
 //!   the memberships unknown, an error, never a shorter list. Every requested
 //!   group is resolved before anything is written, and a user created in an
 //!   apply that then fails is deleted again, so nothing is half-written.
+//! - **Scope** (#17): `List` enumerates every `/Users` resource, users
+//!   without an `externalId` included with an empty key; a link sets
+//!   `externalId` on such a user (PATCH with `If-Match` where ETags are
+//!   supported) once its fingerprint is as the caller listed it.
 //! - **Credentials**: SCIM cannot list credentials. Revocation replaces the
 //!   password with a random value nobody keeps (where `changePassword` is
 //!   supported) and deactivation does the rest; read-back reports the
@@ -28,7 +32,7 @@ use std::sync::Arc;
 
 use connector_kit::contract as pb;
 use connector_kit::validate::printable;
-use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError};
+use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError, correlation};
 use futures::{StreamExt, TryStreamExt};
 use rand::Rng;
 use serde_json::{Map, Value, json};
@@ -71,6 +75,24 @@ pub const ATTRIBUTES: [(&str, AttributeSlot, pb::ValueComparison); 7] = [
     ("department", AttributeSlot::Department, pb::ValueComparison::Exact),
     ("employee_number", AttributeSlot::EmployeeNumber, pb::ValueComparison::Exact),
 ];
+
+/// The SCIM attributes `List` can report for correlation.
+pub const CORRELATION_ATTRIBUTES: [&str; 6] =
+    ["userName", "emails", "displayName", "name.givenName", "name.familyName", "employeeNumber"];
+
+/// The values of one correlation attribute of `user`.
+fn correlation_values(user: &ScimUser, attribute: &str) -> Vec<String> {
+    let one = |value: Option<&str>| value.map(str::to_owned).into_iter().collect();
+    match attribute {
+        "userName" => vec![user.user_name.clone()],
+        "emails" => user.emails.iter().flatten().filter_map(|e| e.value.clone()).collect(),
+        "displayName" => one(user.display_name.as_deref()),
+        "name.givenName" => one(user.name.as_ref().and_then(|n| n.given_name.as_deref())),
+        "name.familyName" => one(user.name.as_ref().and_then(|n| n.family_name.as_deref())),
+        "employeeNumber" => one(user.enterprise.as_ref().and_then(|e| e.employee_number.as_deref())),
+        _ => Vec::new(),
+    }
+}
 
 /// The PATCH path of the work email entry.
 const WORK_EMAIL_FILTER_PATH: &str = "emails[type eq \"work\"]";
@@ -254,22 +276,77 @@ impl ScimConnector {
 
     /// The user named by `account`, if it exists and carries its person id.
     async fn find_user(&self, account: &pb::AccountRef) -> Result<Option<ScimUser>, ConnectorError> {
-        let filter = format!("userName eq {}", filter_string(&account.account_name));
+        let user = self.find_user_named(&account.account_name).await?;
+        if let Some(user) = &user {
+            check_owner(user, account)?;
+        }
+        Ok(user)
+    }
+
+    /// The user named `account_name`, whoever's it is.
+    async fn find_user_named(&self, account_name: &str) -> Result<Option<ScimUser>, ConnectorError> {
+        let filter = format!("userName eq {}", filter_string(account_name));
         let page = self.inner.target.search::<ScimUser>("/Users", Some(&filter), None, &PageStart::Index(1), 2).await?;
         let mut found: Vec<ScimUser> =
-            page.resources.into_iter().filter(|u| same_name(&u.user_name, &account.account_name)).collect();
+            page.resources.into_iter().filter(|u| same_name(&u.user_name, account_name)).collect();
         match found.len() {
             0 => Ok(None),
-            1 => {
-                let user = found.remove(0);
-                check_owner(&user, account)?;
-                Ok(Some(user))
-            }
+            1 => Ok(Some(found.remove(0))),
             _ => Err(ConnectorError::conflict(format!(
                 "several users are named {:?} on the service provider",
-                printable(&account.account_name)
+                printable(account_name)
             ))),
         }
+    }
+
+    /// The user named `account_name`, whoever's it is, and its state as
+    /// `List` shows it with the requested correlation attributes.
+    async fn scope_user(
+        &self,
+        account_name: &str,
+        requested: &[String],
+    ) -> Result<Option<(ScimUser, pb::AccountState)>, ConnectorError> {
+        let provider = self.provider_for_changes().await?;
+        let Some(user) = self.find_user_named(account_name).await? else { return Ok(None) };
+        let mut state = self.state(&user, self.groups_of(&provider, &user.id).await?);
+        state.correlation_attributes =
+            correlation::collect(requested, &user.user_name, |a| correlation_values(&user, a));
+        Ok(Some((user, state)))
+    }
+
+    /// Sets `externalId` on the untagged user `desired` names, as the caller
+    /// listed it, then converges it.
+    async fn link_user(
+        &self,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        let provider = self.provider_for_changes().await?;
+        let account = desired.account.clone().unwrap_or_default();
+        let found = self.scope_user(&account.account_name, &[]).await?;
+        let (user, state) = found.map_or((None, None), |(user, state)| (Some(user), Some(state)));
+        let step =
+            correlation::link_step(state.as_ref(), &account.account_name, &account.person_id, expected_fingerprint)?;
+        let mut changes = Vec::new();
+        if let (correlation::LinkStep::WriteKey, Some(user)) = (step, &user) {
+            if !provider.patch {
+                return Err(ConnectorError::unsupported("the service provider does not support PATCH"));
+            }
+            let operation = json!({ "op": "replace", "path": "externalId", "value": account.person_id });
+            let if_match = if provider.etag { user.version() } else { None };
+            self.inner.target.patch("/Users", &user.id, vec![operation], if_match).await.map_err(|error| {
+                if error.status() == Some(412) {
+                    ConnectorError::conflict("the user changed on the service provider while it was being linked")
+                } else {
+                    error.into()
+                }
+            })?;
+            changes.push(change("link", account.account_name.clone()));
+        }
+        let mut acknowledgement = self.apply_present(desired, &account).await?;
+        changes.append(&mut acknowledgement.changes);
+        acknowledgement.changes = changes;
+        Ok(acknowledgement)
     }
 
     /// The group named `display_name`, if it exists.
@@ -636,6 +713,8 @@ impl Connector for ScimConnector {
                 list: true,
                 unmanaged_entitlements: false,
                 credential_cutoff: false,
+                link: true,
+                scope_listing: true,
                 ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
@@ -668,14 +747,16 @@ impl Connector for ScimConnector {
                 "a revocation re-applied to an account that is already inactive changes nothing, so a password \
                  set directly on the service provider meanwhile is not replaced (SCIM never returns passwords)"
                     .into(),
-                "the correlation key is externalId: List enumerates every user carrying one, and a user renamed \
-                 on the source (same person, new userName) is not found under its old name"
+                "the correlation key is externalId: List enumerates every user (those without one with an empty \
+                 key), and a user renamed on the source (same person, new userName) is not found under its old name"
                     .into(),
                 "group memberships are read with the filter members[value eq id], so filters are required".into(),
                 "without RFC 9865 cursor pagination, List pages by startIndex and may skip or repeat users \
                  created or deleted while it runs"
                     .into(),
             ],
+            correlation_attributes: CORRELATION_ATTRIBUTES.iter().map(|a| (*a).to_owned()).collect(),
+            scope: "every /Users resource of the service provider".into(),
         }
     }
 
@@ -696,6 +777,25 @@ impl Connector for ScimConnector {
         }
     }
 
+    #[tracing::instrument(name = "scim.link", skip_all, fields(command_id = command_id))]
+    async fn link(
+        &self,
+        command_id: &str,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        self.link_user(desired, expected_fingerprint).await
+    }
+
+    #[tracing::instrument(name = "scim.find", skip_all)]
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Option<pb::AccountState>, ConnectorError> {
+        Ok(self.scope_user(account_name, correlation_attributes).await?.map(|(_, state)| state))
+    }
+
     #[tracing::instrument(name = "scim.read", skip_all)]
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {
         let provider = self.provider_for_changes().await?;
@@ -709,6 +809,11 @@ impl Connector for ScimConnector {
     }
 
     fn list(&self, page_size: u32) -> AccountStream {
+        self.list_scope(page_size, &[])
+    }
+
+    fn list_scope(&self, page_size: u32, correlation_attributes: &[String]) -> AccountStream {
+        let requested: Arc<[String]> = correlation_attributes.into();
         enum Position {
             Start,
             Next(PageStart),
@@ -717,6 +822,7 @@ impl Connector for ScimConnector {
         let this = self.clone();
         Box::pin(futures::stream::try_unfold(Position::Start, move |position| {
             let this = this.clone();
+            let requested = requested.clone();
             async move {
                 let provider = this.service_provider().await?;
                 let start = match position {
@@ -727,8 +833,7 @@ impl Connector for ScimConnector {
                 };
                 let asked = if page_size == 0 { this.inner.page_size } else { page_size };
                 let count = asked.min(provider.page_cap()).max(1);
-                let filter = provider.filter.then_some("externalId pr");
-                let page = this.inner.target.search::<ScimUser>("/Users", filter, None, &start, count).await?;
+                let page = this.inner.target.search::<ScimUser>("/Users", None, None, &start, count).await?;
                 let fetched = page.resources.len() as u64;
                 let next = match start {
                     PageStart::Cursor(_) => match page.next_cursor.filter(|c| !c.is_empty()) {
@@ -740,14 +845,16 @@ impl Connector for ScimConnector {
                     }
                     PageStart::Index(_) => Position::Done,
                 };
-                let users =
-                    page.resources.into_iter().filter(|u| u.external_id.as_deref().is_some_and(|e| !e.is_empty()));
                 let this_ref = &this;
                 let provider_ref = &provider;
-                let states: Vec<pb::AccountState> = futures::stream::iter(users)
+                let requested_ref = &requested;
+                let states: Vec<pb::AccountState> = futures::stream::iter(page.resources)
                     .map(|user| async move {
                         let groups = this_ref.groups_of(provider_ref, &user.id).await?;
-                        Ok::<_, ConnectorError>(this_ref.state(&user, groups))
+                        let mut state = this_ref.state(&user, groups);
+                        state.correlation_attributes =
+                            correlation::collect(requested_ref, &user.user_name, |a| correlation_values(&user, a));
+                        Ok::<_, ConnectorError>(state)
                     })
                     .buffered(this.inner.list_concurrency)
                     .try_collect()

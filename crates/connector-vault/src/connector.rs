@@ -27,6 +27,11 @@
 //!   is incomplete, and the coordinator does not mark revocation verified.
 //!   Every managed user gets `token_ttl` / `token_max_ttl`, which bound how
 //!   long such a token can live.
+//! - **Scope** (#17): every userpass user of the mount, and every record.
+//!   `List` shows a user without a record with an empty key (its policies,
+//!   its password); a link writes the record (person id, the user's current
+//!   policies, enabled) once the user is as the caller listed it, then
+//!   converges it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,7 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use connector_kit::contract as pb;
 use connector_kit::validate::printable;
-use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError};
+use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError, correlation};
 use rand::Rng;
 use tokio::sync::Mutex;
 
@@ -517,6 +522,72 @@ impl VaultConnector {
         })
     }
 
+    /// A userpass user without a record, as `List` shows it (empty key).
+    fn untagged_state(
+        &self,
+        name: &UserName,
+        user: &UserEntry,
+        holders: Option<&BTreeMap<String, Vec<String>>>,
+    ) -> pb::AccountState {
+        let unmanaged = AccountRecord {
+            person_id: String::new(),
+            policies: user.policies.clone(),
+            enabled: true,
+            managed_by: String::new(),
+            changed_at: 0,
+        };
+        self.state(name, &unmanaged, Some(user), holders)
+    }
+
+    /// The account named `name` in the scope (a record, a user, or both),
+    /// whoever's it is, as `List` shows it; with the user.
+    async fn scope_account(
+        &self,
+        name: &UserName,
+        requested: &[String],
+    ) -> Result<Option<(Option<UserEntry>, pb::AccountState)>, ConnectorError> {
+        let (record, user) = tokio::try_join!(self.target.read_record(name), self.target.read_user(name))?;
+        let holders = self.live_tokens().await?;
+        let mut state = match (&record, &user) {
+            (Some(record), user) => self.state(name, record, user.as_ref(), holders.as_ref()),
+            (None, Some(user)) => self.untagged_state(name, user, holders.as_ref()),
+            (None, None) => return Ok(None),
+        };
+        state.correlation_attributes = correlation::collect(requested, name.as_str(), |_| Vec::new());
+        Ok(Some((user, state)))
+    }
+
+    /// Writes the record of the userpass user `desired` names, which has
+    /// none, as the caller listed it, then converges it.
+    async fn link_user(
+        &self,
+        name: &UserName,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        let account = desired.account.clone().unwrap_or_default();
+        let found = self.scope_account(name, &[]).await?;
+        let (user, state) = found.map_or((None, None), |(user, state)| (user, Some(state)));
+        let step =
+            correlation::link_step(state.as_ref(), &account.account_name, &account.person_id, expected_fingerprint)?;
+        let mut changes = Vec::new();
+        if let (correlation::LinkStep::WriteKey, Some(user)) = (step, &user) {
+            let record = AccountRecord {
+                person_id: account.person_id.clone(),
+                policies: user.policies.clone(),
+                enabled: true,
+                managed_by: MANAGED_BY.into(),
+                changed_at: now_seconds(),
+            };
+            self.target.write_record(name, &record).await?;
+            changes.push(change("link", name.as_str()));
+        }
+        let mut acknowledgement = self.apply_present(name, desired, &account.person_id).await?;
+        changes.append(&mut acknowledgement.changes);
+        acknowledgement.changes = changes;
+        Ok(acknowledgement)
+    }
+
     /// The account as the server shows it; `holders` are the live tokens by
     /// login path where they can be enumerated.
     fn state(
@@ -621,6 +692,8 @@ impl Connector for VaultConnector {
                 list: true,
                 unmanaged_entitlements: false,
                 credential_cutoff: false,
+                link: true,
+                scope_listing: true,
                 ..Default::default()
             }),
             credential_kinds: self.credential_kinds(),
@@ -642,6 +715,8 @@ impl Connector for VaultConnector {
             attributes: Vec::new(),
             account_name_comparison: pb::ValueComparison::CaseInsensitive as i32,
             limitations: self.limitations(),
+            scope: format!("every user of the userpass mount {}", self.target.userpass_mount()),
+            ..Default::default()
         }
     }
 
@@ -678,6 +753,28 @@ impl Connector for VaultConnector {
         result
     }
 
+    async fn link(
+        &self,
+        command_id: &str,
+        desired: &pb::DesiredAccount,
+        expected_fingerprint: &str,
+    ) -> Result<pb::ApplyResponse, ConnectorError> {
+        let account = desired.account.clone().unwrap_or_default();
+        let name = Self::user_name("desired.account.account_name", &account)?;
+        tracing::debug!(command_id, user = %name, "linking an existing userpass user");
+        self.link_user(&name, desired, expected_fingerprint).await
+    }
+
+    async fn find_in_scope(
+        &self,
+        account_name: &str,
+        correlation_attributes: &[String],
+    ) -> Result<Option<pb::AccountState>, ConnectorError> {
+        let name = UserName::parse(account_name)
+            .map_err(|message| ConnectorError::invalid_argument("account_name", message))?;
+        Ok(self.scope_account(&name, correlation_attributes).await?.map(|(_, state)| state))
+    }
+
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {
         let name = Self::user_name("account.account_name", account)?;
         let (record, user) = self.owned(&name, &account.person_id).await?;
@@ -689,31 +786,40 @@ impl Connector for VaultConnector {
     }
 
     fn list(&self, page_size: u32) -> AccountStream {
+        self.list_scope(page_size, &[])
+    }
+
+    fn list_scope(&self, page_size: u32, correlation_attributes: &[String]) -> AccountStream {
+        let requested: Arc<[String]> = correlation_attributes.into();
         let limit = page_size.max(1) as usize;
         let this = self.clone();
         Box::pin(futures::stream::unfold(
             (this, None::<std::vec::IntoIter<String>>, false),
-            move |(this, names, done)| async move {
-                if done {
-                    return None;
+            move |(this, names, done)| {
+                let requested = requested.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    let mut names = match names {
+                        Some(names) => names,
+                        None => match tokio::try_join!(this.target.list_records(), this.target.list_users()) {
+                            Ok((records, users)) => {
+                                // Every record and every user, each name once.
+                                let all: BTreeSet<String> = records.into_iter().chain(users).collect();
+                                all.into_iter().collect::<Vec<_>>().into_iter()
+                            }
+                            Err(error) => return Some((Err(error.into()), (this, None, true))),
+                        },
+                    };
+                    let batch: Vec<String> = names.by_ref().take(limit).collect();
+                    if batch.is_empty() {
+                        return None;
+                    }
+                    let page = this.page(&batch, &requested).await;
+                    let failed = page.is_err();
+                    Some((page, (this, Some(names), failed)))
                 }
-                let mut names = match names {
-                    Some(names) => names,
-                    None => match this.target.list_records().await {
-                        Ok(mut all) => {
-                            all.sort();
-                            all.into_iter()
-                        }
-                        Err(error) => return Some((Err(error.into()), (this, None, true))),
-                    },
-                };
-                let batch: Vec<String> = names.by_ref().take(limit).collect();
-                if batch.is_empty() {
-                    return None;
-                }
-                let page = this.page(&batch).await;
-                let failed = page.is_err();
-                Some((page, (this, Some(names), failed)))
             },
         ))
     }
@@ -721,7 +827,7 @@ impl Connector for VaultConnector {
 
 impl VaultConnector {
     /// One page of `List`: the states of the accounts named by `names`.
-    async fn page(&self, names: &[String]) -> Result<Vec<pb::AccountState>, ConnectorError> {
+    async fn page(&self, names: &[String], requested: &[String]) -> Result<Vec<pb::AccountState>, ConnectorError> {
         let holders = self.live_tokens().await?;
         let mut states = Vec::with_capacity(names.len());
         for raw in names {
@@ -730,9 +836,13 @@ impl VaultConnector {
                 continue;
             };
             let (record, user) = tokio::try_join!(self.target.read_record(&name), self.target.read_user(&name))?;
-            if let Some(record) = record {
-                states.push(self.state(&name, &record, user.as_ref(), holders.as_ref()));
-            }
+            let mut state = match (&record, &user) {
+                (Some(record), user) => self.state(&name, record, user.as_ref(), holders.as_ref()),
+                (None, Some(user)) => self.untagged_state(&name, user, holders.as_ref()),
+                (None, None) => continue,
+            };
+            state.correlation_attributes = correlation::collect(requested, name.as_str(), |_| Vec::new());
+            states.push(state);
         }
         Ok(states)
     }

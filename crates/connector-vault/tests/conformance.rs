@@ -37,6 +37,28 @@ impl Backdoor for DirectPolicyGrant {
             Ok(())
         })
     }
+
+    fn create_untagged<'a>(&'a self, account_name: &'a str, _mail: &'a str) -> BoxFuture<'a, anyhow::Result<bool>> {
+        Box::pin(async move {
+            let name = UserName::parse(account_name).map_err(anyhow::Error::msg)?;
+            let write = UserWrite {
+                password: Some(format!("Hand-made-{account_name}")),
+                policies: Vec::new(),
+                token_ttl: self.token_ttl,
+                token_max_ttl: self.token_max_ttl,
+            };
+            self.target.write_user(&name, &write).await?;
+            Ok(true)
+        })
+    }
+
+    fn delete_untagged<'a>(&'a self, account_name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let name = UserName::parse(account_name).map_err(anyhow::Error::msg)?;
+            self.target.delete_user(&name).await?;
+            Ok(())
+        })
+    }
 }
 
 async fn target() -> ConformanceTarget {

@@ -291,7 +291,9 @@ impl Lifecycle for LifecycleService {
     /// `admin`, a remediating run `admin`), then streams what
     /// [`crate::reconcile::reconcile`] reports.
     async fn reconcile(&self, request: Request<pb::ReconcileRequest>) -> Result<Response<ReconcileStream>, Status> {
-        let method = if request.get_ref().remediate { Method::Reconcile } else { Method::ReconcileReport };
+        let changes =
+            request.get_ref().remediate || request.get_ref().link_unlinked || !request.get_ref().links.is_empty();
+        let method = if changes { Method::Reconcile } else { Method::ReconcileReport };
         let caller = self.gate.check(&request, method).await?;
         let request = request.into_inner();
         let reconcile_request = crate::reconcile::ReconcileRequest {
@@ -299,6 +301,9 @@ impl Lifecycle for LifecycleService {
             remediate: request.remediate,
             person_id_prefix: request.person_id_prefix,
             trigger: crate::reconcile::Trigger::OnDemand { principal: caller.principal },
+            link_unlinked: request.link_unlinked,
+            links: request.links,
+            account_name_prefix: request.account_name_prefix,
         };
         let engine = self.engine.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -345,5 +350,15 @@ impl Lifecycle for LifecycleService {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    /// Thin: `admin` only; see [`crate::baseline`].
+    async fn load_identities(
+        &self,
+        request: Request<pb::LoadIdentitiesRequest>,
+    ) -> Result<Response<pb::LoadIdentitiesResponse>, Status> {
+        let caller = self.gate.check(&request, Method::LoadIdentities).await?;
+        let response = crate::baseline::load(&self.engine, request.get_ref(), &caller.principal).await?;
+        Ok(Response::new(response))
     }
 }

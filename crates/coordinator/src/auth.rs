@@ -103,6 +103,8 @@ pub enum Method {
     Reconcile,
     /// Reading reconciliation reports.
     ReconcileReport,
+    /// `LoadIdentities` (the baseline).
+    LoadIdentities,
 }
 
 impl Method {
@@ -120,6 +122,7 @@ impl Method {
             Self::ListOverdue => "ListOverdue",
             Self::Reconcile => "Reconcile",
             Self::ReconcileReport => "ReconcileReport",
+            Self::LoadIdentities => "LoadIdentities",
         }
     }
 
@@ -132,7 +135,7 @@ impl Method {
             Self::Plan => &[Source, Auditor, Admin],
             Self::Approve | Self::Reject => &[Approver, Admin],
             Self::ExportEvidence | Self::VerifyAudit | Self::ListOverdue | Self::ReconcileReport => &[Auditor, Admin],
-            Self::Reconcile => &[Admin],
+            Self::Reconcile | Self::LoadIdentities => &[Admin],
         }
     }
 }

@@ -1440,6 +1440,32 @@ impl TaskRun {
                 self.lease_lost = true;
                 return Outcome::Done;
             }
+            // A joiner meeting an existing account without a key (#17).
+            Err(error) if error.kind == ErrorKind::Conflict => {
+                let store = self.inner.store.as_ref();
+                match crate::adoption::joiner_conflict(&self.inner.policy, store, &runtime.client, &self.task).await {
+                    crate::adoption::JoinerConflict::Link(link) => {
+                        let request = pb::ApplyRequest {
+                            command_id: self.task.command_id.clone(),
+                            desired: Some(desired.clone()),
+                            link: Some(link),
+                            lease_epoch,
+                            ..Default::default()
+                        };
+                        let apply = runtime.client.apply_request(request);
+                        match crate::tracing_context::connector_call(&target, "apply", apply).await {
+                            Ok(ack) => ack,
+                            Err(error) => return self.connector_error("link", error).await,
+                        }
+                    }
+                    crate::adoption::JoinerConflict::Refuse(message) => {
+                        self.error_kind = error.kind.as_str();
+                        self.failed_attempt(message, false, None).await;
+                        return Outcome::Done;
+                    }
+                    crate::adoption::JoinerConflict::NotAdoption => return self.connector_error("apply", error).await,
+                }
+            }
             Err(error) => return self.connector_error("apply", error).await,
         };
         self.task.state = TaskState::Acknowledged;

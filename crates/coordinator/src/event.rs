@@ -61,7 +61,7 @@ pub fn valid_attribute_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
-fn check_identifier(field: &str, value: &str, max: usize) -> Result<(), InvalidEvent> {
+pub(crate) fn check_identifier(field: &str, value: &str, max: usize) -> Result<(), InvalidEvent> {
     if value.is_empty() {
         return Err(invalid(field, "is required"));
     }

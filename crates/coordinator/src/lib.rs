@@ -1,17 +1,23 @@
 //! The Lifecycle Mesh coordinator.
 //!
+//! - [`adoption`]: linking an account without a key to a person (or into
+//!   custody), read back and audited;
 //! - [`policy`]: policy as code (source of truth, targets, workflows) and its
 //!   checker, which reports every error with its path;
 //! - [`planner`]: the pure, deterministic planner (person, policy) -> desired
 //!   state per target, with a plan hash;
 //! - [`store`]: durable storage behind a backend-neutral trait, SQLite by
 //!   default, with the audit hash chain;
+//! - [`correlation`]: correlation rules and situations of accounts that
+//!   existed before the mesh (linked, unlinked, unmatched, disputed,
+//!   foreign key);
 //! - [`claims`]: task claims with leases for several replicas on PostgreSQL;
 //! - [`engine`]: durable propagation: ordering per person, approvals,
 //!   dispatch, acknowledgement, read-back, retries, deadlines;
 //! - [`api`]: the `jml.v1.Lifecycle` gRPC service;
 //! - [`auth`]: authentication (bearer tokens, client certificates) and
 //!   role-based authorisation of its callers, refusals audited;
+//! - [`baseline`]: identity records loaded without provisioning;
 //! - [`server`]: the coordinator's gRPC server (health, reflection, graceful
 //!   shutdown);
 //! - [`evidence`]: status and evidence documents;
@@ -21,9 +27,12 @@
 //! - [`tracing_context`]: one OpenTelemetry trace per lifecycle event (root,
 //!   plan, approval wait, dispatch per target, connector calls).
 
+pub mod adoption;
 pub mod api;
 pub mod auth;
+pub mod baseline;
 pub mod claims;
+pub mod correlation;
 pub mod credentials;
 pub mod engine;
 pub mod event;

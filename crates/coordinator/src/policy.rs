@@ -108,6 +108,11 @@ pub struct TargetSpec {
     /// often the coordinator runs it. Absent: on demand only, report only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<ReconcileSpec>,
+    /// Correlation of accounts without a correlation key (rules, automatic
+    /// linking, unmatched accounts); see [`crate::correlation`]. Absent:
+    /// such accounts are reported unmatched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<crate::correlation::CorrelationSpec>,
 }
 
 /// What a reconciliation run does with the drift it finds on a target.
@@ -534,6 +539,7 @@ fn check(file: &PolicyFile, declared_targets: &BTreeSet<String>, issues: &mut Ve
         for (name, template) in &target.attributes {
             check_template(format!("{path}.attributes.{name}"), template, &mut issue);
         }
+        crate::correlation::check_spec(&path, target, &attributes, &mut issue);
     }
     for (group, members) in &file.approvers {
         if members.is_empty() {

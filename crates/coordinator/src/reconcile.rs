@@ -30,8 +30,19 @@
 //!    class, the remediation events) in the audit chain, naming the
 //!    principal or `schedule`; metrics per target and class.
 //!
+//! Accounts without a correlation key (the connector lists its whole scope)
+//! are not drift classes: [`crate::correlation`] names their situation
+//! (unlinked, unmatched, disputed; keyed accounts are linked or foreign key),
+//! the report lists them privileged first, and [`crate::adoption`] links
+//! them where asked (`--link`, a report's links, or `adopt: correlated` in
+//! remediating runs) and takes unmatched ones into custody to disable them
+//! (`on_unmatched: disable`, remediating runs). With a person-id prefix only
+//! accounts correlating to a person in it are considered.
+//!
 //! Memory: one listed page, the set of listed person ids, one page of
-//! identity records, and the drift found (with what remediation needs).
+//! identity records, and the drift found (with what remediation needs);
+//! with correlation rules, the index of the rules' values over every
+//! identity record and the findings.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
@@ -48,6 +59,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::adoption::{LinkOrder, LinkRecord};
+use crate::correlation::{
+    Adopt, Correlation, CorrelationIndex, Finding, OnUnmatched, Situation, SituationCounts, UNMATCHED_KEY_PREFIX,
+};
 use crate::engine::{Engine, EngineError};
 use crate::event::{ValidEvent, format_time, kind_name, kind_to_proto, now_ms};
 use crate::planner::{PlanInput, plan};
@@ -93,6 +108,12 @@ pub struct ReconcileRequest {
     pub person_id_prefix: String,
     /// Who asked.
     pub trigger: Trigger,
+    /// Link every unlinked account this run finds (admin).
+    pub link_unlinked: bool,
+    /// Link these accounts as an earlier report showed them (admin).
+    pub links: Vec<pb::AccountLink>,
+    /// Only accounts without a key whose name starts with this.
+    pub account_name_prefix: String,
 }
 
 /// Progress of a run, for a progress bar.
@@ -154,8 +175,34 @@ pub struct TargetReport {
     /// People whose expected state could not be planned (e.g. an attribute
     /// the target's templates need is missing), with why.
     pub unplanned: Vec<String>,
-    /// Whether no drift was found.
+    /// Accounts without a key, and keyed accounts, by situation.
+    pub correlation: CorrelationReport,
+    /// Whether no drift was found (nor an unlinked, disputed or uncontained
+    /// unmatched account).
     pub clean: bool,
+}
+
+/// The correlation part of a report.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CorrelationReport {
+    /// Accounts by situation.
+    pub counts: SituationCounts,
+    /// Every account not linked, privileged first.
+    pub findings: Vec<Finding>,
+    /// Links made or refused by this run.
+    pub links: Vec<LinkRecord>,
+}
+
+/// What a run may do about accounts without a key.
+#[derive(Debug, Clone, Default)]
+pub struct Adoption {
+    /// Link every unlinked account found.
+    pub link_unlinked: bool,
+    /// Link these (an earlier report's).
+    pub links: Vec<pb::AccountLink>,
+    /// Only accounts without a key whose name starts with this
+    /// (case-insensitively).
+    pub account_name_prefix: String,
 }
 
 /// What remediating one account needs.
@@ -208,6 +255,7 @@ fn entitlement_keys(entitlements: &[pb::Entitlement]) -> BTreeSet<(String, Strin
 /// process-wide registry.
 struct ReconcileMetrics {
     drift: Family<DriftLabels, Gauge>,
+    situations: Family<SituationLabels, Gauge>,
     accounts: Family<TargetLabels, Gauge>,
     stale: Family<StaleLabels, Gauge>,
     last_clean: Family<TargetLabels, Gauge>,
@@ -217,6 +265,12 @@ struct ReconcileMetrics {
 struct DriftLabels {
     target: String,
     class: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SituationLabels {
+    target: String,
+    situation: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -236,6 +290,7 @@ impl ReconcileMetrics {
         METRICS.get_or_init(|| {
             let metrics = Self {
                 drift: Family::default(),
+                situations: Family::default(),
                 accounts: Family::default(),
                 stale: Family::default(),
                 last_clean: Family::default(),
@@ -244,6 +299,12 @@ impl ReconcileMetrics {
                 "jml_drift_accounts",
                 "Drift found by the last reconciliation, by target and class",
                 &metrics.drift,
+            );
+            connector_kit::metrics::register(
+                "jml_correlation_accounts",
+                "Accounts by correlation situation (linked, unlinked, unmatched, disputed, foreign_key) in the last \
+                 reconciliation of the target",
+                &metrics.situations,
             );
             connector_kit::metrics::register(
                 "jml_accounts",
@@ -270,6 +331,11 @@ impl ReconcileMetrics {
         for (class, count) in &report.counts.by_class {
             self.drift
                 .get_or_create(&DriftLabels { target: target.clone(), class: (*class).to_owned() })
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+        for (situation, count) in &report.correlation.counts.by_situation {
+            self.situations
+                .get_or_create(&SituationLabels { target: target.clone(), situation: (*situation).to_owned() })
                 .set(i64::try_from(*count).unwrap_or(i64::MAX));
         }
         self.accounts
@@ -317,6 +383,11 @@ pub async fn reconcile(
                 request.remediate,
                 &request.person_id_prefix,
                 &request.trigger,
+                &Adoption {
+                    link_unlinked: request.link_unlinked,
+                    links: request.links.iter().filter(|l| l.target_id == target_id).cloned().collect(),
+                    account_name_prefix: request.account_name_prefix.clone(),
+                },
                 progress,
             )
             .await?,
@@ -333,6 +404,7 @@ pub async fn reconcile_target(
     remediate: bool,
     person_id_prefix: &str,
     trigger: &Trigger,
+    adoption: &Adoption,
     progress: &mpsc::Sender<Progress>,
 ) -> Result<TargetReport, EngineError> {
     let policy_action = engine
@@ -364,9 +436,11 @@ pub async fn reconcile_target(
             }),
         }])
         .await?;
-    let outcome = compare(engine, target_id, person_id_prefix, progress).await;
+    let keep_states = remediate || adoption.link_unlinked || !adoption.links.is_empty();
+    let outcome =
+        compare(engine, target_id, person_id_prefix, &adoption.account_name_prefix, keep_states, progress).await;
     let finished = now_ms();
-    let (counts, inactive, mut drift, fixes, unplanned) = match outcome {
+    let (counts, inactive, mut drift, fixes, unplanned, mut correlation) = match outcome {
         Ok(found) => found,
         Err(error) => {
             store
@@ -388,7 +462,11 @@ pub async fn reconcile_target(
             remediations.push(submit_fix(engine, &run_id, target_id, &person_id, fix, classes, trigger).await?);
         }
     }
-    let clean = counts.is_clean();
+    adopt(engine, &run_id, target_id, remediate, trigger, adoption, &mut correlation, &mut remediations).await?;
+    for finding in &mut correlation.findings {
+        finding.state = None;
+    }
+    let clean = counts.is_clean() && !correlation.findings.iter().any(Finding::is_drift);
     let report = TargetReport {
         run_id: run_id.clone(),
         target_id: target_id.to_owned(),
@@ -403,6 +481,7 @@ pub async fn reconcile_target(
         drift,
         remediations,
         unplanned,
+        correlation,
         clean,
     };
     store
@@ -422,6 +501,9 @@ pub async fn reconcile_target(
                 "stale_accounts": report.counts.stale_accounts,
                 "inactive_accounts": report.inactive_accounts,
                 "contained_orphans": report.counts.contained_orphans,
+                "situations": report.correlation.counts.by_situation,
+                "links": report.correlation.links.iter().filter(|l| l.linked()).count(),
+                "links_refused": report.correlation.links.iter().filter(|l| !l.linked()).count(),
                 "clean": report.clean,
                 "remediations": report.remediations.iter().map(|r| &r.event_id).collect::<Vec<_>>(),
             }),
@@ -431,19 +513,32 @@ pub async fn reconcile_target(
     Ok(report)
 }
 
-type Found = (DriftCounts, u64, Vec<Drift>, BTreeMap<String, (Fix, BTreeSet<&'static str>)>, Vec<String>);
+type Found =
+    (DriftCounts, u64, Vec<Drift>, BTreeMap<String, (Fix, BTreeSet<&'static str>)>, Vec<String>, CorrelationReport);
 
 /// Streams the listing, merges it with the expected state and classifies.
 async fn compare(
     engine: &Engine,
     target_id: &str,
     scope: &str,
+    account_prefix: &str,
+    keep_states: bool,
     progress: &mpsc::Sender<Progress>,
 ) -> Result<Found, EngineError> {
     let policy = engine.policy();
     let store = engine.store();
     let (client, description) = engine.target_connector(target_id).await?;
     let target_error = |message: String| EngineError::Target { target: target_id.to_owned(), message };
+    // Selecting accounts by name, any person may be theirs.
+    let index_scope = if account_prefix.is_empty() { scope } else { "" };
+    let index = correlation_index(engine, target_id, index_scope, &description).await?;
+    let mut correlation = CorrelationReport { counts: SituationCounts::new(), ..Default::default() };
+    let mut linked_persons: BTreeSet<String> = BTreeSet::new();
+    let list_request = pb::ListRequest {
+        page_size: LIST_PAGE,
+        correlation_attributes: index.as_ref().map(|(index, _)| index.requested_attributes()).unwrap_or_default(),
+        ..Default::default()
+    };
     let stale_after = policy
         .file
         .targets
@@ -461,13 +556,25 @@ async fn compare(
 
     // 1. The actual side, a page at a time, with a keyed lookup of the
     //    listed people's identity records.
-    let mut stream = client.list(LIST_PAGE).await.map_err(|e| target_error(e.to_string()))?;
+    let mut stream = client.list_request(list_request).await.map_err(|e| target_error(e.to_string()))?;
     while let Some(page) = stream.next().await {
         let page = page.map_err(|status| target_error(format!("List: {}", status.message())))?;
         let mut expected: HashMap<String, (pb::Plan, Box<IdentityRecord>, EventKindName)> = HashMap::new();
         let mut accounts = Vec::with_capacity(page.accounts.len());
         for state in page.accounts {
             let person_id = state.account.as_ref().map(|a| a.person_id.clone()).unwrap_or_default();
+            if person_id.is_empty() || person_id.starts_with(UNMATCHED_KEY_PREFIX) {
+                let name = state.account.as_ref().map(|a| a.account_name.to_lowercase()).unwrap_or_default();
+                if !name.starts_with(&account_prefix.to_lowercase()) {
+                    continue;
+                }
+                let scope = if account_prefix.is_empty() { scope } else { "" };
+                if let Some(finding) = correlate(index.as_ref(), &state, scope, keep_states) {
+                    correlation.counts.add(finding.situation);
+                    correlation.findings.push(finding);
+                }
+                continue;
+            }
             if !person_id.starts_with(scope) {
                 continue;
             }
@@ -495,13 +602,7 @@ async fn compare(
                 continue;
             }
             if let Some(identity) = identity {
-                let kind = if identity.has_left {
-                    EventKindName::Leaver
-                } else {
-                    store.event(&identity.event_id).await?.map(|e| e.kind).ok_or_else(|| {
-                        EngineError::NotFound(format!("event {:?} of an identity record", identity.event_id))
-                    })?
-                };
+                let kind = identity_kind(engine, &identity).await?;
                 match expected_plan(policy, &identity, kind, target_id) {
                     Ok(plan) => {
                         expected.insert(person_id.clone(), (plan, Box::new(identity), kind));
@@ -511,6 +612,13 @@ async fn compare(
                         continue;
                     }
                 }
+            }
+            let situation = if expected.contains_key(&person_id) { Situation::Linked } else { Situation::ForeignKey };
+            correlation.counts.add(situation);
+            if situation == Situation::Linked {
+                linked_persons.insert(person_id.clone());
+            } else {
+                correlation.findings.push(Finding::new(situation, &state, &person_id));
             }
             accounts.push(state);
         }
@@ -584,7 +692,299 @@ async fn compare(
         }
         let _ = progress.try_send(Progress { target_id: target_id.to_owned(), phase: "expected", done: checked });
     }
-    Ok((run.counts().clone(), inactive, drift, fixes, unplanned))
+    let before: Vec<Situation> = correlation.findings.iter().map(|f| f.situation).collect();
+    crate::correlation::dispute_duplicates(&mut correlation.findings, &linked_persons);
+    for (finding, was) in correlation.findings.iter().zip(before) {
+        if finding.situation != was {
+            *correlation.counts.by_situation.entry(was.as_str()).or_default() -= 1;
+            correlation.counts.add(finding.situation);
+        }
+    }
+    correlation.findings.sort_by(|a, b| {
+        b.privileged
+            .cmp(&a.privileged)
+            .then_with(|| situation_rank(a.situation).cmp(&situation_rank(b.situation)))
+            .then_with(|| a.account_name.cmp(&b.account_name))
+    });
+    Ok((run.counts().clone(), inactive, drift, fixes, unplanned, correlation))
+}
+
+/// Findings order after privilege: what most needs a look first.
+fn situation_rank(situation: Situation) -> u8 {
+    match situation {
+        Situation::Unmatched => 0,
+        Situation::ForeignKey => 1,
+        Situation::Disputed => 2,
+        Situation::Unlinked => 3,
+        Situation::Linked => 4,
+    }
+}
+
+/// The target's correlation rules, checked against its connector's
+/// `Describe` (a rule the connector cannot supply fails the run with the
+/// rule's path), with the index of their values over every identity record
+/// in `scope`. `None` when the target has no rules.
+async fn correlation_index(
+    engine: &Engine,
+    target_id: &str,
+    scope: &str,
+    description: &pb::DescribeResponse,
+) -> Result<Option<(CorrelationIndex, Vec<String>)>, EngineError> {
+    let policy = engine.policy();
+    let Some((position, target)) = policy.file.targets.iter().enumerate().find(|(_, t)| t.id == target_id) else {
+        return Ok(None);
+    };
+    let Some(spec) = &target.correlation else { return Ok(None) };
+    let issues = crate::correlation::check_against_describe(&format!("targets[{position}]"), spec, description);
+    if !issues.is_empty() {
+        let issues: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        return Err(EngineError::FailedPrecondition(format!(
+            "the policy's correlation rules do not fit the connector: {}",
+            issues.join("; ")
+        )));
+    }
+    let mut index = CorrelationIndex::new(spec, target);
+    let mut after = String::new();
+    loop {
+        let page = engine.store().identities_after(after.clone(), IDENTITY_PAGE).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = last.person_id.clone();
+        for (identity, _) in page.iter().filter(|(identity, _)| identity.person_id.starts_with(scope)) {
+            index.add(&identity.person_id, &identity.attributes);
+        }
+    }
+    // A run limited to one person (the command a refused joiner names)
+    // correlates that person by the latest attributes the coordinator has,
+    // even before an event of theirs was verified.
+    if !scope.is_empty()
+        && engine.store().identity(scope).await?.is_none()
+        && let Some(attributes) = engine.store().person_context(scope).await?.latest_attributes
+    {
+        index.add(scope, &attributes);
+    }
+    let rules = spec.rules.iter().enumerate().map(|(i, rule)| rule.describe(i, target)).collect();
+    Ok(Some((index, rules)))
+}
+
+/// The finding of one listed account without a person's key; `None` when a
+/// person-id prefix limits the run and the account correlates to nobody in
+/// it.
+fn correlate(
+    index: Option<&(CorrelationIndex, Vec<String>)>,
+    state: &pb::AccountState,
+    scope: &str,
+    keep_state: bool,
+) -> Option<Finding> {
+    let key = state.account.as_ref().map(|a| a.person_id.as_str()).unwrap_or_default();
+    let correlation = match (index, key.is_empty()) {
+        (Some((index, _)), true) => index.correlate(state),
+        _ => Correlation::Nobody,
+    };
+    let rule_text = |rule: usize| index.and_then(|(_, rules)| rules.get(rule).cloned());
+    let mut finding = match correlation {
+        Correlation::One { person_id, rule } => {
+            Finding { rule: rule_text(rule), ..Finding::new(Situation::Unlinked, state, &person_id) }
+        }
+        Correlation::Several { person_ids, rule } => Finding {
+            rule: rule_text(rule),
+            candidates: person_ids.iter().map(|p| p.to_string()).collect(),
+            ..Finding::new(Situation::Disputed, state, "")
+        },
+        Correlation::Nobody if !scope.is_empty() => return None,
+        Correlation::Nobody => Finding::new(Situation::Unmatched, state, key),
+    };
+    if keep_state && matches!(finding.situation, Situation::Unlinked | Situation::Unmatched) {
+        finding.state = Some(Box::new(state.clone()));
+    }
+    Some(finding)
+}
+
+/// Links what the run may link and takes into custody the unmatched
+/// accounts the policy disables, then submits the event converging each
+/// linked account (to the person's plan, or disabled and stripped).
+#[allow(clippy::too_many_arguments)]
+async fn adopt(
+    engine: &Engine,
+    run_id: &str,
+    target_id: &str,
+    remediate: bool,
+    trigger: &Trigger,
+    adoption: &Adoption,
+    correlation: &mut CorrelationReport,
+    remediations: &mut Vec<RemediationRecord>,
+) -> Result<(), EngineError> {
+    let spec = engine.policy().file.targets.iter().find(|t| t.id == target_id).and_then(|t| t.correlation.clone());
+    let auto_link = remediate && spec.as_ref().is_some_and(|s| s.adopt == Adopt::Correlated);
+    let disable_unmatched = remediate && spec.as_ref().is_some_and(|s| s.on_unmatched == OnUnmatched::Disable);
+    if !(auto_link || disable_unmatched || adoption.link_unlinked || !adoption.links.is_empty()) {
+        return Ok(());
+    }
+    let (client, description) = engine.target_connector(target_id).await?;
+    let store = engine.store().clone();
+    let principal = trigger.principal();
+    // (finding index, key to write, fingerprint to expect)
+    let mut orders: Vec<(usize, String, String)> = Vec::new();
+    for link in &adoption.links {
+        let current = correlation.findings.iter().position(|f| {
+            f.situation == Situation::Unlinked
+                && f.account_name.to_lowercase() == link.account_name.to_lowercase()
+                && f.person_id == link.person_id
+        });
+        match current {
+            Some(position) => orders.push((position, link.person_id.clone(), link.fingerprint.clone())),
+            None => correlation.links.push(
+                crate::adoption::refuse(
+                    store.as_ref(),
+                    run_id,
+                    target_id,
+                    principal,
+                    link,
+                    "the account is no longer unlinked to this person (it changed, was linked, or is disputed): \
+                     not linked, nothing written"
+                        .into(),
+                )
+                .await?,
+            ),
+        }
+    }
+    for (position, finding) in correlation.findings.iter().enumerate() {
+        let listed = orders.iter().any(|(p, _, _)| *p == position);
+        match finding.situation {
+            Situation::Unlinked if (adoption.link_unlinked || auto_link) && !listed => {
+                orders.push((position, finding.person_id.clone(), finding.fingerprint.clone()))
+            }
+            Situation::Unmatched if disable_unmatched && !finding.contained => {
+                let key = if finding.person_id.is_empty() {
+                    crate::correlation::unmatched_key(target_id, &finding.account_name)
+                } else {
+                    finding.person_id.clone()
+                };
+                orders.push((position, key, finding.fingerprint.clone()));
+            }
+            _ => {}
+        }
+    }
+    for (position, key, fingerprint) in orders {
+        let finding = &correlation.findings[position];
+        let Some(state) = finding.state.as_deref() else { continue };
+        let custody = key.starts_with(UNMATCHED_KEY_PREFIX);
+        let planned = if custody { None } else { planned_fix(engine, target_id, &key, state).await? };
+        if !custody {
+            let refusal = match &planned {
+                None => Some("no plan can be made for this person on this target".to_owned()),
+                Some(Fix::Planned { plan, .. }) => {
+                    let name = desired_of(plan).and_then(|d| d.account).map(|a| a.account_name).unwrap_or_default();
+                    let same = match pb::ValueComparison::try_from(description.account_name_comparison) {
+                        Ok(pb::ValueComparison::Exact) => name == finding.account_name,
+                        _ => name.to_lowercase() == finding.account_name.to_lowercase(),
+                    };
+                    (!same).then(|| {
+                        format!(
+                            "the policy names this person's account {name:?} on this target, not {:?}: accounts are \
+                             addressed by name, so it is not linked (rename it on the target, or fix the identity)",
+                            finding.account_name
+                        )
+                    })
+                }
+                Some(Fix::Orphan { .. }) => None,
+            };
+            if let Some(why) = refusal {
+                let link = pb::AccountLink {
+                    target_id: target_id.to_owned(),
+                    account_name: finding.account_name.clone(),
+                    person_id: key.clone(),
+                    fingerprint: fingerprint.clone(),
+                };
+                let refused = crate::adoption::refuse(store.as_ref(), run_id, target_id, principal, &link, why).await?;
+                correlation.links.push(LinkRecord { rule: finding.rule.clone(), ..refused });
+                continue;
+            }
+        }
+        let mut record = if custody && !finding.person_id.is_empty() {
+            // Already in custody (re-enabled since): no link, only the fix.
+            LinkRecord {
+                account_name: finding.account_name.clone(),
+                person_id: key.clone(),
+                rule: None,
+                outcome: "linked",
+                error: None,
+                convergence_event_id: None,
+            }
+        } else {
+            let order = LinkOrder {
+                run_id,
+                target_id,
+                principal,
+                state,
+                person_id: &key,
+                fingerprint: &fingerprint,
+                rule: finding.rule.clone(),
+            };
+            crate::adoption::link(store.as_ref(), &client, &description, order).await?
+        };
+        if record.linked() {
+            let account = pb::AccountRef { person_id: key.clone(), account_name: finding.account_name.clone() };
+            let fix = if custody {
+                Some((Fix::Orphan { account }, BTreeSet::from(["unmatched"])))
+            } else {
+                planned.map(|fix| (fix, BTreeSet::from(["unlinked"])))
+            };
+            if let Some((fix, classes)) = fix {
+                let remediation = submit_fix(engine, run_id, target_id, &key, fix, classes, trigger).await?;
+                record.convergence_event_id = Some(remediation.event_id.clone());
+                remediations.push(remediation);
+            }
+        }
+        correlation.links.push(record);
+    }
+    Ok(())
+}
+
+/// The fix converging a freshly linked account of `person_id` to the
+/// person's plan; `None` when the person's plan cannot be made (reported).
+async fn planned_fix(
+    engine: &Engine,
+    target_id: &str,
+    person_id: &str,
+    state: &pb::AccountState,
+) -> Result<Option<Fix>, EngineError> {
+    let identity = match engine.store().identity(person_id).await? {
+        Some(identity) => identity,
+        // A joiner whose event failed on this very account: the latest
+        // attributes the coordinator has (the identity record follows when
+        // the source sends the joiner again).
+        None => match engine.store().person_context(person_id).await?.latest_attributes {
+            Some(attributes) => IdentityRecord {
+                person_id: person_id.to_owned(),
+                attributes,
+                effective_at: now_ms(),
+                event_id: String::new(),
+                has_left: false,
+                targets: BTreeSet::new(),
+                updated_at: now_ms(),
+            },
+            None => return Ok(None),
+        },
+    };
+    let kind = identity_kind(engine, &identity).await?;
+    let Ok(plan) = expected_plan(engine.policy(), &identity, kind, target_id) else { return Ok(None) };
+    let want = desired_of(&plan).map(|d| entitlement_keys(&d.entitlements)).unwrap_or_default();
+    let have = entitlement_keys(&state.entitlements);
+    Ok(Some(Fix::Planned {
+        identity: Box::new(identity),
+        kind,
+        plan: Box::new(plan),
+        missing: want.difference(&have).cloned().collect(),
+    }))
+}
+
+/// The kind of the event behind an identity record: leaver when the person
+/// left; a baseline record (loaded without an event) is a joiner's.
+async fn identity_kind(engine: &Engine, identity: &IdentityRecord) -> Result<EventKindName, EngineError> {
+    if identity.has_left {
+        return Ok(EventKindName::Leaver);
+    }
+    Ok(engine.store().event(&identity.event_id).await?.map(|e| e.kind).unwrap_or(EventKindName::Joiner))
 }
 
 /// A remediation event id: the run, the target and a digest of the person
@@ -711,7 +1111,10 @@ pub fn spawn_schedules(engine: &Engine) -> Vec<tokio::task::JoinHandle<()>> {
                 if !engine.take_schedule_run(&format!("reconcile:{target_id}"), every).await {
                     continue;
                 }
-                match reconcile_target(&engine, &target_id, remediate, "", &Trigger::Schedule, &progress).await {
+                let adoption = Adoption::default();
+                match reconcile_target(&engine, &target_id, remediate, "", &Trigger::Schedule, &adoption, &progress)
+                    .await
+                {
                     Ok(report) => tracing::info!(
                         target = %target_id,
                         run = %report.run_id,

@@ -11,6 +11,7 @@
 //! residual risk (what may outlive a credential revocation is listed).
 //! Errors are one line on stderr.
 
+mod identities;
 mod reconcile;
 
 use std::collections::BTreeMap;
@@ -164,6 +165,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Identity records (the baseline).
+    Identities {
+        #[command(subcommand)]
+        command: IdentitiesCommand,
+    },
     /// List tasks past their propagation deadline.
     Overdue {
         /// Print JSON.
@@ -183,6 +189,35 @@ enum Command {
         #[arg(long, default_value = "")]
         person_prefix: String,
         /// Print the reports as JSON (no progress line).
+        #[arg(long)]
+        json: bool,
+        /// Link every unlinked account found (admin): the connector writes
+        /// the key, it is read back, and the account converges to the plan.
+        #[arg(long)]
+        link: bool,
+        /// Link the unlinked accounts a saved `--json` report shows, as it
+        /// showed them (an account changed since is refused).
+        #[arg(long, value_name = "REPORT")]
+        link_from: Option<std::path::PathBuf>,
+        /// Only accounts without a key whose name starts with this.
+        #[arg(long, default_value = "")]
+        account_prefix: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentitiesCommand {
+    /// Load identity records of people already employed without
+    /// provisioning anything (admin): JSON lines, or CSV when the file ends
+    /// in .csv, with a person_id column.
+    Load {
+        /// The file.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// The source of truth the records come from.
+        #[arg(long)]
+        source_system: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -710,17 +745,41 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Reconcile { target, remediate, person_prefix, json } => {
+        Command::Reconcile { target, remediate, person_prefix, json, link, link_from, account_prefix } => {
+            let links = match &link_from {
+                Some(path) => reconcile::links_from_report(path).map_err(bad_input)?,
+                None => Vec::new(),
+            };
             let mut client = connect(&cli.coordinator).await?;
             let request = pb::ReconcileRequest {
                 target_id: target.unwrap_or_default(),
                 remediate,
                 person_id_prefix: person_prefix,
+                link_unlinked: link,
+                links,
+                account_name_prefix: account_prefix,
             };
             let stream = client.reconcile(request).await.map_err(from_status)?.into_inner();
             let outcome = reconcile::run(stream, json, from_status).await?;
             if outcome.drift_found {
                 return Err(Failure { code: reconcile::DRIFT_FOUND, message: "drift found".into() });
+            }
+            Ok(())
+        }
+        Command::Identities { command: IdentitiesCommand::Load { file, source_system, json } } => {
+            let records = identities::read(&file, &source_system).map_err(bad_input)?;
+            let mut client = connect(&cli.coordinator).await?;
+            let (mut loaded, mut unchanged) = (0u64, 0u64);
+            for chunk in records.chunks(identities::CHUNK) {
+                let request = pb::LoadIdentitiesRequest { identities: chunk.to_vec() };
+                let response = client.load_identities(request).await.map_err(from_status)?.into_inner();
+                loaded += response.loaded;
+                unchanged += response.unchanged;
+            }
+            if json {
+                print_json(&json!({ "records": records.len(), "loaded": loaded, "unchanged": unchanged }));
+            } else {
+                println!("{} records: {loaded} loaded, {unchanged} unchanged (nothing provisioned)", records.len());
             }
             Ok(())
         }

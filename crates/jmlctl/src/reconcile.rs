@@ -4,6 +4,10 @@
 //! `--json` prints one JSON array of the per-target reports (nothing else on
 //! stdout). Exit code 4 when any target shows drift (0 when every target is
 //! clean; 1, 2, 3 as for every command).
+//!
+//! Accounts without a correlation key are shown by situation (unlinked,
+//! unmatched, disputed, foreign key), privileged first; `--link` links the
+//! unlinked ones, `--link-from REPORT` those a saved `--json` report shows.
 
 use std::io::IsTerminal;
 
@@ -88,6 +92,79 @@ fn print_report(report: &Value) {
     for line in report.get("unplanned").and_then(Value::as_array).into_iter().flatten() {
         println!("  not planned: {}", line.as_str().unwrap_or_default());
     }
+    print_correlation(report);
+}
+
+fn print_correlation(report: &Value) {
+    let Some(correlation) = report.get("correlation") else { return };
+    if let Some(counts) = correlation.pointer("/counts/by_situation").and_then(Value::as_object) {
+        let all: Vec<String> = counts.iter().map(|(situation, count)| format!("{situation} {count}")).collect();
+        println!("  accounts by situation: {}", all.join(", "));
+    }
+    for finding in correlation.get("findings").and_then(Value::as_array).into_iter().flatten() {
+        let privileged = finding.get("privileged").and_then(Value::as_bool).unwrap_or(false);
+        let person = match text(finding, "situation").as_str() {
+            "disputed" => format!(
+                "persons {}",
+                finding.get("candidates").and_then(Value::as_array).map_or(String::new(), |c| c
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "))
+            ),
+            _ => text(finding, "person_id"),
+        };
+        let rule = finding.get("rule").and_then(Value::as_str).map(|r| format!(" by {r}")).unwrap_or_default();
+        println!(
+            "  {:<11} {}{} ({person}){rule}",
+            text(finding, "situation"),
+            text(finding, "account_name"),
+            if privileged { " [privileged]" } else { "" },
+        );
+    }
+    for link in correlation.get("links").and_then(Value::as_array).into_iter().flatten() {
+        let event = link.get("convergence_event_id").and_then(Value::as_str);
+        println!(
+            "  link {} -> {}: {}{}{}",
+            text(link, "account_name"),
+            text(link, "person_id"),
+            text(link, "outcome"),
+            link.get("error").and_then(Value::as_str).map(|e| format!(" ({e})")).unwrap_or_default(),
+            event.map(|e| format!("; converging: jmlctl evidence {e}")).unwrap_or_default(),
+        );
+    }
+}
+
+/// The links a saved `jmlctl reconcile --json` report asks for: every
+/// unlinked account, with the fingerprint the report saw.
+pub fn links_from_report(path: &std::path::Path) -> Result<Vec<pb::AccountLink>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let reports: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a `reconcile --json` report: {e}", path.display()))?;
+    let reports = reports.as_array().ok_or_else(|| format!("{}: expected a JSON array of reports", path.display()))?;
+    let mut links = Vec::new();
+    for (index, report) in reports.iter().enumerate() {
+        let target_id = report
+            .get("target_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{}: report [{index}] has no target_id", path.display()))?;
+        for finding in report.pointer("/correlation/findings").and_then(Value::as_array).into_iter().flatten() {
+            if finding.get("situation").and_then(Value::as_str) != Some("unlinked") {
+                continue;
+            }
+            let field = |name: &str| finding.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+            links.push(pb::AccountLink {
+                target_id: target_id.to_owned(),
+                account_name: field("account_name"),
+                person_id: field("person_id"),
+                fingerprint: field("fingerprint"),
+            });
+        }
+    }
+    if links.is_empty() {
+        return Err(format!("{}: the report shows no unlinked account", path.display()));
+    }
+    Ok(links)
 }
 
 /// Runs the RPC, drives the progress line, prints the reports.

@@ -741,3 +741,7 @@ pub async fn unknown_entitlement_is_a_typed_error(target: &ConformanceTarget) ->
         Ok(Outcome::Passed)
     })
 }
+
+// After `with_cleanup!`, which it uses.
+mod adoption;
+pub use adoption::*;

@@ -85,6 +85,23 @@ pub trait Backdoor: Send + Sync {
         let _ = account;
         unsupported("delete an account")
     }
+
+    /// Creates an account named `account_name` directly on the target, in the
+    /// connector's scope, *without* a correlation key (an account made by
+    /// hand before the mesh), with `mail` as its mail where the target has
+    /// one. `Ok(false)` when this backdoor cannot; the scope and link cases
+    /// are then skipped.
+    fn create_untagged<'a>(&'a self, account_name: &'a str, mail: &'a str) -> BoxFuture<'a, anyhow::Result<bool>> {
+        let _ = (account_name, mail);
+        Box::pin(async { Ok(false) })
+    }
+
+    /// Deletes an account [`Backdoor::create_untagged`] made (cleanup when a
+    /// case failed before linking it).
+    fn delete_untagged<'a>(&'a self, account_name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        let _ = account_name;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A backdoor cannot make this kind of edit on its target.
@@ -272,7 +289,9 @@ macro_rules! conformance_tests {
             read_shows_enabled_changed_on_target,
             read_shows_credential_added_on_target,
             read_shows_person_id_changed_on_target,
-            read_shows_account_deleted_on_target
+            read_shows_account_deleted_on_target,
+            scope_lists_untagged_accounts,
+            link_takes_over_untagged_account
         );
     };
     (@cases $setup:path; $skips:tt; $($case:ident),+) => {

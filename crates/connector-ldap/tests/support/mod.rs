@@ -233,6 +233,35 @@ impl Backdoor for SlapdBackdoor {
             Ok(())
         })
     }
+
+    fn create_untagged<'a>(&'a self, account_name: &'a str, mail: &'a str) -> BoxFuture<'a, anyhow::Result<bool>> {
+        Box::pin(async move {
+            let dn = format!("uid={},{}", ldap3::dn_escape(account_name), self.0.people());
+            let mut ldap = self.0.admin().await;
+            ldap.add(
+                &dn,
+                vec![
+                    ("objectClass", HashSet::from(["inetOrgPerson"])),
+                    ("uid", HashSet::from([account_name])),
+                    ("cn", HashSet::from([account_name])),
+                    ("sn", HashSet::from(["Hand-made"])),
+                    ("mail", HashSet::from([mail])),
+                ],
+            )
+            .await?
+            .success()?;
+            Ok(true)
+        })
+    }
+
+    fn delete_untagged<'a>(&'a self, account_name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if let Some(dn) = self.0.account_dn(account_name).await {
+                self.0.admin().await.delete(&dn).await?.success()?;
+            }
+            Ok(())
+        })
+    }
 }
 
 fn group(id: &str, privileged: bool) -> pb::Entitlement {

@@ -237,6 +237,34 @@ impl Backdoor for ScimBackdoor {
             Ok(())
         })
     }
+
+    fn create_untagged<'a>(&'a self, account_name: &'a str, mail: &'a str) -> BoxFuture<'a, anyhow::Result<bool>> {
+        Box::pin(async move {
+            self.0
+                .post(
+                    "/Users",
+                    json!({
+                        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                        "userName": account_name,
+                        "emails": [{ "value": mail, "type": "work" }],
+                        "active": true,
+                    }),
+                )
+                .await;
+            Ok(true)
+        })
+    }
+
+    fn delete_untagged<'a>(&'a self, account_name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if let Some(user) = self.0.user_named(account_name).await
+                && let Some(id) = user["id"].as_str()
+            {
+                self.0.delete(&format!("/Users/{id}")).await;
+            }
+            Ok(())
+        })
+    }
 }
 
 impl ScimBackdoor {

@@ -10,6 +10,7 @@
 //! (`hash = sha256(prev_hash || canonical record)`) and batches concurrent
 //! writes into one transaction.
 
+pub mod baseline;
 pub mod postgres;
 mod reads;
 pub(crate) mod rows;
@@ -568,6 +569,13 @@ pub trait Store: Send + Sync + 'static {
     /// set it: the expected side of a reconciliation, paged so it is never
     /// held whole. Start with `after = ""`.
     fn identities_after(&self, after: String, limit: u32) -> StoreFuture<'_, Vec<(IdentityRecord, EventKindName)>>;
+    /// Loads baseline identity records ([`baseline`]) with their audit
+    /// records in one transaction; returns (loaded, unchanged).
+    fn load_identities(
+        &self,
+        records: Vec<baseline::BaselineIdentity>,
+        audit: Vec<AuditEntry>,
+    ) -> StoreFuture<'_, (u64, u64)>;
 }
 
 /// Walks the whole audit chain of a store.

@@ -127,11 +127,13 @@ enum WriteOp {
     MarkBreached { event_id: String, target_id: String, audit: AuditEntry },
     RecordApproval { approval: ApprovalRecord, audit: AuditEntry },
     AppendAudit { audit: Vec<AuditEntry> },
+    LoadIdentities { records: Vec<super::baseline::BaselineIdentity>, audit: Vec<AuditEntry> },
 }
 
 enum WriteResult {
     Inserted(InsertOutcome),
     Saved(Option<EventState>),
+    Loaded(u64, u64),
     Done,
 }
 
@@ -635,6 +637,11 @@ async fn apply_op(
             batch.audit.extend(audit.iter().cloned());
             Ok(WriteResult::Done)
         }
+        WriteOp::LoadIdentities { records, audit } => {
+            let (loaded, unchanged) = load_identities(conn, records).await?;
+            batch.audit.extend(audit.iter().cloned());
+            Ok(WriteResult::Loaded(loaded, unchanged))
+        }
         WriteOp::RecordApproval { approval, audit } => {
             let inserted = sqlx::query(
                 "INSERT INTO approvals (event_id, target_id, approver, decision, comment, at) \
@@ -725,6 +732,41 @@ pub async fn open_read_only(url: &str) -> Result<PgPool, StoreError> {
     Ok(PgPoolOptions::new().max_connections(1).connect_with(options).await?)
 }
 
+/// Writes baseline identity records (see [`super::baseline`]); returns
+/// (loaded, unchanged).
+async fn load_identities(
+    conn: &mut PgConnection,
+    records: &[super::baseline::BaselineIdentity],
+) -> Result<(u64, u64), StoreError> {
+    use super::baseline::{Decision, SELECT, UPSERT, baseline_event_id, decide};
+    let now = crate::event::now_ms();
+    let (mut loaded, mut unchanged) = (0u64, 0u64);
+    for record in records {
+        let stored = match sqlx::query(SELECT).bind(&record.person_id).fetch_optional(&mut *conn).await? {
+            Some(row) => Some((
+                row.try_get::<String, _>("event_id")?,
+                serde_json::from_str(&row.try_get::<String, _>("attributes")?).unwrap_or_default(),
+            )),
+            None => None,
+        };
+        match decide(stored, record) {
+            Decision::Keep => unchanged += 1,
+            Decision::Write => {
+                sqlx::query(UPSERT)
+                    .bind(&record.person_id)
+                    .bind(json(&record.attributes))
+                    .bind(baseline_event_id(&record.source_system))
+                    .bind(false)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                loaded += 1;
+            }
+        }
+    }
+    Ok((loaded, unchanged))
+}
+
 impl Store for PostgresStore {
     fn insert_event(
         &self,
@@ -771,6 +813,19 @@ impl Store for PostgresStore {
         Box::pin(async move {
             self.write(WriteOp::AppendAudit { audit }).await?;
             Ok(())
+        })
+    }
+
+    fn load_identities(
+        &self,
+        records: Vec<super::baseline::BaselineIdentity>,
+        audit: Vec<AuditEntry>,
+    ) -> StoreFuture<'_, (u64, u64)> {
+        Box::pin(async move {
+            match self.write(WriteOp::LoadIdentities { records, audit }).await? {
+                WriteResult::Loaded(loaded, unchanged) => Ok((loaded, unchanged)),
+                _ => Ok((0, 0)),
+            }
         })
     }
 

@@ -208,7 +208,7 @@ pub(crate) async fn event_audit<P: ReadPool>(pool: &P, event_id: String) -> Resu
 }
 
 /// Identity records after `after` in byte order, with the kind of the event
-/// that set each.
+/// that set each (a baseline record, set by none, is a joiner's).
 pub(crate) async fn identities_after<P: ReadPool>(
     pool: &P,
     after: String,
@@ -216,7 +216,8 @@ pub(crate) async fn identities_after<P: ReadPool>(
 ) -> Result<Vec<(IdentityRecord, EventKindName)>, StoreError> {
     let order = P::BYTE_ORDER;
     let sql = format!(
-        "SELECT i.*, e.kind AS event_kind FROM identities i JOIN events e ON e.event_id = i.event_id \
+        "SELECT i.*, COALESCE(e.kind, 'joiner') AS event_kind FROM identities i \
+         LEFT JOIN events e ON e.event_id = i.event_id \
          WHERE i.person_id{order} > $1 ORDER BY i.person_id{order} LIMIT $2"
     );
     let rows = pool.fetch_all(&sql, vec![Bind::Text(after), Bind::Int(i64::from(limit))]).await?;
