@@ -103,6 +103,14 @@ pub enum Method {
     Reconcile,
     /// Reading reconciliation reports.
     ReconcileReport,
+    /// `SubmitState` (HR ingestion).
+    SubmitState,
+    /// `SubmitStates` (HR ingestion).
+    SubmitStates,
+    /// `ListHeldBatches`.
+    ListHeldBatches,
+    /// `DecideHeldBatch`.
+    DecideHeldBatch,
 }
 
 impl Method {
@@ -120,6 +128,10 @@ impl Method {
             Self::ListOverdue => "ListOverdue",
             Self::Reconcile => "Reconcile",
             Self::ReconcileReport => "ReconcileReport",
+            Self::SubmitState => "SubmitState",
+            Self::SubmitStates => "SubmitStates",
+            Self::ListHeldBatches => "ListHeldBatches",
+            Self::DecideHeldBatch => "DecideHeldBatch",
         }
     }
 
@@ -127,7 +139,9 @@ impl Method {
     pub fn roles(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Self::SubmitEvent => &[Source, Admin],
+            Self::SubmitEvent | Self::SubmitState | Self::SubmitStates => &[Source, Admin],
+            Self::ListHeldBatches => &[Auditor, Admin],
+            Self::DecideHeldBatch => &[Admin],
             Self::GetEvent | Self::WatchEvent => &[Source, Approver, Auditor, Admin],
             Self::Plan => &[Source, Auditor, Admin],
             Self::Approve | Self::Reject => &[Approver, Admin],
