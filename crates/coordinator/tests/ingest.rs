@@ -251,3 +251,45 @@ async fn a_snapshot_making_too_many_leavers_is_held_until_another_admin_approves
     let verdict = coordinator::store::verify_audit(mesh.store.as_ref()).await.expect("verify");
     assert_eq!(verdict.broken, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_single_leaver_submits_past_the_limit_is_held() {
+    let mut mesh = Mesh::start_with(8, |policy| {
+        policy.replace(
+            "source_of_truth: { system: workday, attributes: [username, display_name, email, department, title] }",
+            "source_of_truth: { system: workday, attributes: [username, display_name, email, department, title], max_leavers: 1 }",
+        )
+    })
+    .await;
+    for i in 0..3 {
+        let joined = send(&mut mesh, record(&format!("B{i}"), &format!("b{i}"), "Sales", "active", "")).await;
+        assert_eq!(until_terminal(&mut mesh.client, &joined.event_id).await.state, VERIFIED);
+    }
+    let first = send(&mut mesh, record("B0", "b0", "Sales", "terminated", "")).await;
+    assert_eq!(outcome(&first), pb::StateOutcome::Derived);
+    assert_eq!(until_terminal(&mut mesh.client, &first.event_id).await.state, VERIFIED);
+    // The second leaver within the window is past the limit: held.
+    let second = send(&mut mesh, record("B1", "b1", "Sales", "terminated", "")).await;
+    assert_eq!(outcome(&second), pb::StateOutcome::Held, "{second:?}");
+    let third = send(&mut mesh, record("B2", "b2", "Sales", "terminated", "")).await;
+    assert_eq!(outcome(&third), pb::StateOutcome::Held, "{third:?}");
+    assert!(mesh.target("ldap").get("b1").expect("account").enabled, "held, not applied");
+    let batches = mesh.client.list_held_batches(pb::ListHeldBatchesRequest { all: false }).await.expect("list");
+    let batches = batches.into_inner().batches;
+    assert_eq!(batches.len(), 1, "one burst batch: {batches:?}");
+    assert_eq!(batches[0].leavers, 2);
+    let mut approval = tonic::Request::new(pb::DecideHeldBatchRequest {
+        batch_id: batches[0].batch_id.clone(),
+        approve: true,
+        comment: String::new(),
+    });
+    approval.metadata_mut().insert("x-jml-principal", "alice".parse().expect("header"));
+    let applied =
+        mesh.client.decide_held_batch(approval).await.expect("approved").into_inner().applied.expect("applied");
+    assert_eq!(applied.counts.expect("counts").leavers, 2);
+    for receipt in applied.receipts.iter().filter(|r| r.outcome == pb::StateOutcome::Derived as i32) {
+        assert_eq!(until_terminal(&mut mesh.client, &receipt.event_id).await.state, VERIFIED);
+    }
+    assert!(!mesh.target("ldap").get("b1").expect("account").enabled);
+    assert!(!mesh.target("ldap").get("b2").expect("account").enabled);
+}

@@ -302,7 +302,20 @@ pub struct Ingest {
     engine: Engine,
     person_locks: Arc<Vec<Mutex<()>>>,
     batch_lock: Arc<Mutex<()>>,
+    /// Per source, when single state submits derived leavers within the
+    /// last [`BURST_WINDOW_MS`] (held in memory: a restart forgets a burst).
+    bursts: Arc<std::sync::Mutex<HashMap<String, std::collections::VecDeque<i64>>>>,
+    /// Per source, the active population and when it was counted.
+    population: Arc<std::sync::Mutex<HashMap<String, (u64, i64)>>>,
 }
+
+/// A burst: single state submits deriving leavers within this window count
+/// as one batch for the mass-change guard.
+pub const BURST_WINDOW_MS: i64 = 60 * 60 * 1000;
+/// How long a counted population serves the guard of single submits.
+const POPULATION_TTL_MS: i64 = 60 * 1000;
+/// The label of a batch the guard opened for a burst of single submits.
+pub const BURST_LABEL: &str = "burst of single state submits";
 
 impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -329,7 +342,13 @@ impl Ingest {
     /// Ingestion over `engine`.
     pub fn new(engine: Engine) -> Self {
         let person_locks = Arc::new((0..PERSON_LOCKS).map(|_| Mutex::new(())).collect());
-        let ingest = Self { engine, person_locks, batch_lock: Arc::new(Mutex::new(())) };
+        let ingest = Self {
+            engine,
+            person_locks,
+            batch_lock: Arc::new(Mutex::new(())),
+            bursts: Arc::default(),
+            population: Arc::default(),
+        };
         let refresh = ingest.clone();
         tokio::spawn(async move {
             if let Err(error) = refresh.refresh_held_gauge().await {
@@ -369,8 +388,120 @@ impl Ingest {
     /// One record: derive, submit, remember. Safe to repeat.
     pub async fn submit_state(&self, record: SourceRecord, initiator: &str) -> Result<pb::StateReceipt, EngineError> {
         let _person = self.person_lock(&record.person_id).lock().await;
-        let assessed = self.assess_one(record, now_ms()).await?;
+        let now = now_ms();
+        let assessed = self.assess_one(record, now).await?;
+        if matches!(assessed.verdict, Verdict::Derived { kind: EventKindName::Leaver, .. })
+            && self.burst_exceeds(&assessed.record.source_system, now).await?
+        {
+            return self.hold_in_burst(assessed, initiator, now).await;
+        }
         self.apply(assessed, initiator).await
+    }
+
+    /// Counts a leaver of a single submit in its source's burst window;
+    /// true when it would exceed `max_leavers` (then it is not counted: it
+    /// is held).
+    async fn burst_exceeds(&self, source: &str, now: i64) -> Result<bool, EngineError> {
+        let Some(max) = self.engine.policy().file.source_of_truth.max_leavers.clone() else { return Ok(false) };
+        let cached = self.population.lock().ok().and_then(|p| p.get(source).copied());
+        let population = match cached {
+            Some((count, at)) if now - at < POPULATION_TTL_MS => count,
+            _ => {
+                let count = Known::load(self.engine.store().as_ref(), source).await?.active().len() as u64;
+                if let Ok(mut cache) = self.population.lock() {
+                    cache.insert(source.to_owned(), (count, now));
+                }
+                count
+            }
+        };
+        let Ok(mut bursts) = self.bursts.lock() else { return Ok(true) };
+        let window = bursts.entry(source.to_owned()).or_default();
+        while window.front().is_some_and(|at| now - at > BURST_WINDOW_MS) {
+            window.pop_front();
+        }
+        let count = window.len() as u64 + 1;
+        if guard::must_hold(Some(&max), count, population).is_some() {
+            return Ok(true);
+        }
+        window.push_back(now);
+        Ok(false)
+    }
+
+    /// Adds a leaver record to its source's open burst batch (opening one).
+    async fn hold_in_burst(
+        &self,
+        assessed: Assessed,
+        initiator: &str,
+        now: i64,
+    ) -> Result<pb::StateReceipt, EngineError> {
+        let _batch = self.batch_lock.lock().await;
+        let source = assessed.record.source_system.clone();
+        let open = self
+            .held_batches(false)
+            .await?
+            .into_iter()
+            .find(|b| b.label == BURST_LABEL && b.source_system == source && b.submitter == initiator);
+        let store = self.engine.store();
+        match open {
+            None => {
+                let batch = Batch {
+                    records: vec![assessed.record.clone()],
+                    source_system: source,
+                    label: BURST_LABEL.into(),
+                    ..Batch::default()
+                };
+                let population = self.population.lock().ok().and_then(|p| p.get(&batch.source_system).map(|c| c.0));
+                let limit = self
+                    .engine
+                    .policy()
+                    .file
+                    .source_of_truth
+                    .max_leavers
+                    .as_ref()
+                    .map_or(0, |m| m.limit(population.unwrap_or_default()));
+                self.hold(&batch, initiator, 1, population.unwrap_or_default(), limit, now).await?;
+            }
+            Some(summary) => {
+                let records_text = store
+                    .ingest_get(HELD_BATCH_RECORDS, &summary.batch_id)
+                    .await?
+                    .ok_or_else(|| EngineError::NotFound(format!("records of held batch {}", summary.batch_id)))?;
+                let mut records: Vec<SourceRecord> =
+                    serde_json::from_str(&records_text).map_err(|e| corrupt("ingest_state.held_batch_records", &e))?;
+                records.retain(|r| r.person_id != assessed.record.person_id);
+                records.push(assessed.record.clone());
+                let grown = HeldBatchSummary {
+                    records: records.len() as u64,
+                    leavers: records.len() as u64,
+                    ..summary.clone()
+                };
+                let audit = AuditEntry {
+                    at: now,
+                    principal: initiator.to_owned(),
+                    event_id: String::new(),
+                    action: "ingest.batch_grown".into(),
+                    payload: json!({ "batch_id": summary.batch_id, "person_id": assessed.record.person_id, "leavers": grown.leavers }),
+                };
+                let puts = vec![
+                    IngestPut {
+                        space: HELD_BATCH_RECORDS.into(),
+                        key: summary.batch_id.clone(),
+                        value: encode(&records),
+                        updated_at: now,
+                        expected: Some(records_text),
+                    },
+                    IngestPut {
+                        space: HELD_BATCH.into(),
+                        key: summary.batch_id.clone(),
+                        value: encode(&grown),
+                        updated_at: now,
+                        expected: Some(encode(&summary)),
+                    },
+                ];
+                store.ingest_put(puts, vec![audit]).await?;
+            }
+        }
+        Ok(preview(&assessed, pb::StateOutcome::Held))
     }
 
     fn derived_event(assessed: &Assessed) -> Option<ValidEvent> {
@@ -779,6 +910,12 @@ impl Ingest {
             expected: Some(text),
         };
         store.ingest_put(vec![put], vec![audit]).await?;
+        if decided.label == BURST_LABEL
+            && let Ok(mut bursts) = self.bursts.lock()
+        {
+            // The burst was decided: its window starts again.
+            bursts.remove(&decided.source_system);
+        }
         self.refresh_held_gauge().await?;
         Ok((decided, applied))
     }
