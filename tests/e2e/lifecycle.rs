@@ -142,7 +142,7 @@ async fn joiner_mover_leaver_on_the_four_real_targets() {
     }
     // `jmlctl watch` tells a residual risk apart from verified and failed.
     let watched = mesh.jmlctl(&["watch", &leaver]).await.expect("jmlctl watch");
-    assert_eq!(watched.status.code(), Some(5), "{}", String::from_utf8_lossy(&watched.stderr));
+    assert_eq!(watched.status.code(), Some(7), "{}", String::from_utf8_lossy(&watched.stderr));
 
     let ldap = targets.ldap.account(&person.username).await.expect("ldap").expect("the LDAP entry is kept, locked");
     assert!(ldap.locked, "the LDAP account is locked: {ldap:?}");

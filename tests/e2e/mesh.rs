@@ -35,8 +35,9 @@ impl tonic::service::Interceptor for BearerToken {
 }
 
 /// The callers the coordinator knows, with a token each: (principal, roles).
-pub const TOKEN_CALLERS: [(&str, &str); 4] = [
+pub const TOKEN_CALLERS: [(&str, &str); 5] = [
     ("hr-integration", "roles: [source], source_systems: [workday]"),
+    ("ops-admin", "roles: [admin]"),
     ("alice", "roles: [approver]"),
     ("bob", "roles: [approver]"),
     ("carol", "roles: [approver]"),
@@ -554,6 +555,22 @@ impl Mesh {
             .env("JML_TLS_SERVER_NAME", "localhost")
             .env("JML_CERT_FILE", certs.join("jmlctl.pem"))
             .env("JML_KEY_FILE", certs.join("jmlctl.key"))
+            .output()
+            .await?;
+        Ok(output)
+    }
+
+    /// Runs the real `jmlctl` against this coordinator as `principal`,
+    /// authenticated by its bearer token only (no client certificate).
+    pub async fn jmlctl_as(&self, principal: &str, args: &[&str]) -> anyhow::Result<Output> {
+        let output = tokio::process::Command::new(binary("jmlctl")?)
+            .args(args)
+            .env("JML_COORDINATOR", self.coordinator_endpoint()?)
+            .env("JML_CA_FILE", self.dir.join("certs").join("ca.pem"))
+            .env("JML_TLS_SERVER_NAME", "localhost")
+            .env("JML_TOKEN_FILE", self.token_path(principal))
+            .env_remove("JML_CERT_FILE")
+            .env_remove("JML_KEY_FILE")
             .output()
             .await?;
         Ok(output)

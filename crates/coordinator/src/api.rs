@@ -34,7 +34,8 @@ impl From<EngineError> for Status {
     }
 }
 
-fn receipt(event: &EventRecord, duplicate: bool) -> pb::Receipt {
+/// The receipt of an accepted event.
+pub(crate) fn receipt(event: &EventRecord, duplicate: bool) -> pb::Receipt {
     pb::Receipt {
         event_id: event.event_id.clone(),
         duplicate,
@@ -52,6 +53,7 @@ fn receipt(event: &EventRecord, duplicate: bool) -> pb::Receipt {
 pub struct LifecycleService {
     engine: Engine,
     gate: Gate,
+    ingest: crate::ingest::Ingest,
 }
 
 impl LifecycleService {
@@ -59,7 +61,7 @@ impl LifecycleService {
     /// says (see [`crate::auth`]).
     pub fn new(engine: Engine, authentication: Authentication) -> Self {
         let gate = Gate::new(authentication, engine.store().clone());
-        Self { engine, gate }
+        Self { ingest: crate::ingest::Ingest::new(engine.clone()), engine, gate }
     }
 
     /// The tonic server wrapper.
@@ -360,5 +362,33 @@ impl Lifecycle for LifecycleService {
         let caller = self.gate.check(&request, Method::LoadIdentities).await?;
         let response = crate::baseline::load(&self.engine, request.get_ref(), &caller.principal).await?;
         Ok(Response::new(response))
+    }
+
+    async fn submit_state(
+        &self,
+        request: Request<pb::SubmitStateRequest>,
+    ) -> Result<Response<pb::SubmitStateResponse>, Status> {
+        Ok(Response::new(crate::ingest::rpc::submit_state(&self.ingest, &self.gate, request).await?))
+    }
+
+    async fn submit_states(
+        &self,
+        request: Request<tonic::Streaming<pb::SubmitStatesRequest>>,
+    ) -> Result<Response<pb::SubmitStatesResponse>, Status> {
+        Ok(Response::new(crate::ingest::rpc::submit_states(&self.ingest, &self.gate, request).await?))
+    }
+
+    async fn list_held_batches(
+        &self,
+        request: Request<pb::ListHeldBatchesRequest>,
+    ) -> Result<Response<pb::ListHeldBatchesResponse>, Status> {
+        Ok(Response::new(crate::ingest::rpc::list_held(&self.ingest, &self.gate, request).await?))
+    }
+
+    async fn decide_held_batch(
+        &self,
+        request: Request<pb::DecideHeldBatchRequest>,
+    ) -> Result<Response<pb::DecideHeldBatchResponse>, Status> {
+        Ok(Response::new(crate::ingest::rpc::decide(&self.ingest, &self.gate, request).await?))
     }
 }

@@ -105,6 +105,14 @@ pub enum Method {
     ReconcileReport,
     /// `LoadIdentities` (the baseline).
     LoadIdentities,
+    /// `SubmitState` (HR ingestion).
+    SubmitState,
+    /// `SubmitStates` (HR ingestion).
+    SubmitStates,
+    /// `ListHeldBatches`.
+    ListHeldBatches,
+    /// `DecideHeldBatch`.
+    DecideHeldBatch,
 }
 
 impl Method {
@@ -123,6 +131,10 @@ impl Method {
             Self::Reconcile => "Reconcile",
             Self::ReconcileReport => "ReconcileReport",
             Self::LoadIdentities => "LoadIdentities",
+            Self::SubmitState => "SubmitState",
+            Self::SubmitStates => "SubmitStates",
+            Self::ListHeldBatches => "ListHeldBatches",
+            Self::DecideHeldBatch => "DecideHeldBatch",
         }
     }
 
@@ -130,7 +142,9 @@ impl Method {
     pub fn roles(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Self::SubmitEvent => &[Source, Admin],
+            Self::SubmitEvent | Self::SubmitState | Self::SubmitStates => &[Source, Admin],
+            Self::ListHeldBatches => &[Auditor, Admin],
+            Self::DecideHeldBatch => &[Admin],
             Self::GetEvent | Self::WatchEvent => &[Source, Approver, Auditor, Admin],
             Self::Plan => &[Source, Auditor, Admin],
             Self::Approve | Self::Reject => &[Approver, Admin],

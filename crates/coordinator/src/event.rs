@@ -80,6 +80,7 @@ pub fn kind_from_proto(kind: i32) -> Option<EventKindName> {
         pb::EventKind::Joiner => Some(EventKindName::Joiner),
         pb::EventKind::Mover => Some(EventKindName::Mover),
         pb::EventKind::Leaver => Some(EventKindName::Leaver),
+        pb::EventKind::Rehire => Some(EventKindName::Rehire),
         pb::EventKind::Unspecified => None,
     }
 }
@@ -90,6 +91,7 @@ pub fn kind_to_proto(kind: EventKindName) -> pb::EventKind {
         EventKindName::Joiner => pb::EventKind::Joiner,
         EventKindName::Mover => pb::EventKind::Mover,
         EventKindName::Leaver => pb::EventKind::Leaver,
+        EventKindName::Rehire => pb::EventKind::Rehire,
     }
 }
 
@@ -99,6 +101,7 @@ pub fn kind_name(kind: EventKindName) -> &'static str {
         EventKindName::Joiner => "joiner",
         EventKindName::Mover => "mover",
         EventKindName::Leaver => "leaver",
+        EventKindName::Rehire => "rehire",
     }
 }
 
@@ -108,6 +111,7 @@ pub fn kind_from_name(name: &str) -> Option<EventKindName> {
         "joiner" => Some(EventKindName::Joiner),
         "mover" => Some(EventKindName::Mover),
         "leaver" => Some(EventKindName::Leaver),
+        "rehire" => Some(EventKindName::Rehire),
         _ => None,
     }
 }
@@ -127,7 +131,8 @@ pub fn validate(event: Option<&pb::LifecycleEvent>, policy: &Policy) -> Result<V
             format!("must be 1 to {MAX_EVENT_ID_BYTES} ASCII letters, digits or -_.:"),
         ));
     }
-    let kind = kind_from_proto(event.kind).ok_or_else(|| invalid("event.kind", "must be joiner, mover or leaver"))?;
+    let kind =
+        kind_from_proto(event.kind).ok_or_else(|| invalid("event.kind", "must be joiner, mover, leaver or rehire"))?;
     check_identifier("event.person_id", &event.person_id, MAX_PERSON_ID_BYTES)?;
     if event.source_system.is_empty() {
         return Err(invalid("event.source_system", "is required"));

@@ -192,6 +192,12 @@ pub fn evidence_json(
             "workflows": t.workflows,
         })).collect::<Vec<_>>(),
         "targets": targets,
+        // A state submit's event: the source record it was derived from
+        // (`crate::ingest`); null for an event its sender classified.
+        "derived_from": audit
+            .iter()
+            .find(|r| r.action == "ingest.derived")
+            .and_then(|r| serde_json::from_str::<Value>(&r.payload).ok()),
         "audit": audit.iter().map(|r| json!({
             "seq": r.seq, "at": format_time(Some(r.at)), "principal": r.principal, "action": r.action, "hash": r.hash,
         })).collect::<Vec<_>>(),

@@ -21,6 +21,8 @@
 //! - [`server`]: the coordinator's gRPC server (health, reflection, graceful
 //!   shutdown);
 //! - [`evidence`]: status and evidence documents;
+//! - [`ingest`]: HR ingestion: state-based submits (joiner, mover, leaver,
+//!   rehire derived from a person's record), batches and the mass-change guard;
 //! - [`metrics`]: the coordinator's Prometheus metrics;
 //! - [`reconcile`]: reconciliation of each target's accounts with the
 //!   expected state (drift report, remediation, schedules);
@@ -38,6 +40,7 @@ pub mod engine;
 pub mod event;
 pub mod evidence;
 pub mod live_check;
+pub mod ingest;
 pub mod metrics;
 pub mod planner;
 pub mod policy;

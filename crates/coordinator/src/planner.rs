@@ -38,7 +38,8 @@ pub struct PlanInput<'a> {
 }
 
 fn matches(workflow: &Workflow, kind: EventKindName, attributes: &BTreeMap<String, String>) -> bool {
-    workflow.trigger.events.contains(&kind)
+    (workflow.trigger.events.contains(&kind)
+        || (kind == EventKindName::Rehire && workflow.trigger.events.contains(&EventKindName::Joiner)))
         && workflow.trigger.when.iter().all(|(name, condition)| condition.holds_for(attributes.get(name)))
 }
 

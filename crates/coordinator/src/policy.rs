@@ -56,6 +56,12 @@ pub struct SourceOfTruth {
     /// The attributes it is authoritative for; events carrying others are
     /// refused, and templates and conditions may name only these.
     pub attributes: Vec<String>,
+    /// The mass-change guard of HR ingestion ([`crate::ingest::guard`]): the
+    /// most leavers one batch of state submits may make before it is held,
+    /// nothing applied, for an admin's approval: a count (`50`) or a share of
+    /// the active persons (`"5%"`). Absent: batches are never held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_leavers: Option<crate::ingest::guard::MaxLeavers>,
 }
 
 /// TLS towards one connector.
@@ -165,6 +171,9 @@ pub enum EventKindName {
     Mover,
     /// A leaver.
     Leaver,
+    /// A rehire (a person who had left comes back): matches the workflows
+    /// naming `joiner` as well as those naming `rehire`.
+    Rehire,
 }
 
 /// A condition on one attribute.
@@ -458,6 +467,7 @@ fn check(file: &PolicyFile, declared_targets: &BTreeSet<String>, issues: &mut Ve
             issue(format!("source_of_truth.attributes[{i}]"), format!("invalid attribute name {name:?}"));
         }
     }
+    crate::ingest::guard::check_policy(&file.source_of_truth, &mut issue);
     let check_template =
         |path: String, template: &str, issue: &mut dyn FnMut(String, String)| match placeholders(template) {
             Err(message) => issue(path, message),

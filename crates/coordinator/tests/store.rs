@@ -431,6 +431,56 @@ mod cases {
         assert_eq!(verdict.records, 2);
     }
 
+    pub async fn ingest_documents_round_trip_page_in_key_order_and_compare_and_set(fixture: Fixture) {
+        let store = fixture.store.as_ref();
+        let put = |key: &str, value: &str, expected: Option<&str>| coordinator::store::IngestPut {
+            space: "source_record".into(),
+            key: key.into(),
+            value: value.into(),
+            updated_at: 1_000,
+            expected: expected.map(str::to_owned),
+        };
+        let audit = AuditEntry {
+            at: 1_000,
+            principal: "hr-bot".into(),
+            event_id: String::new(),
+            action: "ingest.batch_held".into(),
+            payload: serde_json::json!({ "batch_id": "hb-1" }),
+        };
+        store
+            .ingest_put(
+                vec![put("workday\u{1f}p2", "{\"v\":2}", None), put("workday\u{1f}p1", "{\"v\":1}", None)],
+                vec![audit],
+            )
+            .await
+            .expect("put");
+        store.ingest_put(vec![put("other\u{1f}p9", "{}", None)], vec![]).await.expect("put");
+        assert_eq!(
+            store.ingest_get("source_record", "workday\u{1f}p1").await.expect("get").as_deref(),
+            Some("{\"v\":1}")
+        );
+        assert_eq!(store.ingest_get("held_batch", "workday\u{1f}p1").await.expect("get"), None);
+        let page = store.ingest_after("source_record", "workday\u{1f}".into(), 10).await.expect("page");
+        let keys: Vec<&str> = page.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, vec!["workday\u{1f}p1", "workday\u{1f}p2"]);
+        // Compare-and-set: a stale expectation writes nothing, not even the
+        // other documents of the same write.
+        let stale = store
+            .ingest_put(
+                vec![put("workday\u{1f}p3", "{}", None), put("workday\u{1f}p1", "{\"v\":3}", Some("{\"v\":0}"))],
+                vec![],
+            )
+            .await;
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+        assert_eq!(store.ingest_get("source_record", "workday\u{1f}p3").await.expect("get"), None);
+        store.ingest_put(vec![put("workday\u{1f}p1", "{\"v\":3}", Some("{\"v\":1}"))], vec![]).await.expect("cas");
+        assert_eq!(
+            store.ingest_get("source_record", "workday\u{1f}p1").await.expect("get").as_deref(),
+            Some("{\"v\":3}")
+        );
+        assert_chain_intact(store, 1).await;
+    }
+
     pub async fn a_reopened_store_continues_the_chain(fixture: Fixture) {
         accept(fixture.store.as_ref(), event("e1", "p1", EventKindName::Joiner, 1_000), &["ldap"]).await;
         let reopened = fixture.open_again().await;
@@ -478,6 +528,7 @@ on_both_backends!(
     concurrent_writes_form_one_unbroken_chain,
     an_altered_audit_record_is_named,
     a_reopened_store_continues_the_chain,
+    ingest_documents_round_trip_page_in_key_order_and_compare_and_set,
 );
 
 /// Two PostgreSQL stores on one database stand for two coordinator replicas.

@@ -7,11 +7,16 @@
 //! checked against `--ca` (env `JML_CA_FILE`) for an `https://` coordinator.
 //! Every read command takes `--json`. Exit codes: 0 ok, 1 the operation or
 //! verification failed, 2 usage or bad input, 3 coordinator unreachable,
-//! 4 `reconcile` found drift, 5 `watch`: the event was proven with
-//! residual risk (what may outlive a credential revocation is listed).
+//! 4 `reconcile` found drift, 5 outcome unknown (the request was sent and
+//! the connection was lost before an answer: retry with the same event id or
+//! record, which is always safe), 6 `import` held by the mass-change guard,
+//! 7 `watch`: the event was proven with residual risk (what may outlive a
+//! credential revocation is listed).
 //! Errors are one line on stderr.
 
 mod identities;
+mod held;
+mod import;
 mod reconcile;
 
 use std::collections::BTreeMap;
@@ -105,7 +110,7 @@ enum Command {
         json: bool,
     },
     /// Follow an event until it is verified or failed (exit 0 when verified
-    /// or nothing to do, 5 when verified with residual risk).
+    /// or nothing to do, 7 when verified with residual risk).
     Watch {
         /// The event id.
         event_id: String,
@@ -169,6 +174,15 @@ enum Command {
     Identities {
         #[command(subcommand)]
         command: IdentitiesCommand,
+    },
+    /// Import a roster (CSV with a header row, or JSON lines) as state
+    /// submits: joiners, movers, leavers and rehires are derived by the
+    /// coordinator; exit 6 when the mass-change guard holds it.
+    Import(import::ImportArgs),
+    /// Batches held by the mass-change guard: list, approve, reject.
+    Held {
+        #[command(subcommand)]
+        command: held::HeldCommand,
     },
     /// List tasks past their propagation deadline.
     Overdue {
@@ -278,6 +292,30 @@ fn from_status(status: tonic::Status) -> Failure {
         tonic::Code::Unavailable => Failure { code: 3, message },
         _ => failed(message),
     }
+}
+
+/// Exit code: the request was sent and no answer came back (connection cut,
+/// coordinator crash): whether it was applied is unknown.
+pub const OUTCOME_UNKNOWN: u8 = 5;
+
+/// Maps the failure of a request that changes state, once connected: a
+/// status the coordinator sent is its answer ([`from_status`]); a transport
+/// failure after sending (no status from the coordinator) leaves the outcome
+/// unknown, never "failed" or "unreachable".
+fn from_send_status(status: tonic::Status) -> Failure {
+    let transport = std::error::Error::source(&status).is_some()
+        || matches!(status.code(), tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded);
+    if transport {
+        return Failure {
+            code: OUTCOME_UNKNOWN,
+            message: format!(
+                "outcome unknown: the request was sent but no answer came back ({}: {}); retry with the same event id or record: it is always safe",
+                status.code().description(),
+                status.message()
+            ),
+        };
+    }
+    from_status(status)
 }
 
 /// How this process authenticates to the coordinator, set once from the flags.
@@ -628,7 +666,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut client = connect(&cli.coordinator).await?;
             let request = with_principal(pb::SubmitEventRequest { event: Some(event) }, &cli.principal)?;
             let receipt =
-                client.submit_event(request).await.map_err(from_status)?.into_inner().receipt.unwrap_or_default();
+                client.submit_event(request).await.map_err(from_send_status)?.into_inner().receipt.unwrap_or_default();
             if json {
                 print_json(&json!({
                     "event_id": receipt.event_id,
@@ -682,7 +720,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     Ok(())
                 }
                 Some(status) if status.state == pb::EventState::VerifiedWithResidualRisk as i32 => Err(Failure {
-                    code: 5,
+                    code: 7,
                     message: format!(
                         "event {} is verified with residual risk: {}",
                         status.event_id,
@@ -783,6 +821,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Import(args) => import::run(&cli.coordinator, &cli.principal, args).await,
+        Command::Held { command } => held::run(&cli.coordinator, &cli.principal, command).await,
         Command::Overdue { json } => {
             let mut client = connect(&cli.coordinator).await?;
             let overdue = client.list_overdue(pb::ListOverdueRequest {}).await.map_err(from_status)?.into_inner();

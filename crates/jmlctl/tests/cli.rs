@@ -194,3 +194,43 @@ async fn audit_verify_offline_reads_a_postgresql_chain() {
         .expect("the test URL carries a password");
     assert!(!stdout.contains(&password) && !stderr.contains(&password), "the password was printed");
 }
+
+/// A coordinator that takes the request and dies before answering (the
+/// connection is cut): the outcome is unknown, exit 5, never "failed" (1) nor
+/// "unreachable" (3); the message says to retry with the same id.
+#[test]
+fn a_submit_cut_off_after_sending_exits_5_outcome_unknown() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().expect("accept");
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        // Read until the request's body (the event id is in the DATA frame).
+        while !seen.windows(5).any(|w| w == b"cut-1") {
+            match socket.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+        drop(socket);
+        seen.windows(5).any(|w| w == b"cut-1")
+    });
+    let (code, stdout, stderr) = jmlctl(&[
+        "--coordinator",
+        &format!("http://{address}"),
+        "submit",
+        "--event-id",
+        "cut-1",
+        "--kind",
+        "joiner",
+        "--person",
+        "P1",
+        "--source",
+        "workday",
+    ]);
+    assert!(server.join().expect("server thread"), "the request reached the coordinator");
+    assert_eq!(code, 5, "{stdout}{stderr}");
+    assert!(stderr.contains("outcome unknown") && stderr.contains("retry"), "{stderr}");
+}

@@ -494,6 +494,23 @@ pub struct OverdueRecord {
     pub workflows: Vec<String>,
 }
 
+/// One write of HR ingestion's stored state ([`crate::ingest`]): a JSON
+/// document under (`space`, `key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestPut {
+    /// `source_record` or `held_batch`.
+    pub space: String,
+    /// The person (`source\u{1f}person`) or the batch id.
+    pub key: String,
+    /// The document (JSON).
+    pub value: String,
+    /// When written (Unix ms).
+    pub updated_at: i64,
+    /// Compare-and-set: written only while the stored value equals this
+    /// (else [`StoreError::Conflict`], nothing written). `None`: upsert.
+    pub expected: Option<String>,
+}
+
 /// ((person, target), (effective_at, event_seq)) of the latest dispatched task.
 pub type Watermark = ((String, String), (i64, i64));
 
@@ -576,6 +593,14 @@ pub trait Store: Send + Sync + 'static {
         records: Vec<baseline::BaselineIdentity>,
         audit: Vec<AuditEntry>,
     ) -> StoreFuture<'_, (u64, u64)>;
+    /// Writes HR ingestion documents with their audit records in one
+    /// transaction (all or nothing).
+    fn ingest_put(&self, puts: Vec<IngestPut>, audit: Vec<AuditEntry>) -> StoreFuture<'_, ()>;
+    /// One HR ingestion document.
+    fn ingest_get(&self, space: &str, key: &str) -> StoreFuture<'_, Option<String>>;
+    /// HR ingestion documents of `space` with key > `after` (byte order), at
+    /// most `limit`, in key order: (key, document).
+    fn ingest_after(&self, space: &str, after: String, limit: u32) -> StoreFuture<'_, Vec<(String, String)>>;
 }
 
 /// Walks the whole audit chain of a store.

@@ -40,8 +40,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::reads;
 use super::rows::{corrupt, event_from_row, task_state};
 use super::{
-    ApprovalRecord, AuditEntry, AuditRecord, EventRecord, EventState, IdentityRecord, InsertOutcome, OverdueRecord,
-    PersonContext, Store, StoreError, StoreFuture, TaskRecord, TaskState, Watermark, audit_hash,
+    ApprovalRecord, AuditEntry, AuditRecord, EventRecord, EventState, IdentityRecord, IngestPut, InsertOutcome,
+    OverdueRecord, PersonContext, Store, StoreError, StoreFuture, TaskRecord, TaskState, Watermark, audit_hash,
 };
 use crate::event::kind_name;
 use crate::policy::EventKindName;
@@ -75,6 +75,13 @@ fn migrator() -> Migrator {
                 std::borrow::Cow::Borrowed("lanes"),
                 MigrationType::Simple,
                 std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0003_lanes.sql")),
+                false,
+            ),
+            Migration::new(
+                5,
+                std::borrow::Cow::Borrowed("ingest"),
+                MigrationType::Simple,
+                std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0005_ingest.sql")),
                 false,
             ),
             Migration::new(
@@ -128,6 +135,7 @@ enum WriteOp {
     RecordApproval { approval: ApprovalRecord, audit: AuditEntry },
     AppendAudit { audit: Vec<AuditEntry> },
     LoadIdentities { records: Vec<super::baseline::BaselineIdentity>, audit: Vec<AuditEntry> },
+    IngestPut { puts: Vec<IngestPut>, audit: Vec<AuditEntry> },
 }
 
 enum WriteResult {
@@ -642,6 +650,36 @@ async fn apply_op(
             batch.audit.extend(audit.iter().cloned());
             Ok(WriteResult::Loaded(loaded, unchanged))
         }
+        WriteOp::IngestPut { puts, audit } => {
+            for put in puts {
+                let written = match &put.expected {
+                    None => sqlx::query(
+                        "INSERT INTO ingest_state (space, key, value, updated_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (space, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    )
+                    .bind(&put.space)
+                    .bind(&put.key)
+                    .bind(&put.value)
+                    .bind(put.updated_at),
+                    Some(expected) => sqlx::query(
+                        "UPDATE ingest_state SET value = $3, updated_at = $4 WHERE space = $1 AND key = $2 AND value = $5",
+                    )
+                    .bind(&put.space)
+                    .bind(&put.key)
+                    .bind(&put.value)
+                    .bind(put.updated_at)
+                    .bind(expected),
+                }
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if written == 0 {
+                    return Err(StoreError::Conflict(format!("{} {:?} changed meanwhile", put.space, put.key)));
+                }
+            }
+            batch.audit.extend(audit.iter().cloned());
+            Ok(WriteResult::Done)
+        }
         WriteOp::RecordApproval { approval, audit } => {
             let inserted = sqlx::query(
                 "INSERT INTO approvals (event_id, target_id, approver, decision, comment, at) \
@@ -805,6 +843,13 @@ impl Store for PostgresStore {
     fn record_approval(&self, approval: ApprovalRecord, audit: AuditEntry) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             self.write(WriteOp::RecordApproval { approval, audit }).await?;
+            Ok(())
+        })
+    }
+
+    fn ingest_put(&self, puts: Vec<IngestPut>, audit: Vec<AuditEntry>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.write(WriteOp::IngestPut { puts, audit }).await?;
             Ok(())
         })
     }

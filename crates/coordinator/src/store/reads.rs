@@ -224,6 +224,36 @@ pub(crate) async fn identities_after<P: ReadPool>(
     rows.iter().map(|row| Ok((identity_from_row(row)?, event_kind(&row.text("event_kind")?)?))).collect()
 }
 
+/// One HR ingestion document.
+pub(crate) async fn ingest_get<P: ReadPool>(
+    pool: &P,
+    space: String,
+    key: String,
+) -> Result<Option<String>, StoreError> {
+    let rows = pool
+        .fetch_all(
+            "SELECT value FROM ingest_state WHERE space = $1 AND key = $2",
+            vec![Bind::Text(space), Bind::Text(key)],
+        )
+        .await?;
+    Ok(rows.first().map(|row| row.text("value")).transpose()?)
+}
+
+/// HR ingestion documents of a space after a key, in byte order.
+pub(crate) async fn ingest_after<P: ReadPool>(
+    pool: &P,
+    space: String,
+    after: String,
+    limit: u32,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let order = P::BYTE_ORDER;
+    let sql = format!(
+        "SELECT key, value FROM ingest_state WHERE space = $1 AND key{order} > $2 ORDER BY key{order} LIMIT $3"
+    );
+    let rows = pool.fetch_all(&sql, vec![Bind::Text(space), Bind::Text(after), Bind::Int(i64::from(limit))]).await?;
+    rows.iter().map(|row| Ok((row.text("key")?, row.text("value")?))).collect()
+}
+
 /// Tasks past their deadline and unfinished, or flagged breached.
 pub(crate) async fn overdue<P: ReadPool>(pool: &P, now: i64) -> Result<Vec<OverdueRecord>, StoreError> {
     let sql = format!(
@@ -300,6 +330,14 @@ macro_rules! store_reads {
 
         fn overdue(&self, now: i64) -> StoreFuture<'_, Vec<OverdueRecord>> {
             Box::pin($crate::store::reads::overdue(&self.pool, now))
+        }
+
+        fn ingest_get(&self, space: &str, key: &str) -> StoreFuture<'_, Option<String>> {
+            Box::pin($crate::store::reads::ingest_get(&self.pool, space.to_owned(), key.to_owned()))
+        }
+
+        fn ingest_after(&self, space: &str, after: String, limit: u32) -> StoreFuture<'_, Vec<(String, String)>> {
+            Box::pin($crate::store::reads::ingest_after(&self.pool, space.to_owned(), after, limit))
         }
     };
 }

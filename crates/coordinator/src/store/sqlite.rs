@@ -22,8 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::reads;
 use super::rows::{corrupt, event_from_row, task_state};
 use super::{
-    ApprovalRecord, AuditEntry, AuditRecord, EventRecord, EventState, GENESIS_HASH, IdentityRecord, InsertOutcome,
-    OverdueRecord, PersonContext, Store, StoreError, StoreFuture, TaskRecord, TaskState, Watermark, audit_hash,
+    ApprovalRecord, AuditEntry, AuditRecord, EventRecord, EventState, GENESIS_HASH, IdentityRecord, IngestPut,
+    InsertOutcome, OverdueRecord, PersonContext, Store, StoreError, StoreFuture, TaskRecord, TaskState, Watermark,
+    audit_hash,
 };
 use crate::event::kind_name;
 use crate::policy::EventKindName;
@@ -39,6 +40,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed("lifecycle"),
                 MigrationType::Simple,
                 Cow::Borrowed(include_str!("../../migrations/sqlite/0001_lifecycle.sql")),
+                false,
+            ),
+            Migration::new(
+                5,
+                Cow::Borrowed("ingest"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../../migrations/sqlite/0005_ingest.sql")),
                 false,
             ),
             Migration::new(
@@ -62,6 +70,7 @@ enum WriteOp {
     RecordApproval { approval: ApprovalRecord, audit: AuditEntry },
     AppendAudit { audit: Vec<AuditEntry> },
     LoadIdentities { records: Vec<super::baseline::BaselineIdentity>, audit: Vec<AuditEntry> },
+    IngestPut { puts: Vec<IngestPut>, audit: Vec<AuditEntry> },
 }
 
 enum WriteResult {
@@ -471,6 +480,36 @@ async fn apply_op(
             append_audit(&mut batch.chain, audit);
             Ok(WriteResult::Loaded(loaded, unchanged))
         }
+        WriteOp::IngestPut { puts, audit } => {
+            for put in puts {
+                let written = match &put.expected {
+                    None => sqlx::query(
+                        "INSERT INTO ingest_state (space, key, value, updated_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (space, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    )
+                    .bind(&put.space)
+                    .bind(&put.key)
+                    .bind(&put.value)
+                    .bind(put.updated_at),
+                    Some(expected) => sqlx::query(
+                        "UPDATE ingest_state SET value = $3, updated_at = $4 WHERE space = $1 AND key = $2 AND value = $5",
+                    )
+                    .bind(&put.space)
+                    .bind(&put.key)
+                    .bind(&put.value)
+                    .bind(put.updated_at)
+                    .bind(expected),
+                }
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if written == 0 {
+                    return Err(StoreError::Conflict(format!("{} {:?} changed meanwhile", put.space, put.key)));
+                }
+            }
+            append_audit(&mut batch.chain, audit);
+            Ok(WriteResult::Done)
+        }
         WriteOp::RecordApproval { approval, audit } => {
             let exists = sqlx::query("SELECT 1 FROM approvals WHERE event_id = ? AND target_id = ? AND approver = ?")
                 .bind(&approval.event_id)
@@ -649,6 +688,13 @@ impl Store for SqliteStore {
                 WriteResult::Loaded(loaded, unchanged) => Ok((loaded, unchanged)),
                 _ => Ok((0, 0)),
             }
+        })
+    }
+
+    fn ingest_put(&self, puts: Vec<IngestPut>, audit: Vec<AuditEntry>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.write(WriteOp::IngestPut { puts, audit }).await?;
+            Ok(())
         })
     }
 
