@@ -127,6 +127,9 @@ pub fn validate(event: Option<&pb::LifecycleEvent>, policy: &Policy) -> Result<V
             format!("must be 1 to {MAX_EVENT_ID_BYTES} ASCII letters, digits or -_.:"),
         ));
     }
+    if crate::calendar::deletion_origin(&event.event_id).is_some() {
+        return Err(invalid("event.event_id", "ids starting with \"retention:\" are reserved for the calendar"));
+    }
     let kind = kind_from_proto(event.kind).ok_or_else(|| invalid("event.kind", "must be joiner, mover or leaver"))?;
     check_identifier("event.person_id", &event.person_id, MAX_PERSON_ID_BYTES)?;
     if event.source_system.is_empty() {

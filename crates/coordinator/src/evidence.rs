@@ -115,6 +115,8 @@ pub fn event_status(event: &EventRecord, tasks: &[TaskRecord], approvals: &[Appr
         deadline_breached: tasks.iter().any(|t| t.deadline_breached),
         tasks: tasks.iter().map(|t| task_status(t, approvals)).collect(),
         trace_id: crate::tracing_context::trace_id_of(&event.trace_id).to_owned(),
+        calendar: Vec::new(),
+        calendar_origin: String::new(),
     }
 }
 

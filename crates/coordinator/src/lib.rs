@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod calendar;
 pub mod claims;
 pub mod engine;
 pub mod event;

@@ -91,8 +91,11 @@ pub struct TargetSpec {
     /// Managed attributes: target attribute name -> template.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
-    /// Leaver retention before deletion (e.g. `30d`); deletion is not yet
-    /// scheduled by this version, the value is checked and recorded.
+    /// Leaver retention before deletion (e.g. `30d`): every leaver schedules
+    /// the deletion of the account on this target at the leaver's effective
+    /// time plus this (`crate::calendar`); a rehire before then cancels it.
+    /// The connector must declare delete support (checked against its
+    /// `Describe` when the coordinator starts).
     #[serde(default)]
     pub delete_after: Option<String>,
     /// TLS towards the connector.

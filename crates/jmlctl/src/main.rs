@@ -460,6 +460,11 @@ fn status_json(status: &pb::EventStatus) -> Value {
         "trace_id": status.trace_id,
         "deadline_breached": status.deadline_breached,
         "tasks": status.tasks.iter().map(task_json).collect::<Vec<_>>(),
+        "calendar": status.calendar.iter().map(|entry| json!({
+            "stage": entry.stage, "event_id": entry.event_id, "target_id": entry.target_id,
+            "due_at": entry.due_at, "state": state_name(entry.state), "note": entry.note,
+        })).collect::<Vec<_>>(),
+        "calendar_origin": status.calendar_origin,
     })
 }
 
@@ -498,6 +503,20 @@ fn print_status(status: &pb::EventStatus) {
         for difference in &task.differences {
             println!("      difference: {difference}");
         }
+    }
+    if !status.calendar_origin.is_empty() {
+        println!("  scheduled by the calendar from event {}", status.calendar_origin);
+    }
+    for entry in &status.calendar {
+        let note = if entry.note.is_empty() { String::new() } else { format!(" ({})", entry.note) };
+        println!(
+            "  calendar: {} on {} due {}: {} [event {}]{note}",
+            entry.stage.replace('_', " "),
+            entry.target_id,
+            entry.due_at,
+            state_name(entry.state),
+            entry.event_id
+        );
     }
 }
 
