@@ -2,7 +2,9 @@
 //! short retention on every target (each checked with the target's own
 //! client: an LDAP search, SCIM GETs, IAM on moto, the Vault API), the
 //! pending deletion shown by `jmlctl status` and the leaver's evidence, and a
-//! rehire cancelling a pending deletion.
+//! rehire cancelling a pending deletion; a pre-hire creating the accounts
+//! disabled ahead of the start and the start enabling them, and a hire
+//! cancelled before its start removing what its pre-hire created.
 
 use std::time::Duration;
 
@@ -24,6 +26,19 @@ fn with_retention(policy: &str) -> String {
         out.push('\n');
         if line.starts_with("    account_name:") {
             out.push_str(&format!("    delete_after: {RETENTION_SECONDS}s\n"));
+        }
+    }
+    out
+}
+
+/// The quickstart policy with `prehire` on every target.
+fn with_prehire(policy: &str, lead_seconds: i64) -> String {
+    let mut out = String::new();
+    for line in policy.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("    account_name:") {
+            out.push_str(&format!("    prehire: {lead_seconds}s\n"));
         }
     }
     out
@@ -151,6 +166,82 @@ async fn deletion_after_retention_and_a_rehire_that_cancels_it() {
     let evidence = mesh.evidence(&deletion_id("ldap", &ann_leaver)).await.expect("evidence");
     assert_eq!(evidence["calendar"]["origin"], ann_leaver.as_str(), "{evidence}");
     assert_eq!(evidence["source_system"], "calendar");
+    let verdict = mesh.verify_audit().await.expect("the audit chain verifies");
+    assert!(verdict.contains("intact"), "{verdict}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prehire_then_start_and_a_hire_cancelled_before_its_start() {
+    let targets = Targets::from_env().await.expect("clients of the real targets");
+    let mut mesh = Mesh::start("pre", MeshOptions::default()).await.expect("the mesh starts");
+    mesh.stop_coordinator().await.expect("stops");
+    let policy = std::fs::read_to_string(mesh.policy_path()).expect("policy");
+    std::fs::write(mesh.policy_path(), with_prehire(&policy, 50)).expect("policy with pre-hire");
+    mesh.start_coordinator().await.expect("the coordinator starts with pre-hire on every target");
+    let within = Duration::from_secs(240);
+    let run = mesh.run_id.clone();
+
+    // Both start a minute from now: their accounts are pre-hired now.
+    let cal = Person::new(&run, 0, "Sales");
+    let dee = Person::new(&run, 1, "Sales");
+    let (cal_joiner, dee_joiner) = (format!("{run}-cal-joiner"), format!("{run}-dee-joiner"));
+    mesh.submit(event_at(&cal, &cal_joiner, pb::EventKind::Joiner, 60)).await.expect("accepted");
+    mesh.submit(event_at(&dee, &dee_joiner, pb::EventKind::Joiner, 60)).await.expect("accepted");
+    let prehires: Vec<String> = [&cal_joiner, &dee_joiner]
+        .iter()
+        .flat_map(|joiner| TARGET_IDS.iter().map(move |t| format!("prehire:{t}:{joiner}")))
+        .collect();
+    let done = mesh.wait_finished(&prehires, within).await.expect("the pre-hires finish");
+    for (id, status) in &done {
+        assert_eq!(status.state, pb::EventState::Verified as i32, "{id}: {status:?}");
+    }
+    // Disabled, without entitlements or credentials, on every target.
+    for person in [&cal, &dee] {
+        let ldap = targets.ldap.account(&person.username).await.expect("ldap").expect("pre-hired in LDAP");
+        assert!(ldap.locked && ldap.groups.is_empty(), "{ldap:?}");
+        let scim = targets.scim.account(&person.email).await.expect("scim").expect("pre-hired in SCIM");
+        assert!(!scim.active && scim.groups.is_empty(), "{scim:?}");
+        let iam = targets.iam.account(&person.username).await.expect("iam").expect("pre-hired in IAM");
+        assert!(iam.disabled_tag && iam.groups.is_empty() && iam.policies.is_empty(), "{iam:?}");
+        assert!(!iam.login_profile && iam.active_access_keys == 0, "no IAM credential: {iam:?}");
+        assert_eq!(targets.vault.user(&person.username).await.expect("vault"), None, "no Vault login yet");
+    }
+
+    // Dee's hire is cancelled before the start: what the pre-hire created goes.
+    let dee_leaver = format!("{run}-dee-leaver");
+    mesh.submit(dee.event(&dee_leaver, pb::EventKind::Leaver)).await.expect("accepted");
+    let removals: Vec<String> = TARGET_IDS.iter().map(|t| format!("prehire-removal:{t}:{dee_joiner}")).collect();
+    let mut waited = removals.clone();
+    waited.push(dee_joiner.clone());
+    let removed = mesh.wait_finished(&waited, within).await.expect("the cancelled hire settles");
+    assert_eq!(removed[&dee_joiner].state, pb::EventState::Superseded as i32, "{:?}", removed[&dee_joiner]);
+    for (target, id) in TARGET_IDS.iter().zip(&removals) {
+        let task = task(&removed[id], target);
+        assert_eq!(task.state, pb::TaskState::Verified as i32, "removal on {target}: {task:?}");
+        assert!(task.read_back.as_ref().is_some_and(|r| !r.exists), "read back as gone: {task:?}");
+    }
+    assert_eq!(targets.ldap.account(&dee.username).await.expect("ldap"), None, "Dee's LDAP entry is gone");
+    assert_eq!(targets.scim.account(&dee.email).await.expect("scim"), None, "Dee's SCIM user is gone");
+    assert_eq!(targets.iam.account(&dee.username).await.expect("iam"), None, "Dee's IAM user is gone");
+
+    // Cal starts: enabled with his grants on every target.
+    let started = mesh.wait_finished(std::slice::from_ref(&cal_joiner), within).await.expect("Cal starts");
+    let status = &started[&cal_joiner];
+    assert_eq!(status.state, pb::EventState::Verified as i32, "{status:?}");
+    let dispatched = TARGET_IDS.iter().filter_map(|t| millis(&task(status, t).dispatched_at)).min();
+    assert!(dispatched >= millis(&status.effective_at), "not before the start: {status:?}");
+    let ldap = targets.ldap.account(&cal.username).await.expect("ldap").expect("Cal's LDAP entry");
+    assert!(!ldap.locked && ldap.groups.contains("staff") && ldap.groups.contains("sales"), "{ldap:?}");
+    let scim = targets.scim.account(&cal.email).await.expect("scim").expect("Cal's SCIM user");
+    assert!(scim.active && scim.groups.contains("staff"), "{scim:?}");
+    let iam = targets.iam.account(&cal.username).await.expect("iam").expect("Cal's IAM user");
+    assert!(!iam.disabled_tag && iam.groups.contains("staff"), "{iam:?}");
+    let vault = targets.vault.user(&cal.username).await.expect("vault").expect("Cal's Vault login");
+    assert!(vault.contains("pam-read"), "{vault:?}");
+    assert!(
+        status.calendar.iter().filter(|e| e.stage == "prehire").count() == TARGET_IDS.len(),
+        "the joiner lists its pre-hires: {status:?}"
+    );
     let verdict = mesh.verify_audit().await.expect("the audit chain verifies");
     assert!(verdict.contains("intact"), "{verdict}");
 }

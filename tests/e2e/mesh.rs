@@ -137,6 +137,7 @@ impl Person {
             effective_at: String::new(),
             source_system: "workday".into(),
             urgent: false,
+            source_changed_at: String::new(),
         }
     }
 }

@@ -262,6 +262,7 @@ impl Engine {
             dispatch_spans: crate::tracing_context::DispatchSpans::default(),
             leases,
         });
+        tokio::spawn(crate::metrics::observe_finished(inner.store.clone(), inner.finished.subscribe()));
         if let Some(leases) = inner.leases.clone() {
             // A replica recovers nothing itself: it takes lanes over with
             // their stored tasks as it claims them.
@@ -477,6 +478,7 @@ impl Engine {
                 "source_system": event.source_system,
                 "urgent": event.urgent,
                 "effective_at": format_time(Some(effective_at)),
+                "source_changed_at": format_time(event.source_changed_at_ms),
                 "workflows": plan.workflows.iter().map(|w| json!({ "name": w.name, "owner": w.owner })).collect::<Vec<_>>(),
                 "policy_hash": self.inner.policy.hash,
                 "plan_hash": hash,
@@ -494,6 +496,9 @@ impl Engine {
             InsertOutcome::Duplicate(first) => Ok(SubmitOutcome { event: *first, duplicate: true }),
             InsertOutcome::Inserted(seq) => {
                 self.inner.dispatch_spans.remember(&event.event_id, &trace_context);
+                if let Some(changed_at) = event.source_changed_at_ms {
+                    CoordinatorMetrics::get().source_changed(&event.event_id, changed_at);
+                }
                 for task in &mut tasks {
                     task.event_seq = seq;
                 }
@@ -1507,8 +1512,9 @@ impl TaskRun {
 }
 
 async fn run_task(inner: Arc<Inner>, runtime: Arc<TargetRuntime>, mut task: TaskRecord) {
-    // A calendar deletion runs only while nothing cancelled it (a rehire).
-    match crate::calendar::deletion_cancelled_by(inner.store.as_ref(), &task).await {
+    // A calendar stage runs only while nothing cancelled it (a rehire, a
+    // hire cancelled before its start).
+    match crate::calendar::stage_cancelled_by(inner.store.as_ref(), &task).await {
         Ok(None) => {}
         Ok(Some(reason)) => {
             task.state = TaskState::Superseded;

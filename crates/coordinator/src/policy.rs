@@ -98,6 +98,13 @@ pub struct TargetSpec {
     /// `Describe` when the coordinator starts).
     #[serde(default)]
     pub delete_after: Option<String>,
+    /// Pre-hire (e.g. `2d`): a joiner dated ahead creates the account on
+    /// this target this long before its effective time, disabled, without
+    /// entitlements or credentials (`crate::calendar`); the joiner enables
+    /// it with its grants at the start. The connector must declare disable
+    /// support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prehire: Option<String>,
     /// TLS towards the connector.
     #[serde(default)]
     pub tls: Option<TargetTls>,
@@ -243,6 +250,11 @@ pub struct Workflow {
     /// target's applies.
     #[serde(default)]
     pub deadline: Option<String>,
+    /// Pre-hire (e.g. `2d`) on every target this workflow grants on: as a
+    /// target's `prehire`; the longest of the target's and its granting
+    /// workflows' applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prehire: Option<String>,
 }
 
 /// The policy file.
@@ -522,10 +534,12 @@ fn check(file: &PolicyFile, declared_targets: &BTreeSet<String>, issues: &mut Ve
                 }
             }
         }
-        if let Some(retention) = &target.delete_after
-            && let Err(message) = parse_duration(retention)
-        {
-            issue(format!("{path}.delete_after"), message);
+        for (field, value) in [("delete_after", &target.delete_after), ("prehire", &target.prehire)] {
+            if let Some(value) = value
+                && let Err(message) = parse_duration(value)
+            {
+                issue(format!("{path}.{field}"), message);
+            }
         }
         if target.concurrency == 0 {
             issue(format!("{path}.concurrency"), "must be at least 1".into());
@@ -596,6 +610,9 @@ fn check(file: &PolicyFile, declared_targets: &BTreeSet<String>, issues: &mut Ve
         }
         if let Some(rule) = &workflow.approval {
             check_rule(format!("{path}.approval"), rule, &mut issue);
+        }
+        if let Some(Err(message)) = workflow.prehire.as_deref().map(parse_duration) {
+            issue(format!("{path}.prehire"), message);
         }
         match workflow.deadline.as_deref().map(parse_duration) {
             Some(Ok(deadline)) => {

@@ -19,7 +19,9 @@ use support::*;
 
 /// Every target keeps a leaver's account for `retention`.
 fn with_retention(retention: &'static str) -> impl FnOnce(String) -> String {
-    move |policy| policy.replace("insecure_plaintext: true,", &format!("insecure_plaintext: true, delete_after: {retention},"))
+    move |policy| {
+        policy.replace("insecure_plaintext: true,", &format!("insecure_plaintext: true, delete_after: {retention},"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +60,9 @@ async fn a_leavers_accounts_are_deleted_after_the_retention() {
     let evidence: serde_json::Value = serde_json::from_str(&evidence.json).expect("json");
     let scheduled = evidence["calendar"]["scheduled"].as_array().expect("the calendar in the evidence");
     assert_eq!(scheduled.len(), TARGETS.len(), "{evidence}");
-    assert!(scheduled.iter().all(|s| s["state"] == "TASK_STATE_VERIFIED" && !s["due_at"].as_str().unwrap_or("").is_empty()));
+    assert!(
+        scheduled.iter().all(|s| s["state"] == "TASK_STATE_VERIFIED" && !s["due_at"].as_str().unwrap_or("").is_empty())
+    );
     let verdict = coordinator::store::verify_audit(mesh.store.as_ref()).await.expect("verify");
     assert_eq!(verdict.broken, None);
 }
@@ -88,7 +92,13 @@ async fn a_rehire_cancels_the_pending_deletion() {
     let account = mesh.target("ldap").get("rae").expect("the account is kept");
     assert!(account.enabled);
     let status = mesh.client.get_event(pb::GetEventRequest { event_id: "rl1".into() }).await.expect("status");
-    assert!(status.into_inner().calendar.iter().all(|e| e.state == pb::TaskState::Superseded as i32 && e.note.contains("rj2")));
+    assert!(
+        status
+            .into_inner()
+            .calendar
+            .iter()
+            .all(|e| e.state == pb::TaskState::Superseded as i32 && e.note.contains("rj2"))
+    );
 
     // The check before dispatch says the same, whatever process asks it
     // (a replica that did not see the rehire).
@@ -110,6 +120,73 @@ async fn calendar_ids_are_reserved() {
     .expect_err("refused");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert!(refused.message().contains("event.event_id"), "{refused:?}");
+}
+
+/// Every target pre-hires `lead` ahead of the start.
+fn with_prehire(lead: &'static str) -> impl FnOnce(String) -> String {
+    move |policy| policy.replace("insecure_plaintext: true,", &format!("insecure_plaintext: true, prehire: {lead},"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prehire_creates_the_account_disabled_then_the_start_enables_it() {
+    let mut mesh = Mesh::start_with(4, with_prehire("4s")).await;
+    let start = coordinator::event::format_time(Some(coordinator::event::now_ms() + 6_000));
+    submit(&mut mesh.client, event("pj1", pb::EventKind::Joiner, "H1", person("pat", "Sales"), &start)).await;
+    let prehire = until_terminal(&mut mesh.client, &calendar::prehire_event_id("ldap", "pj1")).await;
+    assert_eq!(prehire.state, pb::EventState::Verified as i32, "{prehire:?}");
+    assert_eq!(prehire.calendar_origin, "pj1");
+    let account = mesh.target("ldap").get("pat").expect("created ahead of the start");
+    assert!(!account.enabled && account.entitlements.is_empty() && account.credentials.is_empty(), "{account:?}");
+    let joiner = until_terminal(&mut mesh.client, "pj1").await;
+    assert_eq!(joiner.state, pb::EventState::Verified as i32, "{joiner:?}");
+    let account = mesh.target("ldap").get("pat").expect("the account");
+    assert!(account.enabled, "enabled at the start: {account:?}");
+    assert_eq!(held(&mesh.target("ldap"), "pat"), vec!["group:sales", "group:staff"]);
+    let stages: Vec<&str> = joiner.calendar.iter().map(|e| e.stage.as_str()).collect();
+    assert!(stages.iter().all(|s| *s == calendar::PREHIRE_STAGE) && !stages.is_empty(), "{joiner:?}");
+    assert!(joiner.calendar.iter().all(|e| e.state == pb::TaskState::Verified as i32), "{joiner:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hire_cancelled_before_its_start_removes_what_the_prehire_created() {
+    let mut mesh = Mesh::start_with(4, with_prehire("2h")).await;
+    let start = coordinator::event::format_time(Some(coordinator::event::now_ms() + 3_600_000));
+    submit(&mut mesh.client, event("qj1", pb::EventKind::Joiner, "H2", person("quin", "Sales"), &start)).await;
+    for target in ["ldap", "scim", "aws"] {
+        let prehire = until_terminal(&mut mesh.client, &calendar::prehire_event_id(target, "qj1")).await;
+        assert_eq!(prehire.state, pb::EventState::Verified as i32, "{prehire:?}");
+        assert!(mesh.target(target).get("quin").is_some_and(|a| !a.enabled), "pre-hired on {target}");
+    }
+    submit(&mut mesh.client, event("ql1", pb::EventKind::Leaver, "H2", Default::default(), "")).await;
+    let joiner = until_terminal(&mut mesh.client, "qj1").await;
+    assert_eq!(joiner.state, pb::EventState::Superseded as i32, "the hire never starts: {joiner:?}");
+    assert!(joiner.tasks.iter().all(|t| t.last_error.contains("ql1")), "{joiner:?}");
+    for target in ["ldap", "scim", "aws"] {
+        let removal = until_terminal(&mut mesh.client, &calendar::prehire_removal_event_id(target, "qj1")).await;
+        assert_eq!(removal.state, pb::EventState::Verified as i32, "{removal:?}");
+        assert!(mesh.target(target).get("quin").is_none(), "{target} still holds the pre-hired account");
+    }
+    until_terminal(&mut mesh.client, "ql1").await;
+    let status = mesh.client.get_event(pb::GetEventRequest { event_id: "qj1".into() }).await.expect("status");
+    let stages: Vec<String> = status.into_inner().calendar.iter().map(|e| e.stage.clone()).collect();
+    assert!(stages.iter().any(|s| s == calendar::PREHIRE_REMOVAL_STAGE), "{stages:?}");
+}
+
+#[test]
+fn a_lead_time_or_retention_that_does_not_parse_is_refused_with_its_path() {
+    let policy = r#"
+version: 1
+source_of_truth: { system: workday, attributes: [username] }
+targets:
+  - { id: ldap, endpoint: "http://127.0.0.1:1", account_name: "{username}", insecure_plaintext: true, delete_after: soon, prehire: "2" }
+workflows:
+  - { name: w, owner: o, trigger: { events: [joiner] }, grants: { ldap: [ { kind: group, id: g } ] }, prehire: 3x }
+"#;
+    let Err(coordinator::policy::PolicyError::Invalid(issues)) = Policy::parse(policy) else { panic!("refused") };
+    let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    for path in ["targets[0].delete_after", "targets[0].prehire", "workflows[0].prehire"] {
+        assert!(paths.contains(&path), "{path} in {issues:?}");
+    }
 }
 
 /// The reference connector, declaring no delete support.

@@ -398,6 +398,7 @@ fn build_event(args: &EventArgs) -> Result<pb::LifecycleEvent, Failure> {
         effective_at: args.effective_at.clone().or(file.effective_at).unwrap_or_default(),
         source_system: args.source.clone().or(file.source_system).unwrap_or_default(),
         urgent: args.urgent || file.urgent,
+        source_changed_at: String::new(),
     })
 }
 
