@@ -138,6 +138,7 @@ impl Person {
             effective_at: String::new(),
             source_system: "workday".into(),
             urgent: false,
+            source_changed_at: String::new(),
         }
     }
 }

@@ -112,6 +112,7 @@ fn joiner(prefix: &str, i: usize) -> pb::LifecycleEvent {
         effective_at: String::new(),
         source_system: "workday".into(),
         urgent: false,
+        source_changed_at: String::new(),
     }
 }
 

@@ -180,6 +180,7 @@ fn joiner(i: usize) -> pb::LifecycleEvent {
         effective_at: String::new(),
         source_system: "workday".into(),
         urgent: false,
+        source_changed_at: String::new(),
     }
 }
 

@@ -78,7 +78,9 @@ impl LifecycleService {
             .ok_or_else(|| Status::not_found(format!("event {event_id:?} not found")))?;
         let tasks = store.tasks(event_id).await.map_err(EngineError::from)?;
         let approvals = store.approvals(event_id).await.map_err(EngineError::from)?;
-        Ok(event_status(&event, &in_plan_order(&event, tasks), &approvals))
+        let mut status = event_status(&event, &in_plan_order(&event, tasks), &approvals);
+        crate::calendar::fill_status(store.as_ref(), &event, &mut status).await.map_err(EngineError::from)?;
+        Ok(status)
     }
 
     async fn decide(
@@ -232,7 +234,9 @@ impl Lifecycle for LifecycleService {
         let tasks = in_plan_order(&event, store.tasks(&event_id).await.map_err(EngineError::from)?);
         let approvals = store.approvals(&event_id).await.map_err(EngineError::from)?;
         let audit = store.event_audit(&event_id).await.map_err(EngineError::from)?;
-        let document = evidence_json(&event, &tasks, &approvals, &audit);
+        let mut document = evidence_json(&event, &tasks, &approvals, &audit);
+        let scheduled = crate::calendar::entries(store.as_ref(), &event).await.map_err(EngineError::from)?;
+        document["calendar"] = crate::calendar::evidence_json(&event, &scheduled);
         let json = serde_json::to_string_pretty(&document).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ExportEvidenceResponse { json }))
     }

@@ -260,6 +260,7 @@ impl Engine {
             dispatch_spans: crate::tracing_context::DispatchSpans::default(),
             leases,
         });
+        tokio::spawn(crate::metrics::observe_finished(inner.store.clone(), inner.finished.subscribe()));
         if let Some(leases) = inner.leases.clone() {
             // A replica recovers nothing itself: it takes lanes over with
             // their stored tasks as it claims them.
@@ -375,7 +376,17 @@ impl Engine {
     /// returns the first event unchanged.
     pub async fn submit(&self, event: ValidEvent, initiator: String) -> Result<SubmitOutcome, EngineError> {
         let span = crate::tracing_context::event_span(&event);
-        self.submit_in_span(event, initiator).instrument(span).await
+        let outcome = self.submit_in_span(event, initiator).instrument(span).await?;
+        // Outside the event's span: a scheduled stage is its own trace.
+        crate::calendar::after_submit(self, &outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Supersedes these unfinished, not running tasks with `reason` (the
+    /// calendar: a rehire cancels a pending deletion). Tasks of lanes this
+    /// process does not hold, or already running, are left alone.
+    pub(crate) fn cancel_tasks(&self, tasks: Vec<TaskKey>, reason: String) {
+        let _ = self.inner.scheduler.send(SchedulerMessage::Cancel { tasks, reason });
     }
 
     async fn submit_in_span(&self, event: ValidEvent, initiator: String) -> Result<SubmitOutcome, EngineError> {
@@ -466,6 +477,7 @@ impl Engine {
                 "source_system": event.source_system,
                 "urgent": event.urgent,
                 "effective_at": format_time(Some(effective_at)),
+                "source_changed_at": format_time(event.source_changed_at_ms),
                 "workflows": plan.workflows.iter().map(|w| json!({ "name": w.name, "owner": w.owner })).collect::<Vec<_>>(),
                 "policy_hash": self.inner.policy.hash,
                 "plan_hash": hash,
@@ -483,6 +495,9 @@ impl Engine {
             InsertOutcome::Duplicate(first) => Ok(SubmitOutcome { event: *first, duplicate: true }),
             InsertOutcome::Inserted(seq) => {
                 self.inner.dispatch_spans.remember(&event.event_id, &trace_context);
+                if let Some(changed_at) = event.source_changed_at_ms {
+                    CoordinatorMetrics::get().source_changed(&event.event_id, changed_at);
+                }
                 for task in &mut tasks {
                     task.event_seq = seq;
                 }
@@ -649,6 +664,11 @@ enum SchedulerMessage {
     },
     /// Replica: rows asked for after `Unknown`.
     Loaded(Vec<TaskRecord>),
+    /// Supersede these tasks unless running (see [`Engine::cancel_tasks`]).
+    Cancel {
+        tasks: Vec<TaskKey>,
+        reason: String,
+    },
 }
 
 /// The scheduler's answer to the lease loop.
@@ -944,6 +964,16 @@ impl Scheduler {
                     breaker.failures = 0;
                 }
                 self.settle(*task);
+            }
+            SchedulerMessage::Cancel { tasks, reason } => {
+                for task_key in tasks {
+                    let Some(slot) = self.slots.get(&task_key) else { continue };
+                    if slot.status != SlotStatus::InFlight {
+                        let lane_key = lane(&slot.record);
+                        self.remove_and_supersede(&task_key, &reason);
+                        self.dirty.insert(lane_key);
+                    }
+                }
             }
             SchedulerMessage::Released(task) => {
                 if let Some(slot) = self.slots.get_mut(&key(&task))
@@ -1301,8 +1331,12 @@ async fn persist_and_report(inner: Arc<Inner>, task: TaskRecord, action: &'stati
         action: action.into(),
         payload: json!({ "target_id": task.target_id, "error": task.last_error }),
     };
-    if let Err(error) = inner.save_task(task.clone(), vec![audit]).await {
-        tracing::error!(%error, "cannot record a task");
+    match inner.save_task(task.clone(), vec![audit]).await {
+        Ok(Some(state)) => {
+            let _ = inner.finished.send((task.event_id.clone(), state));
+        }
+        Ok(None) => {}
+        Err(error) => tracing::error!(%error, "cannot record a task"),
     }
     let _ = inner.updates.send(task.event_id.clone());
     let _ = inner.scheduler.send(SchedulerMessage::Finished(Box::new(task), Outcome::Done));
@@ -1519,7 +1553,27 @@ impl TaskRun {
     }
 }
 
-async fn run_task(inner: Arc<Inner>, runtime: Arc<TargetRuntime>, task: TaskRecord) {
+async fn run_task(inner: Arc<Inner>, runtime: Arc<TargetRuntime>, mut task: TaskRecord) {
+    // A calendar stage runs only while nothing cancelled it (a rehire, a
+    // hire cancelled before its start).
+    match crate::calendar::stage_cancelled_by(inner.store.as_ref(), &task).await {
+        Ok(None) => {}
+        Ok(Some(reason)) => {
+            task.state = TaskState::Superseded;
+            task.finished_at = Some(now_ms());
+            task.next_attempt_at = None;
+            task.last_error = reason;
+            inner.dispatch_spans.forget(&task.event_id, &task.target_id);
+            return persist_and_report(inner, task, "task.superseded").await;
+        }
+        Err(error) => {
+            // Not proven still due: not run now, asked again shortly.
+            tracing::warn!(%error, event_id = %task.event_id, "cannot check a deletion against rehires; retried");
+            task.next_attempt_at = Some(now_ms() + 1000);
+            let _ = inner.scheduler.send(SchedulerMessage::Finished(Box::new(task), Outcome::Done));
+            return;
+        }
+    }
     let span = inner.dispatch_spans.dispatch_span(inner.store.as_ref(), &task).await;
     let breached_before = task.deadline_breached;
     let mut run = TaskRun { inner: inner.clone(), task, error_kind: "", lease_lost: false };

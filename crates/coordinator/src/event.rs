@@ -52,6 +52,8 @@ pub struct ValidEvent {
     pub source_system: String,
     /// An urgent leaver.
     pub urgent: bool,
+    /// When the change was made in the source (Unix ms), where it says.
+    pub source_changed_at_ms: Option<i64>,
 }
 
 /// Whether an attribute name is acceptable: letters, digits, `_`, `-`, `.`.
@@ -131,6 +133,12 @@ pub fn validate(event: Option<&pb::LifecycleEvent>, policy: &Policy) -> Result<V
             format!("must be 1 to {MAX_EVENT_ID_BYTES} ASCII letters, digits or -_.:"),
         ));
     }
+    if crate::calendar::reserved_event_id(&event.event_id) {
+        return Err(invalid(
+            "event.event_id",
+            "ids starting with \"retention:\", \"prehire:\" or \"prehire-removal:\" are reserved for the calendar",
+        ));
+    }
     let kind =
         kind_from_proto(event.kind).ok_or_else(|| invalid("event.kind", "must be joiner, mover, leaver or rehire"))?;
     check_identifier("event.person_id", &event.person_id, MAX_PERSON_ID_BYTES)?;
@@ -176,7 +184,13 @@ pub fn validate(event: Option<&pb::LifecycleEvent>, policy: &Policy) -> Result<V
     } else {
         Some(parse_time(&event.effective_at).map_err(|message| invalid("event.effective_at", message))?)
     };
+    let source_changed_at_ms = if event.source_changed_at.is_empty() {
+        None
+    } else {
+        Some(parse_time(&event.source_changed_at).map_err(|message| invalid("event.source_changed_at", message))?)
+    };
     Ok(ValidEvent {
+        source_changed_at_ms,
         event_id: event.event_id.clone(),
         kind,
         person_id: event.person_id.clone(),

@@ -125,6 +125,8 @@ pub fn event_status(event: &EventRecord, tasks: &[TaskRecord], approvals: &[Appr
         tasks: tasks.iter().map(|t| task_status(t, approvals)).collect(),
         trace_id: crate::tracing_context::trace_id_of(&event.trace_id).to_owned(),
         residual_risks: crate::credentials::event_risk_labels(tasks),
+        calendar: Vec::new(),
+        calendar_origin: String::new(),
     }
 }
 

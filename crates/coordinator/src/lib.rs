@@ -33,6 +33,7 @@ pub mod adoption;
 pub mod api;
 pub mod auth;
 pub mod baseline;
+pub mod calendar;
 pub mod claims;
 pub mod correlation;
 pub mod credentials;

@@ -96,6 +96,12 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(SqliteStore::open(&path).await.with_context(|| format!("database {}", path.display()))?);
         Engine::start(store, Arc::new(policy), config).await?
     };
+    // What the policy's calendar asks of each connector (a retention needs
+    // delete support), checked against its Describe: refused like a policy error.
+    let refused = coordinator::calendar::check_connectors(&engine, Duration::from_secs(10)).await;
+    if !refused.is_empty() {
+        anyhow::bail!("policy {}: {}", args.policy.display(), coordinator::policy::PolicyError::Invalid(refused));
+    }
     // Per-target reconciliation schedules (`reconcile.every` in the policy).
     let _reconcile_schedules = coordinator::reconcile::spawn_schedules(&engine);
     let running = RunningCoordinator::bind_with(args.listen, engine.clone(), tls, authentication).await?;

@@ -3,8 +3,10 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `jml_propagation_seconds` | histogram: submit to verified | target, workflow |
-//! | `jml_revocation_seconds` | histogram: submit to verified, for tasks revoking access (leavers) | target, workflow |
+//! | `jml_propagation_seconds` | histogram: the later of receipt and effective time, to verified | target, workflow |
+//! | `jml_revocation_seconds` | histogram: the same, for tasks revoking access (leavers, deletions) | target, workflow |
+//! | `jml_time_to_revoke_seconds` | histogram, one per leaver from the source: the later of receipt and effective time, to the last target settled | proven (`true` when every target was verified) |
+//! | `jml_source_to_verified_seconds` | histogram, one per verified event whose source sent `source_changed_at`: from that time to the last target verified | kind |
 //! | `jml_tasks_verified_total` | counter | target, workflow |
 //! | `jml_tasks_verified_with_residual_risk_total` | counter: proven, with residual risks listed (never retried) | target, workflow |
 //! | `jml_residual_risks_total` | counter: residual risks those tasks listed | target, credential_kind, bound |
@@ -21,8 +23,14 @@
 //! `workflow` is the comma-joined names of the workflows granting on the
 //! target (empty for a leaver's revocation, which no workflow grants).
 //! Gauges are refreshed by the scheduler about once a second.
+//!
+//! The lifecycle histograms have buckets from 50 ms to one day
+//! ([`lifecycle_buckets`]): a hire dated ahead counts from its effective
+//! time, not from its receipt. Each observation carries the event's trace
+//! id as an OpenMetrics exemplar (`# {trace_id="..."} value`), so a slow
+//! bucket leads to its trace.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -33,7 +41,51 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::store::TaskRecord;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+
+use crate::store::{EventRecord, EventState, Store, TaskRecord, TaskState};
+
+/// Buckets of the lifecycle latencies, in seconds: 50 ms to one day.
+pub const LIFECYCLE_BUCKETS: [f64; 22] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+    14_400.0, 28_800.0, 43_200.0, 64_800.0, 86_400.0,
+];
+
+/// [`LIFECYCLE_BUCKETS`] as an iterator.
+pub fn lifecycle_buckets() -> impl Iterator<Item = f64> {
+    LIFECYCLE_BUCKETS.into_iter()
+}
+
+/// The exemplar of a lifecycle observation: the event's trace.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    /// The OpenTelemetry trace id (32 hex digits).
+    pub trace_id: String,
+}
+
+fn exemplar(trace_id: Option<&str>) -> Option<TraceExemplar> {
+    trace_id.filter(|id| !id.is_empty()).map(|id| TraceExemplar { trace_id: id.to_owned() })
+}
+
+type LatencyFamily<L> = Family<L, HistogramWithExemplars<TraceExemplar>>;
+
+fn latency_family<L: Clone + std::hash::Hash + Eq>() -> LatencyFamily<L> {
+    Family::new_with_constructor(|| HistogramWithExemplars::new(lifecycle_buckets()))
+}
+
+/// Whether every target of a leaver was proven.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevokeLabels {
+    /// `true` when every target's task was verified, else `false`.
+    pub proven: String,
+}
+
+/// An event kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `joiner`, `mover`, `leaver`, ...
+    pub kind: String,
+}
 
 /// A target and the workflows granting on it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,8 +154,12 @@ pub struct CallOutcomeLabels {
 
 /// What the coordinator exports.
 pub struct CoordinatorMetrics {
-    propagation: Family<WorkflowLabels, Histogram>,
-    revocation: Family<WorkflowLabels, Histogram>,
+    propagation: LatencyFamily<WorkflowLabels>,
+    revocation: LatencyFamily<WorkflowLabels>,
+    time_to_revoke: LatencyFamily<RevokeLabels>,
+    source_to_verified: LatencyFamily<KindLabels>,
+    /// Source change times of events accepted here (Unix ms), until they finish.
+    source_changes: Mutex<HashMap<String, i64>>,
     verified: Family<WorkflowLabels, Counter>,
     residual_tasks: Family<WorkflowLabels, Counter>,
     residual_risks: Family<ResidualLabels, Counter>,
@@ -140,8 +196,11 @@ impl CoordinatorMetrics {
         static METRICS: OnceLock<CoordinatorMetrics> = OnceLock::new();
         METRICS.get_or_init(|| {
             let metrics = Self {
-                propagation: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
-                revocation: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+                propagation: latency_family(),
+                revocation: latency_family(),
+                time_to_revoke: latency_family(),
+                source_to_verified: latency_family(),
+                source_changes: Mutex::new(HashMap::new()),
                 verified: Family::default(),
                 residual_tasks: Family::default(),
                 residual_risks: Family::default(),
@@ -157,13 +216,23 @@ impl CoordinatorMetrics {
             };
             register(
                 "jml_propagation_seconds",
-                "Time from submit to verified read-back, by target and workflow",
+                "Time from the later of receipt and effective time to verified read-back, by target and workflow",
                 &metrics.propagation,
             );
             register(
                 "jml_revocation_seconds",
-                "Time from submit to verified revocation (leavers), by target and workflow",
+                "Time from the later of receipt and effective time to verified revocation (leavers), by target and workflow",
                 &metrics.revocation,
+            );
+            register(
+                "jml_time_to_revoke_seconds",
+                "Per leaver: time from the later of receipt and effective time to the last target settled",
+                &metrics.time_to_revoke,
+            );
+            register(
+                "jml_source_to_verified_seconds",
+                "Per event whose source sent its change time: time from that change to the last target verified",
+                &metrics.source_to_verified,
             );
             register("jml_tasks_verified", "Tasks verified by read-back", &metrics.verified);
             register(
@@ -196,13 +265,15 @@ impl CoordinatorMetrics {
         })
     }
 
-    /// A task was verified at `now_ms`.
-    pub fn verified(&self, task: &TaskRecord, now_ms: i64) {
+    /// A task was verified at `now_ms`; `trace_id` is its event's trace.
+    /// Counted from the later of receipt (when it was planned) and its
+    /// effective time.
+    pub fn verified(&self, task: &TaskRecord, now_ms: i64, trace_id: Option<&str>) {
         let labels = workflow_labels(task);
-        let seconds = seconds_between(task.planned_at, now_ms);
-        self.propagation.get_or_create(&labels).observe(seconds);
+        let seconds = seconds_between(task.planned_at.max(task.effective_at), now_ms);
+        self.propagation.get_or_create(&labels).observe(seconds, exemplar(trace_id), None);
         if !task.grants_access {
-            self.revocation.get_or_create(&labels).observe(seconds);
+            self.revocation.get_or_create(&labels).observe(seconds, exemplar(trace_id), None);
         }
         self.verified.get_or_create(&labels).inc();
     }
@@ -229,6 +300,41 @@ impl CoordinatorMetrics {
                     bound: connector_kit::credentials::bound_name(risk).to_owned(),
                 })
                 .inc();
+        }
+    }
+
+    /// Remembers the source's change time of an event accepted here, for
+    /// [`CoordinatorMetrics::event_finished`].
+    pub fn source_changed(&self, event_id: &str, at_ms: i64) {
+        if let Ok(mut changes) = self.source_changes.lock() {
+            if changes.len() >= 100_000 {
+                changes.clear();
+            }
+            changes.insert(event_id.to_owned(), at_ms);
+        }
+    }
+
+    /// An event finished (`state`), with its tasks: the time to revoke of a
+    /// leaver from the source, and the source-to-verified time where the
+    /// source sent its change time.
+    pub fn event_finished(&self, event: &EventRecord, state: EventState, tasks: &[TaskRecord]) {
+        let source_changed = self.source_changes.lock().ok().and_then(|mut changes| changes.remove(&event.event_id));
+        let settled: Vec<&TaskRecord> = tasks.iter().filter(|t| t.state != TaskState::Superseded).collect();
+        let Some(last) = settled.iter().filter_map(|t| t.finished_at).max() else { return };
+        let trace_id = crate::tracing_context::trace_id_of(&event.trace_id);
+        if event.kind == crate::policy::EventKindName::Leaver && !crate::calendar::internal_source(&event.source_system)
+        {
+            let proven = settled.iter().all(|t| t.state == TaskState::Verified);
+            let seconds = seconds_between(event.received_at.max(event.effective_at), last);
+            let labels = RevokeLabels { proven: proven.to_string() };
+            self.time_to_revoke.get_or_create(&labels).observe(seconds, exemplar(Some(trace_id)), None);
+        }
+        if let Some(changed_at) = source_changed
+            && state == EventState::Verified
+        {
+            let labels = KindLabels { kind: crate::event::kind_name(event.kind).to_owned() };
+            let seconds = seconds_between(changed_at, last);
+            self.source_to_verified.get_or_create(&labels).observe(seconds, exemplar(Some(trace_id)), None);
         }
     }
 
@@ -299,6 +405,46 @@ impl CoordinatorMetrics {
             let labels = TargetLabels { target };
             self.overdue.get_or_create(&labels).set(count);
             seen_targets.insert(labels);
+        }
+    }
+}
+
+/// Follows the events as they finish and records their per-event
+/// latencies ([`CoordinatorMetrics::event_finished`]); one store read of the
+/// event, and of its tasks for leavers and events with a source change time.
+pub async fn observe_finished(
+    store: std::sync::Arc<dyn Store>,
+    mut finished: tokio::sync::broadcast::Receiver<(String, EventState)>,
+) {
+    let metrics = CoordinatorMetrics::get();
+    loop {
+        let (event_id, state) = match finished.recv().await {
+            Ok(item) => item,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "per-event latencies not recorded for some finished events");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if !state.is_terminal() {
+            continue;
+        }
+        let event = match store.event(&event_id).await {
+            Ok(Some(event)) => event,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(%error, %event_id, "cannot read a finished event for its latencies");
+                continue;
+            }
+        };
+        let wanted = event.kind == crate::policy::EventKindName::Leaver
+            || metrics.source_changes.lock().is_ok_and(|changes| changes.contains_key(&event_id));
+        if !wanted {
+            continue;
+        }
+        match store.tasks(&event_id).await {
+            Ok(tasks) => metrics.event_finished(&event, state, &tasks),
+            Err(error) => tracing::warn!(%error, %event_id, "cannot read a finished event's tasks for its latencies"),
         }
     }
 }

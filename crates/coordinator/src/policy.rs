@@ -97,10 +97,20 @@ pub struct TargetSpec {
     /// Managed attributes: target attribute name -> template.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
-    /// Leaver retention before deletion (e.g. `30d`); deletion is not yet
-    /// scheduled by this version, the value is checked and recorded.
+    /// Leaver retention before deletion (e.g. `30d`): every leaver schedules
+    /// the deletion of the account on this target at the leaver's effective
+    /// time plus this (`crate::calendar`); a rehire before then cancels it.
+    /// The connector must declare delete support (checked against its
+    /// `Describe` when the coordinator starts).
     #[serde(default)]
     pub delete_after: Option<String>,
+    /// Pre-hire (e.g. `2d`): a joiner dated ahead creates the account on
+    /// this target this long before its effective time, disabled, without
+    /// entitlements or credentials (`crate::calendar`); the joiner enables
+    /// it with its grants at the start. The connector must declare disable
+    /// support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prehire: Option<String>,
     /// TLS towards the connector.
     #[serde(default)]
     pub tls: Option<TargetTls>,
@@ -254,6 +264,11 @@ pub struct Workflow {
     /// target's applies.
     #[serde(default)]
     pub deadline: Option<String>,
+    /// Pre-hire (e.g. `2d`) on every target this workflow grants on: as a
+    /// target's `prehire`; the longest of the target's and its granting
+    /// workflows' applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prehire: Option<String>,
 }
 
 /// The policy file.
@@ -534,10 +549,12 @@ fn check(file: &PolicyFile, declared_targets: &BTreeSet<String>, issues: &mut Ve
                 }
             }
         }
-        if let Some(retention) = &target.delete_after
-            && let Err(message) = parse_duration(retention)
-        {
-            issue(format!("{path}.delete_after"), message);
+        for (field, value) in [("delete_after", &target.delete_after), ("prehire", &target.prehire)] {
+            if let Some(value) = value
+                && let Err(message) = parse_duration(value)
+            {
+                issue(format!("{path}.{field}"), message);
+            }
         }
         if target.concurrency == 0 {
             issue(format!("{path}.concurrency"), "must be at least 1".into());
@@ -609,6 +626,9 @@ fn check(file: &PolicyFile, declared_targets: &BTreeSet<String>, issues: &mut Ve
         }
         if let Some(rule) = &workflow.approval {
             check_rule(format!("{path}.approval"), rule, &mut issue);
+        }
+        if let Some(Err(message)) = workflow.prehire.as_deref().map(parse_duration) {
+            issue(format!("{path}.prehire"), message);
         }
         match workflow.deadline.as_deref().map(parse_duration) {
             Some(Ok(deadline)) => {

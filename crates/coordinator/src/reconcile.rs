@@ -1026,6 +1026,7 @@ async fn submit_fix(
                 effective_at_ms: Some(identity.effective_at),
                 source_system: RECONCILIATION_SOURCE.into(),
                 urgent: false,
+                source_changed_at_ms: None,
             };
             (event, identity.attributes, *plan)
         }
@@ -1060,6 +1061,7 @@ async fn submit_fix(
                 effective_at_ms: None,
                 source_system: RECONCILIATION_SOURCE.into(),
                 urgent: false,
+                source_changed_at_ms: None,
             };
             (event, BTreeMap::new(), plan)
         }

@@ -225,6 +225,12 @@ impl DispatchSpans {
         }
     }
 
+    /// The trace id of a remembered event (metrics exemplars).
+    pub fn trace_id(&self, event_id: &str) -> Option<String> {
+        let contexts = self.event_contexts.lock().ok()?;
+        contexts.get(event_id).map(|stored| trace_id_of(stored).to_owned())
+    }
+
     /// Ends the dispatch span of a task settled outside a worker (superseded).
     pub fn forget(&self, event_id: &str, target_id: &str) {
         if let Ok(mut live) = self.live.lock() {
@@ -239,7 +245,7 @@ pub fn task_settled(spans: &DispatchSpans, task: &TaskRecord, breached_before: b
     let metrics = crate::metrics::CoordinatorMetrics::get();
     let now = crate::event::now_ms();
     match task.state {
-        TaskState::Verified => metrics.verified(task, now),
+        TaskState::Verified => metrics.verified(task, now, spans.trace_id(&task.event_id).as_deref()),
         TaskState::VerifiedWithResidualRisk => {
             metrics.verified_with_residual_risk(task, &task.residual_risks, now);
         }

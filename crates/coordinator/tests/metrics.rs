@@ -14,21 +14,34 @@ use connector_kit::contract as pb;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One scrape: every sample as (metric name, labels, value).
-struct Scrape(Vec<(String, BTreeMap<String, String>, f64)>);
+/// One scrape: every sample as (metric name, labels, value), and the
+/// OpenMetrics exemplars (`# {labels} value`) as (metric name, labels of
+/// the sample, labels of the exemplar).
+struct Scrape(
+    Vec<(String, BTreeMap<String, String>, f64)>,
+    Vec<(String, BTreeMap<String, String>, BTreeMap<String, String>)>,
+);
 
 impl Scrape {
     fn parse(text: &str) -> Self {
         let mut samples = Vec::new();
+        let mut exemplars = Vec::new();
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let (line, exemplar) = match line.split_once(" # {") {
+                Some((sample, exemplar)) => (sample, exemplar.split_once('}').map(|(labels, _)| parse_labels(labels))),
+                None => (line, None),
+            };
             let (series, value) = line.rsplit_once(' ').expect("sample line");
             let (name, labels) = match series.split_once('{') {
                 Some((name, rest)) => (name, rest.trim_end_matches('}')),
                 None => (series, ""),
             };
+            if let Some(exemplar) = exemplar {
+                exemplars.push((name.to_owned(), parse_labels(labels), exemplar));
+            }
             samples.push((name.to_owned(), parse_labels(labels), value.parse().expect("sample value")));
         }
-        Self(samples)
+        Self(samples, exemplars)
     }
 
     /// The sum of `name`'s samples whose labels include `with`.
@@ -126,6 +139,24 @@ async fn scraped_counts_match_the_events_run() {
     };
     tokio::time::timeout(Duration::from_secs(60), breached).await.expect("the ldap deadline breach is recorded");
 
+    // Known effective times: a Sales hire effective ten seconds ahead is
+    // counted from its effective time (so well under ten seconds), not from
+    // its receipt; a mover whose source changed an hour ago counts that hour
+    // from source to verified.
+    let ahead = coordinator::event::format_time(Some(coordinator::event::now_ms() + 10_000));
+    submit(&mut mesh.client, event("e0", pb::EventKind::Joiner, "P9", person("eli", "Sales"), &ahead)).await;
+    let hired = until_terminal(&mut mesh.client, "e0").await;
+    assert_eq!(hired.state, pb::EventState::Verified as i32);
+    events.push("e0".into());
+    let an_hour_ago = coordinator::event::format_time(Some(coordinator::event::now_ms() - 3_600_000));
+    let moved = pb::LifecycleEvent {
+        source_changed_at: an_hour_ago,
+        ..event("m1", pb::EventKind::Mover, "P1", person("bob", "Engineering"), "")
+    };
+    submit(&mut mesh.client, moved).await;
+    assert_eq!(until_terminal(&mut mesh.client, "m1").await.state, pb::EventState::Verified as i32);
+    events.push("m1".into());
+
     // What the coordinator's status says happened, per target.
     let mut statuses = BTreeMap::new();
     for id in &events {
@@ -191,5 +222,38 @@ async fn scraped_counts_match_the_events_run() {
     assert_eq!(metrics.sum("jml_task_retries_total", &mismatch), f64::from(scim_failed.attempts - 1));
     assert_eq!(metrics.sum("jml_task_failures_total", &[]), 1.0, "nothing else failed");
     let workflow = [("target", "ldap"), ("workflow", "staff,engineering")];
-    assert_eq!(metrics.sum("jml_tasks_verified_total", &workflow), 3.0, "three engineering joiners on ldap");
+    assert_eq!(
+        metrics.sum("jml_tasks_verified_total", &workflow),
+        4.0,
+        "three engineering joiners and a mover on ldap"
+    );
+
+    // Buckets reach a day.
+    let ldap_sales = [("target", "ldap"), ("workflow", "staff,sales")];
+    let bucket = |name: &str, le: &str, with: &[(&str, &str)]| {
+        let mut labels = with.to_vec();
+        labels.push(("le", le));
+        metrics.sum(&format!("{name}_bucket"), &labels)
+    };
+    assert_eq!(bucket("jml_propagation_seconds", "86400.0", &ldap_sales), 2.0, "f0 and e0 on ldap: {:?}", metrics.0);
+    // e0 waited ten seconds for its effective time; that is not propagation.
+    assert_eq!(bucket("jml_propagation_seconds", "5.0", &ldap_sales), 2.0, "counted from the effective time");
+    // The leaver: one time to revoke, every target proven.
+    assert_eq!(metrics.sum("jml_time_to_revoke_seconds_count", &[("proven", "true")]), 1.0);
+    assert_eq!(metrics.sum("jml_time_to_revoke_seconds_count", &[("proven", "false")]), 0.0);
+    assert_eq!(bucket("jml_time_to_revoke_seconds", "60.0", &[]), 1.0, "l0 revoked within a minute");
+    // m1: an hour (and a little) from the source's change to verified.
+    let mover = [("kind", "mover")];
+    assert_eq!(metrics.sum("jml_source_to_verified_seconds_count", &mover), 1.0);
+    assert_eq!(bucket("jml_source_to_verified_seconds", "3600.0", &mover), 0.0);
+    assert_eq!(bucket("jml_source_to_verified_seconds", "7200.0", &mover), 1.0);
+    // Exemplars carry the trace id: e0's, the latest observation of its bucket.
+    let carries = |trace_id: &str| {
+        metrics.1.iter().any(|(name, labels, exemplar)| {
+            name == "jml_propagation_seconds_bucket"
+                && labels.get("target").is_some_and(|t| t == "ldap")
+                && exemplar.get("trace_id").is_some_and(|t| t == trace_id)
+        })
+    };
+    assert!(!hired.trace_id.is_empty() && carries(&hired.trace_id), "e0's trace id in an exemplar: {:?}", metrics.1);
 }

@@ -477,6 +477,7 @@ fn build_event(args: &EventArgs) -> Result<pb::LifecycleEvent, Failure> {
         effective_at: args.effective_at.clone().or(file.effective_at).unwrap_or_default(),
         source_system: args.source.clone().or(file.source_system).unwrap_or_default(),
         urgent: args.urgent || file.urgent,
+        source_changed_at: String::new(),
     })
 }
 
@@ -542,6 +543,11 @@ fn status_json(status: &pb::EventStatus) -> Value {
         "deadline_breached": status.deadline_breached,
         "tasks": status.tasks.iter().map(task_json).collect::<Vec<_>>(),
         "residual_risks": status.residual_risks,
+        "calendar": status.calendar.iter().map(|entry| json!({
+            "stage": entry.stage, "event_id": entry.event_id, "target_id": entry.target_id,
+            "due_at": entry.due_at, "state": state_name(entry.state), "note": entry.note,
+        })).collect::<Vec<_>>(),
+        "calendar_origin": status.calendar_origin,
     })
 }
 
@@ -583,6 +589,20 @@ fn print_status(status: &pb::EventStatus) {
         for risk in &task.residual_risks {
             println!("      residual risk: {}", connector_kit::credentials::label(risk));
         }
+    }
+    if !status.calendar_origin.is_empty() {
+        println!("  scheduled by the calendar from event {}", status.calendar_origin);
+    }
+    for entry in &status.calendar {
+        let note = if entry.note.is_empty() { String::new() } else { format!(" ({})", entry.note) };
+        println!(
+            "  calendar: {} on {} due {}: {} [event {}]{note}",
+            entry.stage.replace('_', " "),
+            entry.target_id,
+            entry.due_at,
+            state_name(entry.state),
+            entry.event_id
+        );
     }
 }
 

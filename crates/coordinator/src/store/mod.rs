@@ -574,6 +574,9 @@ pub trait Store: Send + Sync + 'static {
     fn person_context(&self, person_id: &str) -> StoreFuture<'_, PersonContext>;
     /// A person's identity record.
     fn identity(&self, person_id: &str) -> StoreFuture<'_, Option<IdentityRecord>>;
+    /// Every event of a person, in arrival order (the calendar: pending
+    /// deletions, rehires after a leaver).
+    fn person_events(&self, person_id: &str) -> StoreFuture<'_, Vec<EventRecord>>;
     /// Audit records with seq > `after`, at most `limit`, in order.
     fn audit_records(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>>;
     /// An event's audit records, in order.

@@ -722,7 +722,10 @@ async fn update_identity(
     // it only for a leaver: the departure is a fact of the source of truth,
     // and access a target kept is what reconciliation reports as
     // should-be-disabled.
+    // A pre-hire (the calendar) prepares an account before the person starts:
+    // the person is not yet what the joiner will make them.
     if event.source_system == super::RECONCILIATION_SOURCE
+        || (event.source_system == crate::calendar::CALENDAR_SOURCE && event.kind != EventKindName::Leaver)
         || (!state.is_proven() && event.kind != EventKindName::Leaver)
     {
         return Ok(None);

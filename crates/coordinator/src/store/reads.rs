@@ -161,6 +161,13 @@ pub(crate) async fn identity<P: ReadPool>(pool: &P, person_id: String) -> Result
         .transpose()
 }
 
+/// Every event of a person, in arrival order.
+pub(crate) async fn person_events<P: ReadPool>(pool: &P, person_id: String) -> Result<Vec<EventRecord>, StoreError> {
+    let rows =
+        pool.fetch_all("SELECT * FROM events WHERE person_id = $1 ORDER BY seq", vec![Bind::Text(person_id)]).await?;
+    rows.iter().map(event_from_row).collect()
+}
+
 /// What is known of a person for planning.
 pub(crate) async fn person_context<P: ReadPool>(pool: &P, person_id: String) -> Result<PersonContext, StoreError> {
     let rows = pool
@@ -314,6 +321,10 @@ macro_rules! store_reads {
 
         fn identity(&self, person_id: &str) -> StoreFuture<'_, Option<IdentityRecord>> {
             Box::pin($crate::store::reads::identity(&self.pool, person_id.to_owned()))
+        }
+
+        fn person_events(&self, person_id: &str) -> StoreFuture<'_, Vec<EventRecord>> {
+            Box::pin($crate::store::reads::person_events(&self.pool, person_id.to_owned()))
         }
 
         fn audit_records(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {

@@ -198,6 +198,7 @@ pub fn event(
         effective_at: effective_at.into(),
         source_system: "workday".into(),
         urgent: false,
+        source_changed_at: String::new(),
     }
 }
 
