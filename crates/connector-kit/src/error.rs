@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Unsupported,
     /// A bug or an answer the connector does not understand.
     Internal,
+    /// A manual target's state cannot be known: no valid attestation.
+    Unattested,
 }
 
 impl ErrorKind {
@@ -48,6 +50,7 @@ impl ErrorKind {
             Self::Timeout => Code::DeadlineExceeded,
             Self::Unsupported => Code::Unimplemented,
             Self::Internal => Code::Internal,
+            Self::Unattested => Code::FailedPrecondition,
         }
     }
 
@@ -76,6 +79,7 @@ impl ErrorKind {
             Self::Timeout => pb::ErrorKind::Timeout,
             Self::Unsupported => pb::ErrorKind::Unsupported,
             Self::Internal => pb::ErrorKind::Internal,
+            Self::Unattested => pb::ErrorKind::Unattested,
         }
     }
 
@@ -91,6 +95,7 @@ impl ErrorKind {
             pb::ErrorKind::Timeout => Self::Timeout,
             pb::ErrorKind::Unsupported => Self::Unsupported,
             pb::ErrorKind::Internal => Self::Internal,
+            pb::ErrorKind::Unattested => Self::Unattested,
         })
     }
 
@@ -106,6 +111,7 @@ impl ErrorKind {
             Self::Timeout => "timeout",
             Self::Unsupported => "unsupported",
             Self::Internal => "internal",
+            Self::Unattested => "unattested",
         }
     }
 }
@@ -181,6 +187,11 @@ impl ConnectorError {
     /// A bug or an unexpected answer.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
+    }
+
+    /// A manual target's state cannot be known (no valid attestation).
+    pub fn unattested(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unattested, message)
     }
 
     /// Names the request field at fault.

@@ -103,6 +103,14 @@ pub enum Method {
     Reconcile,
     /// Reading reconciliation reports.
     ReconcileReport,
+    /// `StartCampaign`.
+    StartCampaign,
+    /// `GetCampaign`.
+    GetCampaign,
+    /// `DecideCampaignItem` (the engine checks the caller is the item's reviewer).
+    DecideCampaignItem,
+    /// `ControlReport`.
+    ControlReport,
 }
 
 impl Method {
@@ -120,6 +128,10 @@ impl Method {
             Self::ListOverdue => "ListOverdue",
             Self::Reconcile => "Reconcile",
             Self::ReconcileReport => "ReconcileReport",
+            Self::StartCampaign => "StartCampaign",
+            Self::GetCampaign => "GetCampaign",
+            Self::DecideCampaignItem => "DecideCampaignItem",
+            Self::ControlReport => "ControlReport",
         }
     }
 
@@ -132,7 +144,9 @@ impl Method {
             Self::Plan => &[Source, Auditor, Admin],
             Self::Approve | Self::Reject => &[Approver, Admin],
             Self::ExportEvidence | Self::VerifyAudit | Self::ListOverdue | Self::ReconcileReport => &[Auditor, Admin],
-            Self::Reconcile => &[Admin],
+            Self::Reconcile | Self::StartCampaign => &[Admin],
+            Self::GetCampaign | Self::ControlReport => &[Approver, Auditor, Admin],
+            Self::DecideCampaignItem => &[Approver, Admin],
         }
     }
 }

@@ -36,6 +36,8 @@ pub fn acknowledgement_json(ack: &pb::ApplyResponse) -> Value {
         "changes": ack.changes.iter().map(|c| json!({ "action": c.action, "subject": c.subject })).collect::<Vec<_>>(),
         "target_native_id": ack.target_native_id,
         "warnings": ack.warnings,
+        "awaiting_fulfilment": ack.awaiting_fulfilment,
+        "ticket": ack.ticket.as_ref().map(|t| json!({ "id": t.ticket_id, "url": t.url, "queue": t.queue, "action": t.action })),
     })
 }
 
@@ -52,6 +54,22 @@ pub fn read_back_json(state: &pb::AccountState) -> Value {
         "entitlements": state.entitlements.iter().map(entitlement_json).collect::<Vec<_>>(),
         "credentials": { "active": credentials.active, "complete": credentials.complete },
         "target_native_id": state.target_native_id,
+        "attestation": state.attestation.as_ref().map(attestation_json),
+    })
+}
+
+/// A manual target's attestation as JSON (who and when as the ticketing
+/// system recorded them, the command answered, the export's digest).
+pub fn attestation_json(attestation: &pb::Attestation) -> Value {
+    json!({
+        "ticket_id": attestation.ticket_id,
+        "entry_id": attestation.entry_id,
+        "fulfiller": attestation.fulfiller,
+        "attested_at": attestation.attested_at,
+        "command_id": attestation.command_id,
+        "export_digest": attestation.export_digest,
+        "export_name": attestation.export_name,
+        "ticket_status": attestation.ticket_status,
     })
 }
 
@@ -88,6 +106,8 @@ pub fn task_status(task: &TaskRecord, approvals: &[ApprovalRecord]) -> pb::TaskS
         approver_group: task.planned.approver_group.clone(),
         approvals: approvals.iter().filter(|a| a.target_id == task.target_id).map(approval_to_proto).collect(),
         next_attempt_at: format_time(task.next_attempt_at),
+        ticket: task.acknowledgement.as_ref().and_then(|ack| ack.ticket.clone()),
+        attestation: task.read_back.as_ref().and_then(|state| state.attestation.clone()),
     }
 }
 

@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod campaign;
 pub mod claims;
 pub mod engine;
 pub mod event;
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod planner;
 pub mod policy;
 pub mod reconcile;
+pub mod report;
 pub mod server;
 pub mod store;
 pub mod tracing_context;

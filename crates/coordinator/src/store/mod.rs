@@ -72,6 +72,8 @@ pub enum TaskState {
     Failed,
     /// Replaced by a newer event before it started.
     Superseded,
+    /// A manual target: a ticket is open, waiting for an attestation.
+    AwaitingFulfilment,
 }
 
 impl TaskState {
@@ -85,6 +87,7 @@ impl TaskState {
             Self::Verified => "verified",
             Self::Failed => "failed",
             Self::Superseded => "superseded",
+            Self::AwaitingFulfilment => "awaiting_fulfilment",
         }
     }
 
@@ -98,6 +101,7 @@ impl TaskState {
             "verified" => Self::Verified,
             "failed" => Self::Failed,
             "superseded" => Self::Superseded,
+            "awaiting_fulfilment" => Self::AwaitingFulfilment,
             _ => return None,
         })
     }
@@ -117,6 +121,7 @@ impl TaskState {
             Self::Verified => pb::TaskState::Verified,
             Self::Failed => pb::TaskState::Failed,
             Self::Superseded => pb::TaskState::Superseded,
+            Self::AwaitingFulfilment => pb::TaskState::AwaitingFulfilment,
         }
     }
 }
