@@ -20,6 +20,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use connector_kit::contract as pb;
+use prost::Message;
+use sha2::{Digest, Sha256};
 
 /// The first line of a request.
 pub const REQUEST_MARK: &str = "JML-REQUEST v1";
@@ -30,6 +32,12 @@ pub const EXPORT_HEADER: &str = "account_name,person_id,enabled,entitlements";
 
 fn yes_no(value: bool) -> &'static str {
     if value { "yes" } else { "no" }
+}
+
+/// The hex SHA-256 of a desired state's canonical encoding (what the
+/// coordinator computes for the same state).
+pub fn desired_digest(desired: &pb::DesiredAccount) -> String {
+    hex::encode(Sha256::digest(desired.encode_to_vec()))
 }
 
 /// The request text for `desired` (every value is printable: the kit's
@@ -47,6 +55,7 @@ pub fn render_request(target_id: &str, command_id: &str, desired: &pb::DesiredAc
         String::new(),
         REQUEST_MARK.into(),
         format!("command: {command_id}"),
+        format!("state: {}", desired_digest(desired)),
         format!("target: {target_id}"),
         format!("person: {}", account.person_id),
         format!("account: {}", account.account_name),
@@ -89,11 +98,28 @@ pub fn render_request(target_id: &str, command_id: &str, desired: &pb::DesiredAc
     lines.join("\n")
 }
 
-/// The command id of a request text, when it is one.
-pub fn request_command(text: &str) -> Option<String> {
+/// What identifies a request: its command and the digest of its desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHeader {
+    /// The command id.
+    pub command_id: String,
+    /// [`desired_digest`] of the state it asks for.
+    pub state: String,
+}
+
+/// The header of a request text, when it is one.
+pub fn parse_request(text: &str) -> Option<RequestHeader> {
     let mut lines = text.lines().map(str::trim).skip_while(|line| *line != REQUEST_MARK);
     lines.next()?;
-    lines.find_map(|line| line.strip_prefix("command:").map(|c| c.trim().to_owned()))
+    let (mut command_id, mut state) = (None, None);
+    for line in lines.take_while(|line| !line.is_empty()) {
+        if let Some(value) = line.strip_prefix("command:") {
+            command_id = Some(value.trim().to_owned());
+        } else if let Some(value) = line.strip_prefix("state:") {
+            state = Some(value.trim().to_owned());
+        }
+    }
+    Some(RequestHeader { command_id: command_id?, state: state? })
 }
 
 /// What a fulfiller stated, as written.
@@ -296,7 +322,9 @@ mod tests {
     #[test]
     fn the_request_carries_its_command_and_a_template_that_parses() {
         let text = render_request("payroll", "jml-1", &desired());
-        assert_eq!(request_command(&text).as_deref(), Some("jml-1"));
+        let header = parse_request(&text).expect("a request");
+        assert_eq!(header.command_id, "jml-1");
+        assert_eq!(header.state, desired_digest(&desired()));
         let statement = parse_attestation(&text).expect("template parses").expect("present");
         assert_eq!(statement.command_id, "jml-1");
         assert!(statement.exists && !statement.enabled && statement.entitlements.is_empty());

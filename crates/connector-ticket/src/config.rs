@@ -92,7 +92,10 @@ impl SecretSource {
         };
         let value = value.trim();
         if value.is_empty() || value.chars().any(char::is_control) {
-            return Err(ConfigError::Invalid { field, message: "the secret is empty or holds a control character".into() });
+            return Err(ConfigError::Invalid {
+                field,
+                message: "the secret is empty or holds a control character".into(),
+            });
         }
         Ok(Secret(value.to_owned()))
     }
@@ -207,15 +210,24 @@ impl TicketConfig {
                 });
             }
             other => {
-                return Err(ConfigError::Invalid { field: "base_url", message: format!("unsupported scheme {other:?}") });
+                return Err(ConfigError::Invalid {
+                    field: "base_url",
+                    message: format!("unsupported scheme {other:?}"),
+                });
             }
         }
         if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
-            return Err(ConfigError::Invalid { field: "base_url", message: "must carry no query or credentials".into() });
+            return Err(ConfigError::Invalid {
+                field: "base_url",
+                message: "must carry no query or credentials".into(),
+            });
         }
         let word = |field: &'static str, value: &str| {
             if value.trim().is_empty() || value.chars().any(|c| c.is_control() || c == '\'' || c == ':') {
-                Err(ConfigError::Invalid { field, message: "must be non-empty, without quotes, ':' or control characters".into() })
+                Err(ConfigError::Invalid {
+                    field,
+                    message: "must be non-empty, without quotes, ':' or control characters".into(),
+                })
             } else {
                 Ok(())
             }
@@ -249,7 +261,8 @@ impl TicketConfig {
 mod tests {
     use super::*;
 
-    const BASE: &str = "target_id: payroll\nbase_url: https://rt.example\nqueue: q\nusername: jml\npassword: { env: RT_PW }\n";
+    const BASE: &str =
+        "target_id: payroll\nbase_url: https://rt.example\nqueue: q\nusername: jml\npassword: { env: RT_PW }\n";
 
     #[test]
     fn example_parses_with_defaults() {

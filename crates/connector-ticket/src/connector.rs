@@ -29,7 +29,10 @@ use connector_kit::{AccountStream, Connector, ConnectorError};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::attestation::{ExportedAccount, Statement, parse_attestation, parse_export, render_request, request_command};
+use crate::attestation::{
+    ExportedAccount, RequestHeader, Statement, desired_digest, parse_attestation, parse_export, parse_request,
+    render_request,
+};
 use crate::config::{ConfigError, TicketConfig};
 use crate::target::{Attachment, RtClient, Ticket};
 
@@ -96,10 +99,10 @@ impl TicketConnector {
     }
 
     /// The latest request on a ticket: (its transaction, its command).
-    async fn latest_request(&self, attachments: &[Attachment]) -> Result<Option<(u64, String)>, ConnectorError> {
+    async fn latest_request(&self, attachments: &[Attachment]) -> Result<Option<(u64, RequestHeader)>, ConnectorError> {
         for attachment in attachments.iter().rev().filter(|a| self.own(&a.creator) && is_text_body(a)) {
-            if let Some(command) = request_command(&self.text(attachment).await?) {
-                return Ok(Some((attachment.transaction_id, command)));
+            if let Some(header) = parse_request(&self.text(attachment).await?) {
+                return Ok(Some((attachment.transaction_id, header)));
             }
         }
         Ok(None)
@@ -171,7 +174,10 @@ impl TicketConnector {
         account: &pb::AccountRef,
     ) -> Result<(), String> {
         if !statement.account.eq_ignore_ascii_case(&account.account_name) {
-            return Err(format!("the attestation is about account {:?}, not {:?}", statement.account, account.account_name));
+            return Err(format!(
+                "the attestation is about account {:?}, not {:?}",
+                statement.account, account.account_name
+            ));
         }
         if let Some(person) = &statement.person
             && person != &account.person_id
@@ -280,9 +286,17 @@ impl Connector for TicketConnector {
         let (ticket, action) = match tickets.first() {
             Some(latest) => {
                 let attachments = self.rt.attachments(latest.id).await?;
-                match self.latest_request(&attachments).await? {
-                    Some((_, command)) if command == command_id => (latest.clone(), "unchanged"),
-                    _ if latest.is_active() => {
+                let state = desired_digest(desired);
+                let same_state = matches!(
+                    self.latest_request(&attachments).await?,
+                    Some((_, header)) if header.command_id == command_id || header.state == state
+                );
+                // The same desired state already requested: nothing to file
+                // while people work on it, or once it is validly attested.
+                let attested = same_state && !latest.is_active() && self.read(&account).await.is_ok();
+                match () {
+                    () if same_state && (latest.is_active() || attested) => (latest.clone(), "unchanged"),
+                    () if latest.is_active() => {
                         self.rt.comment(latest.id, &request, Some("open")).await?;
                         (self.rt.ticket(latest.id).await?, "updated")
                     }
@@ -312,7 +326,7 @@ impl Connector for TicketConnector {
         };
         let ticket = self.rt.ticket(ticket.id).await?;
         let attachments = self.rt.attachments(ticket.id).await?;
-        let Some((request_transaction, command)) = self.latest_request(&attachments).await? else {
+        let Some((request_transaction, request)) = self.latest_request(&attachments).await? else {
             return Err(ConnectorError::unattested(format!("ticket {} holds no request", ticket.id)));
         };
         let mut statement = None;
@@ -339,10 +353,16 @@ impl Connector for TicketConnector {
         let Some((statement, entry)) = statement else {
             let why = if ticket.is_active() { "awaits" } else { "was closed without" };
             return Err(ConnectorError::unattested(format!(
-                "ticket {} ({}) {why} an attestation of command {command}",
-                ticket.id, ticket.status
+                "ticket {} ({}) {why} an attestation of command {}",
+                ticket.id, ticket.status, request.command_id
             )));
         };
+        if statement.command_id != request.command_id {
+            return Err(ConnectorError::unattested(format!(
+                "ticket {} entry {}: the attestation answers command {:?}, the ticket's latest request is {:?}",
+                ticket.id, entry.transaction_id, statement.command_id, request.command_id
+            )));
+        }
         let invalid = |error: String| {
             ConnectorError::unattested(format!("ticket {} entry {}: {error}", ticket.id, entry.transaction_id))
         };
@@ -376,6 +396,7 @@ impl Connector for TicketConnector {
                 export_digest,
                 export_name,
                 ticket_status: ticket.status.clone(),
+                desired_digest: request.state.clone(),
             }),
         })
     }

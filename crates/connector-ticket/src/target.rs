@@ -224,7 +224,13 @@ impl RtClient {
         format!("{}/Ticket/Display.html?id={id}", self.web)
     }
 
-    async fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> Result<Value, RtError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+    ) -> Result<Value, RtError> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -274,7 +280,13 @@ impl RtClient {
     pub async fn queue(&self, name: &str) -> Result<Value, RtError> {
         let encoded: String = name
             .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { char::from(b).to_string() } else { format!("%{b:02X}") })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
             .collect();
         self.call(Method::GET, &format!("/queue/{encoded}"), &[], None).await
     }
@@ -292,7 +304,9 @@ impl RtClient {
             .map_err(|e| RtError::Decode(format!("ticket search: {e}")))?;
         page.items
             .iter()
-            .map(|item| Ok(Ticket { id: number(item, "id")?, status: text(item, "Status"), creator: text(item, "Creator") }))
+            .map(|item| {
+                Ok(Ticket { id: number(item, "id")?, status: text(item, "Status"), creator: text(item, "Creator") })
+            })
             .collect()
     }
 
@@ -329,8 +343,10 @@ impl RtClient {
                 ("orderby", "id".to_owned()),
                 ("order", "ASC".to_owned()),
             ];
-            let answer: Page = serde_json::from_value(self.call(Method::GET, &format!("/ticket/{id}/attachments"), &query, None).await?)
-                .map_err(|e| RtError::Decode(format!("attachments: {e}")))?;
+            let answer: Page = serde_json::from_value(
+                self.call(Method::GET, &format!("/ticket/{id}/attachments"), &query, None).await?,
+            )
+            .map_err(|e| RtError::Decode(format!("attachments: {e}")))?;
             let count = answer.count;
             for item in &answer.items {
                 out.push(Attachment {

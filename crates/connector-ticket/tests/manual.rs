@@ -145,7 +145,9 @@ async fn a_leaver_on_a_manual_target_is_verified_only_by_an_independent_valid_at
 
     // Resolved without an attestation: not verified.
     bo.comment(&ticket.ticket_id, "done, closing", Some("resolved"), &[]).await;
-    let task = mesh.until(&leaver, "seen resolved without attestation", |t| t.last_error.contains("without an attestation")).await;
+    let task = mesh
+        .until(&leaver, "seen resolved without attestation", |t| t.last_error.contains("without an attestation"))
+        .await;
     assert!(awaiting(&task), "still awaiting: {task:?}");
 
     // An attestation by the event's initiator is refused.
@@ -171,9 +173,15 @@ async fn a_leaver_on_a_manual_target_is_verified_only_by_an_independent_valid_at
     assert!(awaiting(&task));
 
     // A valid attestation by another person, with the application's export.
-    let export = format!("account_name,person_id,enabled,entitlements\n{username},{person},no,\nother{run},,yes,role:clerk\n");
-    ana.comment(&ticket.ticket_id, &leaver_attestation(&task.command_id, &username), None, &[("accounts.csv", export.as_bytes())])
-        .await;
+    let export =
+        format!("account_name,person_id,enabled,entitlements\n{username},{person},no,\nother{run},,yes,role:clerk\n");
+    ana.comment(
+        &ticket.ticket_id,
+        &leaver_attestation(&task.command_id, &username),
+        None,
+        &[("accounts.csv", export.as_bytes())],
+    )
+    .await;
     let task = mesh.until(&leaver, "verified", |t| t.state == pb::TaskState::Verified as i32).await;
     let attestation = task.attestation.clone().expect("attestation");
     assert_eq!(attestation.fulfiller, mesh.env.fulfillers[0]);

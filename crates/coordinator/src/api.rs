@@ -355,7 +355,10 @@ impl Lifecycle for LifecycleService {
         Ok(Response::new(crate::campaign::start(&self.engine, request.get_ref(), &caller.principal).await?))
     }
 
-    async fn get_campaign(&self, request: Request<pb::GetCampaignRequest>) -> Result<Response<pb::CampaignStatus>, Status> {
+    async fn get_campaign(
+        &self,
+        request: Request<pb::GetCampaignRequest>,
+    ) -> Result<Response<pb::CampaignStatus>, Status> {
         self.gate.check(&request, Method::GetCampaign).await?;
         Ok(Response::new(crate::campaign::status(&self.engine, &request.get_ref().campaign_id).await?))
     }

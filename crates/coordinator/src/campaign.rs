@@ -258,11 +258,8 @@ pub async fn start(
     let mut items = Vec::with_capacity(accounts.len());
     for (index, account) in accounts.iter().enumerate() {
         let reference = account.account.clone().unwrap_or_default();
-        let identity = if reference.person_id.is_empty() {
-            None
-        } else {
-            engine.store().identity(&reference.person_id).await?
-        };
+        let identity =
+            if reference.person_id.is_empty() { None } else { engine.store().identity(&reference.person_id).await? };
         let mut subjects: BTreeSet<String> = [reference.person_id.clone(), reference.account_name.clone()]
             .into_iter()
             .filter(|s| !s.is_empty())
@@ -357,15 +354,13 @@ pub fn fold(campaign_id: &str, records: &[(i64, i64, String, String, Value)]) ->
                 });
             }
             "campaign.decided" => {
-                if let Some(item) = status
-                    .as_mut()
-                    .and_then(|s| s.items.iter_mut().find(|i| payload["item_id"] == i.item_id.as_str()))
+                if let Some(item) =
+                    status.as_mut().and_then(|s| s.items.iter_mut().find(|i| payload["item_id"] == i.item_id.as_str()))
                 {
                     item.decision = payload["decision"].as_str().unwrap_or_default().to_owned();
                     item.decided_by = principal.clone();
                     item.decided_at = format_time(Some(*at));
-                    item.remediation_event_id =
-                        payload["remediation_event_id"].as_str().unwrap_or_default().to_owned();
+                    item.remediation_event_id = payload["remediation_event_id"].as_str().unwrap_or_default().to_owned();
                 }
             }
             "campaign.escalated" => {
@@ -448,12 +443,9 @@ pub async fn decide(
     principal: &str,
 ) -> Result<pb::CampaignStatus, EngineError> {
     let campaign = status(engine, &request.campaign_id).await?;
-    let item = campaign
-        .items
-        .iter()
-        .find(|i| i.item_id == request.item_id)
-        .cloned()
-        .ok_or_else(|| EngineError::NotFound(format!("item {:?} of campaign {:?}", request.item_id, request.campaign_id)))?;
+    let item = campaign.items.iter().find(|i| i.item_id == request.item_id).cloned().ok_or_else(|| {
+        EngineError::NotFound(format!("item {:?} of campaign {:?}", request.item_id, request.campaign_id))
+    })?;
     if !matches!(request.decision.as_str(), "keep" | "revoke") {
         return Err(invalid("decision", "must be keep or revoke"));
     }
@@ -521,7 +513,12 @@ pub async fn decide(
 /// Pushes a revoke to the target as a remediation event: the account as it is
 /// now, without the entitlement (or disabled and stripped, for a whole
 /// account). Returns the event's id.
-async fn revoke(engine: &Engine, campaign_id: &str, item: &pb::CampaignItem, principal: &str) -> Result<String, EngineError> {
+async fn revoke(
+    engine: &Engine,
+    campaign_id: &str,
+    item: &pb::CampaignItem,
+    principal: &str,
+) -> Result<String, EngineError> {
     let (client, _) = engine.target_connector(&item.target_id).await?;
     let account = pb::AccountRef { person_id: item.person_id.clone(), account_name: item.account_name.clone() };
     let current = client
@@ -599,7 +596,9 @@ pub fn spawn_schedules(engine: &Engine, tick: Duration) -> tokio::task::JoinHand
                     fallback_reviewer: spec.fallback_reviewer.clone(),
                 };
                 match start(&engine, &request, "schedule").await {
-                    Ok(status) => tracing::info!(campaign_id = %status.campaign_id, name = %spec.name, "scheduled campaign started"),
+                    Ok(status) => {
+                        tracing::info!(campaign_id = %status.campaign_id, name = %spec.name, "scheduled campaign started")
+                    }
                     Err(error) => tracing::warn!(%error, name = %spec.name, "scheduled campaign could not start"),
                 }
             }
@@ -618,7 +617,10 @@ mod tests {
             Scope::parse("entitlement:ldap:group:cn=admins,ou=groups"),
             Ok(Scope::Entitlement { target: "ldap".into(), kind: "group".into(), id: "cn=admins,ou=groups".into() })
         );
-        assert_eq!(Scope::parse("stale:aws:90d"), Ok(Scope::Stale { target: "aws".into(), after: Duration::from_secs(90 * 86_400) }));
+        assert_eq!(
+            Scope::parse("stale:aws:90d"),
+            Ok(Scope::Stale { target: "aws".into(), after: Duration::from_secs(90 * 86_400) })
+        );
         assert!(Scope::parse("everything").is_err());
         assert!(Scope::parse("entitlement:ldap:group").is_err());
         assert!(Scope::parse("target:").is_err());

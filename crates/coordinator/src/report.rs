@@ -71,7 +71,10 @@ struct TargetLine {
 }
 
 /// The control evidence report for the request's period.
-pub async fn control_report(engine: &Engine, request: &jml_contract::v1::ControlReportRequest) -> Result<Value, EngineError> {
+pub async fn control_report(
+    engine: &Engine,
+    request: &jml_contract::v1::ControlReportRequest,
+) -> Result<Value, EngineError> {
     let from = parse_time(&request.from).map_err(|m| invalid("from", m))?;
     let to = if request.to.is_empty() { now_ms() } else { parse_time(&request.to).map_err(|m| invalid("to", m))? };
     if to <= from {
@@ -200,7 +203,9 @@ pub fn build(
             action if action.starts_with("nhi.") && in_period => {
                 nhi.push(json!({ "action": action, "event_id": record.event_id, "payload": body, "seq": record.seq }));
             }
-            action if action.starts_with("campaign.") => campaign_records.push((record.seq, record.at, record.principal.clone(), action.to_owned(), body)),
+            action if action.starts_with("campaign.") => {
+                campaign_records.push((record.seq, record.at, record.principal.clone(), action.to_owned(), body))
+            }
             _ => {}
         }
     }
@@ -231,8 +236,14 @@ pub fn build(
                     let why = match line.outcome {
                         "verified" => "verified after its deadline".to_owned(),
                         "failed" => format!("failed: {}", line.reason),
-                        "awaiting_fulfilment" => format!("awaiting fulfilment: {}", if line.reason.is_empty() { "no attestation yet" } else { &line.reason }),
-                        other => format!("{other}{}", if line.reason.is_empty() { String::new() } else { format!(": {}", line.reason) }),
+                        "awaiting_fulfilment" => format!(
+                            "awaiting fulfilment: {}",
+                            if line.reason.is_empty() { "no attestation yet" } else { &line.reason }
+                        ),
+                        other => format!(
+                            "{other}{}",
+                            if line.reason.is_empty() { String::new() } else { format!(": {}", line.reason) }
+                        ),
                     };
                     leavers_late.push(json!({
                         "event_id": event_id, "person_id": event["person_id"], "target_id": target,

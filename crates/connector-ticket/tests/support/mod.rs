@@ -92,8 +92,10 @@ impl Rest2 {
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request =
-            self.http.request(method.clone(), format!("{}{path}", self.base)).basic_auth(&self.user, Some(&self.password));
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .basic_auth(&self.user, Some(&self.password));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -128,7 +130,10 @@ impl Rest2 {
             let content = base64::engine::general_purpose::STANDARD
                 .decode(full["Content"].as_str().unwrap_or_default().replace(['\n', '\r'], ""))
                 .expect("base64");
-            out.push((item["Creator"]["id"].as_str().unwrap_or_default().to_owned(), String::from_utf8_lossy(&content).into_owned()));
+            out.push((
+                item["Creator"]["id"].as_str().unwrap_or_default().to_owned(),
+                String::from_utf8_lossy(&content).into_owned(),
+            ));
         }
         out
     }

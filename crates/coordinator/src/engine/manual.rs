@@ -35,14 +35,22 @@ use crate::store::{EventRecord, TaskState};
 pub const DEFAULT_FULFILMENT_POLL: Duration = Duration::from_secs(15);
 
 /// Whether an attestation read back may verify the task of `event` sent with
-/// `command_id`: `Err` says why not.
-pub fn judge_attestation(event: &EventRecord, command_id: &str, read_back: &pb::AccountState) -> Result<(), String> {
+/// `command_id` for the desired state of digest `desired_digest` (an
+/// attestation of another command that asked for exactly the same state
+/// counts): `Err` says why not.
+pub fn judge_attestation(
+    event: &EventRecord,
+    command_id: &str,
+    desired_digest: &str,
+    read_back: &pb::AccountState,
+) -> Result<(), String> {
     let Some(attestation) = read_back.attestation.as_ref() else {
         return Err("the read-back of a manual target carries no attestation".into());
     };
-    if attestation.command_id != command_id {
+    if attestation.command_id != command_id && attestation.desired_digest != desired_digest {
         return Err(format!(
-            "the attestation on ticket {} answers command {:?}, not this task's {command_id:?}",
+            "the attestation on ticket {} answers command {:?}, a request for another desired state than this \
+             task's {command_id:?}",
             attestation.ticket_id, attestation.command_id
         ));
     }
@@ -102,7 +110,8 @@ impl TaskRun {
             Ok(None) => return self.still_waiting("the task's event is not in the store".into()).await,
             Err(error) => return self.still_waiting(format!("store: {error}")).await,
         };
-        let judged = judge_attestation(&event, &self.task.command_id, &read_back);
+        let digest = crate::planner::message_hash(&desired);
+        let judged = judge_attestation(&event, &self.task.command_id, &digest, &read_back);
         let differences = connector_kit::readback::compare(&description, &desired, &read_back);
         self.task.differences = differences.iter().map(ToString::to_string).collect();
         self.task.read_back = Some(read_back);
@@ -110,7 +119,8 @@ impl TaskRun {
             return self.still_waiting(reason).await;
         }
         if !differences.is_empty() {
-            let reason = format!("the attested state differs from the desired state: {}", self.task.differences.join("; "));
+            let reason =
+                format!("the attested state differs from the desired state: {}", self.task.differences.join("; "));
             return self.still_waiting(reason).await;
         }
         let now = now_ms();
@@ -202,12 +212,17 @@ mod tests {
     #[test]
     fn only_an_independent_fulfiller_of_this_command_is_accepted() {
         let event = event();
-        assert!(judge_attestation(&event, "c1", &attested("fulfiller-ana", "c1")).is_ok());
-        assert!(judge_attestation(&event, "c1", &pb::AccountState::default()).is_err());
-        assert!(judge_attestation(&event, "c1", &attested("fulfiller-ana", "c0")).unwrap_err().contains("c0"));
-        assert!(judge_attestation(&event, "c1", &attested("HR-Feed", "c1")).unwrap_err().contains("initiator"));
-        assert!(judge_attestation(&event, "c1", &attested("dana", "c1")).unwrap_err().contains("subject"));
-        assert!(judge_attestation(&event, "c1", &attested("p-1", "c1")).unwrap_err().contains("subject"));
-        assert!(judge_attestation(&event, "c1", &attested(" ", "c1")).is_err());
+        assert!(judge_attestation(&event, "c1", "d1", &attested("fulfiller-ana", "c1")).is_ok());
+        assert!(judge_attestation(&event, "c1", "d1", &pb::AccountState::default()).is_err());
+        assert!(judge_attestation(&event, "c1", "d1", &attested("fulfiller-ana", "c0")).unwrap_err().contains("c0"));
+        let mut same_state = attested("fulfiller-ana", "c0");
+        if let Some(a) = same_state.attestation.as_mut() {
+            a.desired_digest = "d1".into();
+        }
+        assert!(judge_attestation(&event, "c1", "d1", &same_state).is_ok());
+        assert!(judge_attestation(&event, "c1", "d1", &attested("HR-Feed", "c1")).unwrap_err().contains("initiator"));
+        assert!(judge_attestation(&event, "c1", "d1", &attested("dana", "c1")).unwrap_err().contains("subject"));
+        assert!(judge_attestation(&event, "c1", "d1", &attested("p-1", "c1")).unwrap_err().contains("subject"));
+        assert!(judge_attestation(&event, "c1", "d1", &attested(" ", "c1")).is_err());
     }
 }
