@@ -86,11 +86,18 @@ impl TicketConnector {
         Ok(tickets.into_iter().filter(|t| self.own(&t.creator)).collect())
     }
 
+    /// An entry's text: a message body up to the response limit, an attached
+    /// export up to `max_export_bytes` (never cut short: larger is refused).
     async fn text(&self, attachment: &Attachment) -> Result<String, ConnectorError> {
-        if attachment.content_length > self.config.max_export_bytes {
+        let limit = if attachment.filename.is_empty() {
+            u64::try_from(self.config.max_response_bytes / 2).unwrap_or(u64::MAX)
+        } else {
+            self.config.max_export_bytes
+        };
+        if attachment.content_length > limit {
             return Err(ConnectorError::unattested(format!(
-                "entry {} of the ticket is {} bytes, more than the {} accepted",
-                attachment.transaction_id, attachment.content_length, self.config.max_export_bytes
+                "entry {} of the ticket ({:?}) is {} bytes, more than the {limit} accepted",
+                attachment.transaction_id, attachment.filename, attachment.content_length
             )));
         }
         let bytes = self.rt.content(attachment.id).await?;
