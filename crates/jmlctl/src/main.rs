@@ -10,7 +10,9 @@
 //! 4 `reconcile` found drift.
 //! Errors are one line on stderr.
 
+mod campaign;
 mod reconcile;
+mod report;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -183,6 +185,16 @@ enum Command {
         /// Print the reports as JSON (no progress line).
         #[arg(long)]
         json: bool,
+    },
+    /// Recertification campaigns: start, show, decide.
+    Campaign {
+        #[command(subcommand)]
+        command: campaign::CampaignCommand,
+    },
+    /// Reports computed from the audit chain.
+    Report {
+        #[command(subcommand)]
+        command: report::ReportCommand,
     },
 }
 
@@ -697,6 +709,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Campaign { command } => campaign::run(&cli.coordinator, &cli.principal, command).await,
+        Command::Report { command } => report::run(&cli.coordinator, &cli.principal, command).await,
         Command::Overdue { json } => {
             let mut client = connect(&cli.coordinator).await?;
             let overdue = client.list_overdue(pb::ListOverdueRequest {}).await.map_err(from_status)?.into_inner();
