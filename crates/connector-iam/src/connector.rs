@@ -184,6 +184,7 @@ impl IamConnector {
             credentials: Some(pb::CredentialState { active: credential_labels(credentials), complete: true }),
             target_native_id: user.user_id.clone(),
             last_activity: user.password_last_used.or(user.created).map(prost_types::Timestamp::from),
+            ..Default::default()
         }
     }
 
@@ -558,6 +559,7 @@ impl Connector for IamConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: true,
                 list: true,
+                ..Default::default()
             }),
             entitlement_kinds: vec![
                 pb::EntitlementKind {
@@ -578,6 +580,7 @@ impl Connector for IamConnector {
                 .collect(),
             account_name_comparison: pb::ValueComparison::CaseInsensitive as i32,
             limitations,
+            ..Default::default()
         }
     }
 

@@ -294,6 +294,7 @@ impl LdapConnector {
             credentials: Some(pb::CredentialState { active: self.active_credentials(entry), complete: true }),
             target_native_id: entry.dn.clone(),
             last_activity: timestamp.and_then(generalized_time),
+            ..Default::default()
         })
     }
 
@@ -621,6 +622,7 @@ impl Connector for LdapConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: true,
                 list: true,
+                ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: GROUP.into(),
@@ -637,6 +639,7 @@ impl Connector for LdapConnector {
                 .collect(),
             account_name_comparison: pb::ValueComparison::CaseInsensitive as i32,
             limitations,
+            ..Default::default()
         }
     }
 

@@ -73,6 +73,7 @@ impl MemoryConnector {
             }),
             target_native_id: stored.native_id.clone(),
             last_activity: Some(prost_types::Timestamp::from(stored.changed_at)),
+            ..Default::default()
         }
     }
 }
@@ -93,6 +94,7 @@ impl Connector for MemoryConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: true,
                 list: true,
+                ..Default::default()
             }),
             entitlement_kinds: ["group", "role"]
                 .iter()
@@ -108,6 +110,7 @@ impl Connector for MemoryConnector {
                 .collect(),
             account_name_comparison: pb::ValueComparison::Exact as i32,
             limitations: vec!["in-memory reference target: state is lost when the process stops".into()],
+            ..Default::default()
         }
     }
 

@@ -493,6 +493,7 @@ impl ScimConnector {
             credentials: Some(pb::CredentialState { active: Vec::new(), complete: false }),
             target_native_id: user.id.clone(),
             last_activity,
+            ..Default::default()
         }
     }
 
@@ -529,7 +530,13 @@ impl ScimConnector {
             }
         }
         changes.dedup();
-        Ok(pb::ApplyResponse { command_id: String::new(), changes, target_native_id: user.id, warnings })
+        Ok(pb::ApplyResponse {
+            command_id: String::new(),
+            changes,
+            target_native_id: user.id,
+            warnings,
+            ..Default::default()
+        })
     }
 
     async fn apply_absent(&self, account: &pb::AccountRef) -> Result<pb::ApplyResponse, ConnectorError> {
@@ -570,6 +577,7 @@ impl Connector for ScimConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: false,
                 list: true,
+                ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: GROUP_KIND.into(),
@@ -600,6 +608,7 @@ impl Connector for ScimConnector {
                  created or deleted while it runs"
                     .into(),
             ],
+            ..Default::default()
         }
     }
 

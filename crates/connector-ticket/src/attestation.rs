@@ -355,8 +355,10 @@ mod tests {
         let accounts = parse_export(&ok, &kinds).expect("parses");
         assert_eq!(accounts.len(), 2);
         assert_eq!(accounts[1].entitlements.len(), 2);
-        assert!(parse_export("name,enabled\n", &kinds).unwrap_err().contains("header"));
-        assert!(parse_export(&format!("{EXPORT_HEADER}\ndana,p-1,no\n"), &kinds).unwrap_err().contains("line 2"));
+        assert!(parse_export("name,enabled\n", &kinds).expect_err("refused").contains("header"));
+        assert!(
+            parse_export(&format!("{EXPORT_HEADER}\ndana,p-1,no\n"), &kinds).expect_err("refused").contains("line 2")
+        );
         assert!(parse_export(&format!("{EXPORT_HEADER}\ndana,p-1,no,group:x\n"), &kinds).is_err());
         assert!(parse_export(&format!("{EXPORT_HEADER}\ndana,p-1,no,\nDANA,p-1,no,\n"), &kinds).is_err());
     }

@@ -238,6 +238,9 @@ fn export_agrees(statement: &Statement, exported: Option<&ExportedAccount>) -> R
 }
 
 impl Connector for TicketConnector {
+    // The contract gains fields from several issues at once: the struct
+    // update keeps this literal valid when they land.
+    #[allow(clippy::needless_update)]
     fn describe(&self) -> pb::DescribeResponse {
         pb::DescribeResponse {
             connector_kind: "ticket".into(),

@@ -549,6 +549,7 @@ impl VaultConnector {
                 seconds: i64::try_from(record.changed_at).unwrap_or(i64::MAX),
                 nanos: 0,
             }),
+            ..Default::default()
         }
     }
 }
@@ -565,6 +566,7 @@ impl Connector for VaultConnector {
                 credential_revocation: true,
                 credential_revocation_verifiable: self.profile.token_enumeration,
                 list: true,
+                ..Default::default()
             }),
             entitlement_kinds: vec![pb::EntitlementKind {
                 kind: POLICY_KIND.into(),
@@ -573,6 +575,7 @@ impl Connector for VaultConnector {
             attributes: Vec::new(),
             account_name_comparison: pb::ValueComparison::CaseInsensitive as i32,
             limitations: self.limitations(),
+            ..Default::default()
         }
     }
 

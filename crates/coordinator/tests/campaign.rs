@@ -129,9 +129,10 @@ approvers: {{ security: [sec-1] }}
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(SqliteStore::open(&dir.path().join("mesh.db")).await.expect("store"));
-    let engine = Engine::start(store.clone(), Arc::new(Policy::parse(&policy).expect("policy")), EngineConfig::default())
-        .await
-        .expect("engine");
+    let engine =
+        Engine::start(store.clone(), Arc::new(Policy::parse(&policy).expect("policy")), EngineConfig::default())
+            .await
+            .expect("engine");
     let coordinator = RunningCoordinator::bind("127.0.0.1:0".parse().expect("address"), engine).await.expect("bind");
     let mut client: LifecycleClient<Channel> = LifecycleClient::connect(coordinator.endpoint()).await.expect("client");
     let period_start = coordinator::event::format_time(Some(coordinator::event::now_ms() - 1000));
@@ -153,12 +154,13 @@ approvers: {{ security: [sec-1] }}
             source_system: "workday".into(),
             ..Default::default()
         };
-        client.submit_event(as_principal(pb::SubmitEventRequest { event: Some(event) }, "hr-feed")).await.expect("submit");
-        let approval = pb::ApprovalRequest { event_id: format!("join-{name}"), target_id: "ldap".into(), comment: String::new() };
-        until("awaiting approval", async || {
-            client.approve(as_principal(approval.clone(), "sec-1")).await.ok()
-        })
-        .await;
+        client
+            .submit_event(as_principal(pb::SubmitEventRequest { event: Some(event) }, "hr-feed"))
+            .await
+            .expect("submit");
+        let approval =
+            pb::ApprovalRequest { event_id: format!("join-{name}"), target_id: "ldap".into(), comment: String::new() };
+        until("awaiting approval", async || client.approve(as_principal(approval.clone(), "sec-1")).await.ok()).await;
     }
     for name in &names {
         let event_id = format!("join-{name}");
@@ -185,7 +187,7 @@ approvers: {{ security: [sec-1] }}
         .expect("start")
         .into_inner();
     assert_eq!(started.items.len(), 3, "{started:?}");
-    let item = |name: &str| started.items.iter().find(|i| &i.account_name == name).cloned().expect("item");
+    let item = |name: &str| started.items.iter().find(|i| i.account_name == name).cloned().expect("item");
     let (keep, revoke, undecided) = (item(&names[0]), item(&names[1]), item(&names[2]));
     assert_eq!((keep.reviewer.as_str(), keep.reviewer_source.as_str()), (format!("mgr-{run}").as_str(), "manager"));
     assert_eq!(
@@ -201,9 +203,11 @@ approvers: {{ security: [sec-1] }}
     };
 
     // The subject and a stranger may not decide.
-    let refused = client.decide_campaign_item(as_principal(decide(&undecided, "keep"), &names[2])).await.expect_err("subject");
+    let refused =
+        client.decide_campaign_item(as_principal(decide(&undecided, "keep"), &names[2])).await.expect_err("subject");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
-    let refused = client.decide_campaign_item(as_principal(decide(&keep, "keep"), "stranger")).await.expect_err("stranger");
+    let refused =
+        client.decide_campaign_item(as_principal(decide(&keep, "keep"), "stranger")).await.expect_err("stranger");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 
     client.decide_campaign_item(as_principal(decide(&keep, "keep"), &format!("mgr-{run}"))).await.expect("keep");
@@ -212,7 +216,8 @@ approvers: {{ security: [sec-1] }}
         .await
         .expect("revoke")
         .into_inner();
-    let remediation = after.items.iter().find(|i| i.item_id == revoke.item_id).expect("item").remediation_event_id.clone();
+    let remediation =
+        after.items.iter().find(|i| i.item_id == revoke.item_id).expect("item").remediation_event_id.clone();
     assert!(!remediation.is_empty());
     until("the revoke verified", async || {
         let status = client.get_event(pb::GetEventRequest { event_id: remediation.clone() }).await.ok()?.into_inner();
@@ -225,13 +230,18 @@ approvers: {{ security: [sec-1] }}
 
     // The deadline passes: the undecided item is escalated and counted.
     let closed = until("escalated", async || {
-        let status = client.get_campaign(pb::GetCampaignRequest { campaign_id: started.campaign_id.clone() }).await.ok()?.into_inner();
+        let status = client
+            .get_campaign(pb::GetCampaignRequest { campaign_id: started.campaign_id.clone() })
+            .await
+            .ok()?
+            .into_inner();
         status.closed.then_some(status)
     })
     .await;
     assert_eq!((closed.kept, closed.revoked, closed.undecided, closed.escalated), (1, 1, 1, 1), "{closed:?}");
     assert!(closed.items.iter().any(|i| i.item_id == undecided.item_id && i.escalated));
-    let late = client.decide_campaign_item(as_principal(decide(&undecided, "keep"), "it-owner")).await.expect_err("closed");
+    let late =
+        client.decide_campaign_item(as_principal(decide(&undecided, "keep"), "it-owner")).await.expect_err("closed");
     assert_eq!(late.code(), tonic::Code::FailedPrecondition);
 
     // The control report of the period, and its figures recomputed from the chain.

@@ -115,7 +115,11 @@ fn print(status: &pb::CampaignStatus, json: bool) {
             if item.reviewer.is_empty() { "-" } else { &item.reviewer },
             item.reviewer_source,
             decision,
-            if item.remediation_event_id.is_empty() { String::new() } else { format!(" -> {}", item.remediation_event_id) }
+            if item.remediation_event_id.is_empty() {
+                String::new()
+            } else {
+                format!(" -> {}", item.remediation_event_id)
+            }
         );
     }
 }

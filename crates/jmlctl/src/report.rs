@@ -38,8 +38,8 @@ pub async fn run(coordinator: &str, principal: &Option<String>, command: ReportC
     let mut client = connect(coordinator).await?;
     let request = pb::ControlReportRequest { from, to };
     let response = client.control_report(with_principal(request, principal)?).await.map_err(from_status)?.into_inner();
-    let report: Value =
-        serde_json::from_str(&response.json).map_err(|e| failed(format!("the coordinator's report is not JSON: {e}")))?;
+    let report: Value = serde_json::from_str(&response.json)
+        .map_err(|e| failed(format!("the coordinator's report is not JSON: {e}")))?;
     if let Some(path) = html {
         std::fs::write(&path, render_html(&report)).map_err(|e| failed(format!("{}: {e}", path.display())))?;
         if !json {
@@ -117,7 +117,13 @@ fn summary(control: &Value) -> String {
         .as_object()
         .map(|s| {
             s.iter()
-                .map(|(k, v)| format!("<div class=\"figure\"><b>{}</b><span>{}</span></div>", escape(&text(v)), escape(&k.replace('_', " "))))
+                .map(|(k, v)| {
+                    format!(
+                        "<div class=\"figure\"><b>{}</b><span>{}</span></div>",
+                        escape(&text(v)),
+                        escape(&k.replace('_', " "))
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -144,7 +150,11 @@ pub fn render_html(report: &Value) -> String {
             .unwrap_or_default();
         let approvals: Vec<String> = event["approvals"]
             .as_array()
-            .map(|a| a.iter().map(|a| format!("{} {} {}", text(&a["approver"]), text(&a["decision"]), text(&a["target_id"]))).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|a| format!("{} {} {}", text(&a["approver"]), text(&a["decision"]), text(&a["target_id"])))
+                    .collect()
+            })
             .unwrap_or_default();
         for target in event["targets"].as_array().cloned().unwrap_or_default() {
             let ok = target["within_deadline"] == true;
@@ -228,14 +238,29 @@ pub fn render_html(report: &Value) -> String {
         .cloned()
         .unwrap_or_default()
         .iter()
-        .map(|s| format!("<tr>{}{}{}{}</tr>", cell(&s["target_id"]), cell(&s["stale_accounts"]), cell(&s["inactive_accounts"]), cell(&s["at"])))
+        .map(|s| {
+            format!(
+                "<tr>{}{}{}{}</tr>",
+                cell(&s["target_id"]),
+                cell(&s["stale_accounts"]),
+                cell(&s["inactive_accounts"]),
+                cell(&s["at"])
+            )
+        })
         .collect();
     let nhi_rows: Vec<String> = nhi["non_human_identities_of_leavers"]
         .as_array()
         .cloned()
         .unwrap_or_default()
         .iter()
-        .map(|n| format!("<tr>{}{}<td>{}</td></tr>", cell(&n["action"]), cell(&n["event_id"]), escape(&n["payload"].to_string())))
+        .map(|n| {
+            format!(
+                "<tr>{}{}<td>{}</td></tr>",
+                cell(&n["action"]),
+                cell(&n["event_id"]),
+                escape(&n["payload"].to_string())
+            )
+        })
         .collect();
 
     format!(
@@ -279,17 +304,46 @@ th {{ background: #eef2f7; }} tr.late td {{ background: #fff3e0; }} td.seq {{ co
         aa_title = escape(&text(&aa["title"])),
         aa_summary = summary(aa),
         events = table(
-            &["event", "kind", "person", "workflows (owner)", "initiator", "approvals", "target", "acknowledged", "outcome", "seconds", "deadline", "audit seqs"],
+            &[
+                "event",
+                "kind",
+                "person",
+                "workflows (owner)",
+                "initiator",
+                "approvals",
+                "target",
+                "acknowledged",
+                "outcome",
+                "seconds",
+                "deadline",
+                "audit seqs"
+            ],
             event_rows
         ),
         ac_title = escape(&text(&ac["title"])),
         ac_summary = summary(ac),
         late = table(&["event", "person", "target", "deadline", "why", "audit seqs"], late_rows),
-        campaigns = table(&["campaign", "scope", "deadline", "items", "kept", "revoked", "undecided", "escalated", "audit seqs"], campaign_rows),
+        campaigns = table(
+            &["campaign", "scope", "deadline", "items", "kept", "revoked", "undecided", "escalated", "audit seqs"],
+            campaign_rows
+        ),
         nhi_title = escape(&text(&nhi["title"])),
         nhi_summary = summary(nhi),
         nhi = table(&["record", "event", "details"], nhi_rows),
         stale = table(&["target", "stale accounts", "inactive accounts", "reconciled at"], stale_rows),
-        manual = table(&["event", "target", "ticket", "outcome", "fulfiller", "attested at", "export digest", "pending", "audit seqs"], manual_rows),
+        manual = table(
+            &[
+                "event",
+                "target",
+                "ticket",
+                "outcome",
+                "fulfiller",
+                "attested at",
+                "export digest",
+                "pending",
+                "audit seqs"
+            ],
+            manual_rows
+        ),
     )
 }

@@ -214,15 +214,27 @@ mod tests {
         let event = event();
         assert!(judge_attestation(&event, "c1", "d1", &attested("fulfiller-ana", "c1")).is_ok());
         assert!(judge_attestation(&event, "c1", "d1", &pb::AccountState::default()).is_err());
-        assert!(judge_attestation(&event, "c1", "d1", &attested("fulfiller-ana", "c0")).unwrap_err().contains("c0"));
+        assert!(
+            judge_attestation(&event, "c1", "d1", &attested("fulfiller-ana", "c0"))
+                .expect_err("refused")
+                .contains("c0")
+        );
         let mut same_state = attested("fulfiller-ana", "c0");
         if let Some(a) = same_state.attestation.as_mut() {
             a.desired_digest = "d1".into();
         }
         assert!(judge_attestation(&event, "c1", "d1", &same_state).is_ok());
-        assert!(judge_attestation(&event, "c1", "d1", &attested("HR-Feed", "c1")).unwrap_err().contains("initiator"));
-        assert!(judge_attestation(&event, "c1", "d1", &attested("dana", "c1")).unwrap_err().contains("subject"));
-        assert!(judge_attestation(&event, "c1", "d1", &attested("p-1", "c1")).unwrap_err().contains("subject"));
+        assert!(
+            judge_attestation(&event, "c1", "d1", &attested("HR-Feed", "c1"))
+                .expect_err("refused")
+                .contains("initiator")
+        );
+        assert!(
+            judge_attestation(&event, "c1", "d1", &attested("dana", "c1")).expect_err("refused").contains("subject")
+        );
+        assert!(
+            judge_attestation(&event, "c1", "d1", &attested("p-1", "c1")).expect_err("refused").contains("subject")
+        );
         assert!(judge_attestation(&event, "c1", "d1", &attested(" ", "c1")).is_err());
     }
 }
