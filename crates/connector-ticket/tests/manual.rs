@@ -208,6 +208,22 @@ async fn a_leaver_on_a_manual_target_is_verified_only_by_an_independent_valid_at
     }
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(listed.iter().any(|a| a.account.as_ref().is_some_and(|r| r.person_id == person) && !a.enabled));
+
+    // The control report shows the manual task with its ticket and attestation.
+    let report = mesh
+        .client
+        .control_report(pb::ControlReportRequest { from: "2000-01-01T00:00:00Z".into(), to: String::new() })
+        .await
+        .expect("report")
+        .into_inner()
+        .json;
+    let report: serde_json::Value = serde_json::from_str(&report).expect("JSON");
+    let manual = &report["manual_targets"][0];
+    assert_eq!(manual["outcome"], "verified", "{report}");
+    assert_eq!(manual["ticket"]["id"], ticket.ticket_id.as_str());
+    assert_eq!(manual["attestation"]["fulfiller"], mesh.env.fulfillers[0].as_str());
+    assert_eq!(manual["attestation"]["export_digest"], attestation.export_digest.as_str());
+    std::fs::write(std::env::temp_dir().join(format!("jml-manual-report-{run}.json")), report.to_string()).ok();
 }
 
 #[tokio::test]

@@ -627,9 +627,33 @@ mod tests {
     }
 
     #[test]
+    fn scheduled_campaigns_are_checked_with_their_path() {
+        let base = "version: 1\nsource_of_truth: { system: hr, attributes: [username] }\ntargets:\n  - { id: ldap, endpoint: \"http://127.0.0.1:1\", insecure_plaintext: true, account_name: \"{username}\", deadline: 1h }\n";
+        let good = format!(
+            "{base}campaigns:\n  - {{ name: q, scope: \"entitlement:ldap:group:admins\", every: 90d, deadline: 14d, fallback_reviewer: sec }}\n"
+        );
+        let policy = Policy::parse(&good).expect("valid");
+        assert_eq!(policy.file.campaigns.len(), 1);
+        let bad = format!(
+            "{base}campaigns:\n  - {{ name: q, scope: \"target:nowhere\", every: soon, deadline: 14d }}\n  - {{ name: r, scope: all, every: 1d, deadline: 1d }}\n"
+        );
+        let error = Policy::parse(&bad).expect_err("invalid").to_string();
+        for needle in ["campaigns[0].scope", "campaigns[0].every", "nowhere", "campaigns[1].scope"] {
+            assert!(error.contains(needle), "{needle} not in {error}");
+        }
+        let unknown =
+            format!("{base}campaigns:\n  - {{ name: r, scope: target:ldap, every: 1d, deadline: 1d, extra: 1 }}\n");
+        let error = Policy::parse(&unknown).expect_err("unknown field").to_string();
+        assert!(error.contains("campaigns[0].extra"), "{error}");
+        // A policy without campaigns hashes as before the field existed.
+        let plain = Policy::parse(base).expect("valid");
+        assert!(!serde_json::to_string(&plain.file).expect("json").contains("campaigns"));
+    }
+
+    #[test]
     fn the_reviewer_is_never_the_subject() {
         let policy = Policy::parse(
-            "version: 1\nsource_of_truth: { system: hr, attributes: [username] }\ntargets:\n  - { id: ldap, endpoint: \"http://127.0.0.1:1\", insecure_plaintext: true, account_name: \"{username}\", deadline: 1h }\nworkflows:\n  - { name: admins, owner: owner@example.org, trigger: { events: [joiner] }, grants: { ldap: [ { kind: group, id: admins, privileged: true } ] } }\n",
+            "version: 1\nsource_of_truth: { system: hr, attributes: [username] }\ntargets:\n  - { id: ldap, endpoint: \"http://127.0.0.1:1\", insecure_plaintext: true, account_name: \"{username}\", deadline: 1h }\nworkflows:\n  - { name: admins, owner: owner@example.org, trigger: { events: [joiner] }, grants: { ldap: [ { kind: group, id: admins, privileged: true } ] }, approval: { approvers: 1, group: sec } }\napprovers: { sec: [s1] }\n",
         )
         .expect("policy");
         let admins = ("group".to_owned(), "admins".to_owned());

@@ -264,7 +264,7 @@ pub fn build(
                 "acknowledged_at": format_time(line.acknowledged_at),
                 "outcome": line.outcome,
                 "finished_at": format_time(line.finished_at),
-                "seconds_to_outcome": line.finished_at.map(|f| (f - received) / 1000),
+                "seconds_to_outcome": line.finished_at.map(|f| (f - received) as f64 / 1000.0),
                 "within_deadline": in_time,
                 "reason": line.reason,
                 "audit_seqs": line.seqs,

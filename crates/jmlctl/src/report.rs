@@ -18,11 +18,15 @@ pub enum ReportCommand {
     /// The control evidence report for a period.
     Controls {
         /// Start of the period (RFC 3339, inclusive).
-        #[arg(long)]
-        from: String,
+        #[arg(long, required_unless_present = "input")]
+        from: Option<String>,
         /// End of the period (RFC 3339, exclusive; default now).
         #[arg(long, default_value = "")]
         to: String,
+        /// Render a report saved earlier with `--json` (offline: the
+        /// coordinator is not called; `--from`/`--to` are refused with it).
+        #[arg(long, conflicts_with_all = ["from"])]
+        input: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -34,12 +38,21 @@ pub enum ReportCommand {
 
 /// Runs one `report` subcommand.
 pub async fn run(coordinator: &str, principal: &Option<String>, command: ReportCommand) -> Result<(), Failure> {
-    let ReportCommand::Controls { from, to, json, html } = command;
-    let mut client = connect(coordinator).await?;
-    let request = pb::ControlReportRequest { from, to };
-    let response = client.control_report(with_principal(request, principal)?).await.map_err(from_status)?.into_inner();
-    let report: Value = serde_json::from_str(&response.json)
-        .map_err(|e| failed(format!("the coordinator's report is not JSON: {e}")))?;
+    let ReportCommand::Controls { from, to, input, json, html } = command;
+    let text = match (input, from) {
+        (Some(path), _) => {
+            if !to.is_empty() {
+                return Err(crate::bad_input("--to does not apply to --input"));
+            }
+            std::fs::read_to_string(&path).map_err(|e| crate::bad_input(format!("{}: {e}", path.display())))?
+        }
+        (None, from) => {
+            let mut client = connect(coordinator).await?;
+            let request = pb::ControlReportRequest { from: from.unwrap_or_default(), to };
+            client.control_report(with_principal(request, principal)?).await.map_err(from_status)?.into_inner().json
+        }
+    };
+    let report: Value = serde_json::from_str(&text).map_err(|e| failed(format!("the report is not JSON: {e}")))?;
     if let Some(path) = html {
         std::fs::write(&path, render_html(&report)).map_err(|e| failed(format!("{}: {e}", path.display())))?;
         if !json {
@@ -164,7 +177,7 @@ pub fn render_html(report: &Value) -> String {
                 cell(&event["event_id"]),
                 cell(&event["kind"]),
                 cell(&event["person_id"]),
-                escape(&workflows.join(", ")),
+                escape(&if workflows.is_empty() { "-".into() } else { workflows.join(", ") }),
                 cell(&event["initiator"]),
                 escape(&if approvals.is_empty() { "-".into() } else { approvals.join("; ") }),
                 cell(&target["target_id"]),
