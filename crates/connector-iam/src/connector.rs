@@ -749,6 +749,7 @@ impl Connector for IamConnector {
                 .into_iter()
                 .collect(),
             scope: format!("every IAM user whose path is {} (sub-paths excluded)", config.user_path),
+            ..Default::default()
         }
     }
 

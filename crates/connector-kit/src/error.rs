@@ -30,6 +30,8 @@ pub enum ErrorKind {
     Internal,
     /// The command's lease epoch is below the highest seen for the account.
     StaleLease,
+    /// A manual target's state cannot be known: no valid attestation.
+    Unattested,
 }
 
 impl ErrorKind {
@@ -51,6 +53,7 @@ impl ErrorKind {
             Self::Unsupported => Code::Unimplemented,
             Self::Internal => Code::Internal,
             Self::StaleLease => Code::FailedPrecondition,
+            Self::Unattested => Code::FailedPrecondition,
         }
     }
 
@@ -80,6 +83,7 @@ impl ErrorKind {
             Self::Unsupported => pb::ErrorKind::Unsupported,
             Self::Internal => pb::ErrorKind::Internal,
             Self::StaleLease => pb::ErrorKind::StaleLease,
+            Self::Unattested => pb::ErrorKind::Unattested,
         }
     }
 
@@ -96,6 +100,7 @@ impl ErrorKind {
             pb::ErrorKind::Unsupported => Self::Unsupported,
             pb::ErrorKind::Internal => Self::Internal,
             pb::ErrorKind::StaleLease => Self::StaleLease,
+            pb::ErrorKind::Unattested => Self::Unattested,
         })
     }
 
@@ -112,6 +117,7 @@ impl ErrorKind {
             Self::Unsupported => "unsupported",
             Self::Internal => "internal",
             Self::StaleLease => "stale_lease",
+            Self::Unattested => "unattested",
         }
     }
 }
@@ -187,6 +193,11 @@ impl ConnectorError {
     /// A bug or an unexpected answer.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
+    }
+
+    /// A manual target's state cannot be known (no valid attestation).
+    pub fn unattested(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unattested, message)
     }
 
     /// Names the request field at fault.

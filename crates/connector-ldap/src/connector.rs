@@ -943,6 +943,7 @@ impl Connector for LdapConnector {
                 config.scope_filter(&self.inner.account_class),
                 config.users_base_dn
             ),
+            ..Default::default()
         }
     }
 

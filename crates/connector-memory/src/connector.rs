@@ -140,6 +140,7 @@ impl Connector for MemoryConnector {
             limitations: vec!["in-memory reference target: state is lost when the process stops".into()],
             correlation_attributes: ATTRIBUTES.iter().map(|(name, _)| (*name).to_owned()).collect(),
             scope: "every account in the in-memory map".into(),
+            ..Default::default()
         }
     }
 

@@ -757,6 +757,7 @@ impl Connector for ScimConnector {
             ],
             correlation_attributes: CORRELATION_ATTRIBUTES.iter().map(|a| (*a).to_owned()).collect(),
             scope: "every /Users resource of the service provider".into(),
+            ..Default::default()
         }
     }
 

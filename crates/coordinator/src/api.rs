@@ -395,4 +395,37 @@ impl Lifecycle for LifecycleService {
     ) -> Result<Response<pb::DecideHeldBatchResponse>, Status> {
         Ok(Response::new(crate::ingest::rpc::decide(&self.ingest, &self.gate, request).await?))
     }
+
+    async fn start_campaign(
+        &self,
+        request: Request<pb::StartCampaignRequest>,
+    ) -> Result<Response<pb::CampaignStatus>, Status> {
+        let caller = self.gate.check(&request, Method::StartCampaign).await?;
+        Ok(Response::new(crate::campaign::start(&self.engine, request.get_ref(), &caller.principal).await?))
+    }
+
+    async fn get_campaign(
+        &self,
+        request: Request<pb::GetCampaignRequest>,
+    ) -> Result<Response<pb::CampaignStatus>, Status> {
+        self.gate.check(&request, Method::GetCampaign).await?;
+        Ok(Response::new(crate::campaign::status(&self.engine, &request.get_ref().campaign_id).await?))
+    }
+
+    async fn decide_campaign_item(
+        &self,
+        request: Request<pb::CampaignDecisionRequest>,
+    ) -> Result<Response<pb::CampaignStatus>, Status> {
+        let caller = self.gate.check(&request, Method::DecideCampaignItem).await?;
+        Ok(Response::new(crate::campaign::decide(&self.engine, request.get_ref(), &caller.principal).await?))
+    }
+
+    async fn control_report(
+        &self,
+        request: Request<pb::ControlReportRequest>,
+    ) -> Result<Response<pb::ControlReportResponse>, Status> {
+        self.gate.check(&request, Method::ControlReport).await?;
+        let report = crate::report::control_report(&self.engine, request.get_ref()).await?;
+        Ok(Response::new(pb::ControlReportResponse { json: report.to_string() }))
+    }
 }

@@ -113,6 +113,14 @@ pub enum Method {
     ListHeldBatches,
     /// `DecideHeldBatch`.
     DecideHeldBatch,
+    /// `StartCampaign`.
+    StartCampaign,
+    /// `GetCampaign`.
+    GetCampaign,
+    /// `DecideCampaignItem` (the engine checks the caller is the item's reviewer).
+    DecideCampaignItem,
+    /// `ControlReport`.
+    ControlReport,
 }
 
 impl Method {
@@ -135,6 +143,10 @@ impl Method {
             Self::SubmitStates => "SubmitStates",
             Self::ListHeldBatches => "ListHeldBatches",
             Self::DecideHeldBatch => "DecideHeldBatch",
+            Self::StartCampaign => "StartCampaign",
+            Self::GetCampaign => "GetCampaign",
+            Self::DecideCampaignItem => "DecideCampaignItem",
+            Self::ControlReport => "ControlReport",
         }
     }
 
@@ -149,7 +161,9 @@ impl Method {
             Self::Plan => &[Source, Auditor, Admin],
             Self::Approve | Self::Reject => &[Approver, Admin],
             Self::ExportEvidence | Self::VerifyAudit | Self::ListOverdue | Self::ReconcileReport => &[Auditor, Admin],
-            Self::Reconcile | Self::LoadIdentities => &[Admin],
+            Self::Reconcile | Self::LoadIdentities | Self::StartCampaign => &[Admin],
+            Self::GetCampaign | Self::ControlReport => &[Approver, Auditor, Admin],
+            Self::DecideCampaignItem => &[Approver, Admin],
         }
     }
 }

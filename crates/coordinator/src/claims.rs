@@ -89,7 +89,7 @@ impl std::fmt::Debug for LaneLeases {
     }
 }
 
-const UNFINISHED: &str = "('planned', 'awaiting_approval', 'dispatched', 'acknowledged')";
+const UNFINISHED: &str = "('planned', 'awaiting_approval', 'dispatched', 'acknowledged', 'awaiting_fulfilment')";
 
 fn lanes_of(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Lane>, StoreError> {
     rows.iter()

@@ -45,6 +45,8 @@ use crate::store::{
     ApprovalRecord, AuditEntry, EventRecord, EventState, InsertOutcome, Store, StoreError, TaskRecord, TaskState,
 };
 
+mod manual;
+
 /// An engine operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -88,6 +90,9 @@ pub struct EngineConfig {
     pub breaker_cooldown: Duration,
     /// Deadline of one connector call.
     pub call_timeout: Duration,
+    /// How often a task awaiting fulfilment on a manual target reads its
+    /// ticket for an attestation.
+    pub fulfilment_poll: Duration,
 }
 
 impl Default for EngineConfig {
@@ -99,6 +104,7 @@ impl Default for EngineConfig {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(5),
             call_timeout: Duration::from_secs(15),
+            fulfilment_poll: manual::DEFAULT_FULFILMENT_POLL,
         }
     }
 }
@@ -1432,6 +1438,9 @@ impl TaskRun {
             self.lease_lost = true;
             return Outcome::Done;
         };
+        if self.task.state == TaskState::AwaitingFulfilment {
+            return self.check_fulfilment(runtime).await;
+        }
         let now = now_ms();
         self.task.state = TaskState::Dispatched;
         self.task.attempts += 1;
@@ -1506,9 +1515,13 @@ impl TaskRun {
         self.task.acknowledged_at = Some(now_ms());
         let payload =
             json!({ "target_id": self.task.target_id, "acknowledgement": acknowledgement_json(&acknowledgement) });
+        let awaiting_fulfilment = acknowledgement.awaiting_fulfilment;
         self.task.acknowledgement = Some(acknowledgement);
         if let Err(error) = self.save("task.acknowledged", payload).await {
             tracing::error!(%error, "cannot record an acknowledgement");
+        }
+        if awaiting_fulfilment {
+            return self.await_fulfilment(runtime).await;
         }
         let account = desired.account.clone().unwrap_or_default();
         let read = runtime.client.read(account);

@@ -38,6 +38,8 @@ pub fn acknowledgement_json(ack: &pb::ApplyResponse) -> Value {
         "warnings": ack.warnings,
         "residual_risks": ack.residual_risks.iter().map(crate::credentials::risk_json).collect::<Vec<_>>(),
         "cutoffs": ack.cutoffs.iter().map(crate::credentials::cutoff_json).collect::<Vec<_>>(),
+        "awaiting_fulfilment": ack.awaiting_fulfilment,
+        "ticket": ack.ticket.as_ref().map(|t| json!({ "id": t.ticket_id, "url": t.url, "queue": t.queue, "action": t.action })),
     })
 }
 
@@ -59,6 +61,22 @@ pub fn read_back_json(state: &pb::AccountState) -> Value {
             "cutoffs": credentials.cutoffs.iter().map(crate::credentials::cutoff_json).collect::<Vec<_>>(),
         },
         "target_native_id": state.target_native_id,
+        "attestation": state.attestation.as_ref().map(attestation_json),
+    })
+}
+
+/// A manual target's attestation as JSON (who and when as the ticketing
+/// system recorded them, the command answered, the export's digest).
+pub fn attestation_json(attestation: &pb::Attestation) -> Value {
+    json!({
+        "ticket_id": attestation.ticket_id,
+        "entry_id": attestation.entry_id,
+        "fulfiller": attestation.fulfiller,
+        "attested_at": attestation.attested_at,
+        "command_id": attestation.command_id,
+        "export_digest": attestation.export_digest,
+        "export_name": attestation.export_name,
+        "ticket_status": attestation.ticket_status,
     })
 }
 
@@ -97,6 +115,8 @@ pub fn task_status(task: &TaskRecord, approvals: &[ApprovalRecord]) -> pb::TaskS
         next_attempt_at: format_time(task.next_attempt_at),
         residual_risks: task.residual_risks.clone(),
         cutoffs: crate::credentials::task_cutoffs(task),
+        ticket: task.acknowledgement.as_ref().and_then(|ack| ack.ticket.clone()),
+        attestation: task.read_back.as_ref().and_then(|state| state.attestation.clone()),
     }
 }
 

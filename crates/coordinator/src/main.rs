@@ -104,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
     }
     // Per-target reconciliation schedules (`reconcile.every` in the policy).
     let _reconcile_schedules = coordinator::reconcile::spawn_schedules(&engine);
+    // Scheduled campaigns and the escalation of campaigns past their deadline.
+    let _campaign_schedules = coordinator::campaign::spawn_schedules(&engine, Duration::from_secs(30));
     let running = RunningCoordinator::bind_with(args.listen, engine.clone(), tls, authentication).await?;
     let mut stdout = std::io::stdout();
     if let Some(addr) = args.metrics_listen {

@@ -290,6 +290,9 @@ pub struct PolicyFile {
     /// The approval privileged grants need when their workflow has none.
     #[serde(default)]
     pub default_approval: Option<ApprovalRule>,
+    /// Recertification campaigns started on a schedule (`crate::campaign`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub campaigns: Vec<crate::campaign::CampaignSpec>,
 }
 
 /// A checked policy, ready for the planner.
@@ -444,6 +447,7 @@ impl Policy {
         file.targets = targets.into_iter().flatten().collect();
         file.workflows = workflows.into_iter().flatten().collect();
         let (target_deadlines, workflow_deadlines) = check(&file, &raw_target_ids, &mut issues);
+        crate::campaign::check_specs(&file.campaigns, &raw_target_ids, &mut issues);
         if !issues.is_empty() || !all_parsed {
             return Err(PolicyError::Invalid(issues));
         }

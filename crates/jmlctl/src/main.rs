@@ -17,7 +17,9 @@
 mod identities;
 mod held;
 mod import;
+mod campaign;
 mod reconcile;
+mod report;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -234,6 +236,16 @@ enum IdentitiesCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Recertification campaigns: start, show, decide.
+    Campaign {
+        #[command(subcommand)]
+        command: campaign::CampaignCommand,
+    },
+    /// Reports computed from the audit chain.
+    Report {
+        #[command(subcommand)]
+        command: report::ReportCommand,
     },
 }
 
@@ -843,6 +855,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Import(args) => import::run(&cli.coordinator, &cli.principal, args).await,
         Command::Held { command } => held::run(&cli.coordinator, &cli.principal, command).await,
+        Command::Campaign { command } => campaign::run(&cli.coordinator, &cli.principal, command).await,
+        Command::Report { command } => report::run(&cli.coordinator, &cli.principal, command).await,
         Command::Overdue { json } => {
             let mut client = connect(&cli.coordinator).await?;
             let overdue = client.list_overdue(pb::ListOverdueRequest {}).await.map_err(from_status)?.into_inner();

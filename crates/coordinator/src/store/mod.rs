@@ -77,6 +77,8 @@ pub enum TaskState {
     /// credential revocation is listed in the read-back's residual risks.
     /// Terminal, never retried.
     VerifiedWithResidualRisk,
+    /// A manual target: a ticket is open, waiting for an attestation.
+    AwaitingFulfilment,
 }
 
 impl TaskState {
@@ -91,6 +93,7 @@ impl TaskState {
             Self::Failed => "failed",
             Self::Superseded => "superseded",
             Self::VerifiedWithResidualRisk => "verified_with_residual_risk",
+            Self::AwaitingFulfilment => "awaiting_fulfilment",
         }
     }
 
@@ -105,6 +108,7 @@ impl TaskState {
             "verified" => Self::Verified,
             "failed" => Self::Failed,
             "superseded" => Self::Superseded,
+            "awaiting_fulfilment" => Self::AwaitingFulfilment,
             _ => return None,
         })
     }
@@ -131,6 +135,7 @@ impl TaskState {
             Self::Failed => pb::TaskState::Failed,
             Self::Superseded => pb::TaskState::Superseded,
             Self::VerifiedWithResidualRisk => pb::TaskState::VerifiedWithResidualRisk,
+            Self::AwaitingFulfilment => pb::TaskState::AwaitingFulfilment,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Cases for accounts the mesh did not create (#17, spec section 9): `List`
+//! Cases for accounts the mesh did not create (#17, spec section 8): `List`
 //! shows an account made directly on the target without a correlation key,
 //! and `Apply` with `link` takes it over only as the caller saw it.
 
