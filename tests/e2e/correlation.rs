@@ -360,7 +360,9 @@ async fn existing_accounts_are_correlated_linked_and_contained() {
             .map(|s| s.to_string())
             .collect()
     };
-    let args = |v: &Vec<String>| v.iter().map(String::as_str).collect::<Vec<&str>>();
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
 
     // First reconciliation: each account in its exact situation.
     let name_of =

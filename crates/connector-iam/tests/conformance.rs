@@ -55,7 +55,17 @@ impl<'c> IamGrant<'c> {
             Ok(())
         })
     }
+}
 
+impl IamBackdoor {
+    async fn tag(&self, user: &str, key: &str, value: &str) -> anyhow::Result<()> {
+        let tag = aws_sdk_iam::types::Tag::builder().key(key).value(value).build()?;
+        self.0.tag_user().user_name(user).tags(tag).send().await?;
+        Ok(())
+    }
+}
+
+impl Backdoor for IamBackdoor {
     fn create_untagged<'a>(&'a self, account_name: &'a str, mail: &'a str) -> BoxFuture<'a, anyhow::Result<bool>> {
         Box::pin(async move {
             let tag = aws_sdk_iam::types::Tag::builder().key("lifecycle-mesh:mail").value(mail).build()?;
@@ -72,17 +82,7 @@ impl<'c> IamGrant<'c> {
             Ok(())
         })
     }
-}
 
-impl IamBackdoor {
-    async fn tag(&self, user: &str, key: &str, value: &str) -> anyhow::Result<()> {
-        let tag = aws_sdk_iam::types::Tag::builder().key(key).value(value).build()?;
-        self.0.tag_user().user_name(user).tags(tag).send().await?;
-        Ok(())
-    }
-}
-
-impl Backdoor for IamBackdoor {
     fn set_attribute_directly<'a>(
         &'a self,
         account: &'a pb::AccountRef,

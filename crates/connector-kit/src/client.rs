@@ -248,7 +248,12 @@ impl ConnectorClient {
         desired: pb::DesiredAccount,
         lease_epoch: u64,
     ) -> Result<pb::ApplyResponse, ConnectorError> {
-        let request = pb::ApplyRequest { command_id: command_id.to_owned(), desired: Some(desired), lease_epoch, ..Default::default() };
+        let request = pb::ApplyRequest {
+            command_id: command_id.to_owned(),
+            desired: Some(desired),
+            lease_epoch,
+            ..Default::default()
+        };
         match self.call(Call::Apply(request)).await? {
             Reply::Apply(acknowledgement) => Ok(acknowledgement),
             _ => Err(ConnectorError::internal("mismatched reply")),

@@ -133,7 +133,11 @@ mod tests {
                 Entitlement { kind: "group".into(), id: "b".into(), privileged: false },
                 Entitlement { kind: "group".into(), id: "a".into(), privileged: true },
             ],
-            credentials: Some(CredentialState { active: vec!["password".into()], complete: true }),
+            credentials: Some(CredentialState {
+                active: vec!["password".into()],
+                complete: true,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }

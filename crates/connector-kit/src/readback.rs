@@ -40,8 +40,6 @@ pub enum Difference {
     CredentialsRemain { active: Vec<String> },
     /// The target cannot prove that no credential remains.
     CredentialsUnproven,
-    /// The read-back carries another correlation key than the desired one.
-    PersonId { expected: String, actual: String },
     /// A field the desired state names could not be read on the target: unknown.
     Unreadable { field: String, target_attribute: String, reason: String },
     /// A leaver still belongs to a privileged group the connector does not manage.
@@ -66,9 +64,6 @@ impl fmt::Display for Difference {
             Self::ExcessEntitlement { kind, id } => write!(f, "entitlement {kind}:{id}: excess"),
             Self::CredentialsRemain { active } => write!(f, "credentials: still active: {}", active.join(", ")),
             Self::CredentialsUnproven => f.write_str("credentials: the target cannot prove that none remain"),
-            Self::PersonId { expected, actual } => {
-                write!(f, "person_id: expected {expected:?}, target shows {actual:?}")
-            }
             Self::Unreadable { field, target_attribute, reason } => {
                 write!(f, "{field}: unknown, the target's {target_attribute} could not be read ({reason})")
             }
@@ -396,7 +391,7 @@ mod tests {
         let mut state = actual();
         state.enabled = false;
         state.entitlements.clear();
-        state.credentials = Some(CredentialState { active: vec![], complete: true });
+        state.credentials = Some(CredentialState { active: vec![], complete: true, ..Default::default() });
         state.unreadable = vec![unreadable("enabled", "userAccountControl"), unreadable("credentials", "userPassword")];
         let differences = compare(&description(), &leaver(), &state);
         assert_eq!(differences.len(), 2, "{differences:?}");
@@ -420,7 +415,7 @@ mod tests {
         let mut state = actual();
         state.enabled = false;
         state.entitlements.clear();
-        state.credentials = Some(CredentialState { active: vec![], complete: true });
+        state.credentials = Some(CredentialState { active: vec![], complete: true, ..Default::default() });
         state.unmanaged_entitlements = vec![
             Entitlement { kind: "group".into(), id: "cn=wiki,ou=apps,dc=example,dc=org".into(), privileged: false },
             Entitlement {

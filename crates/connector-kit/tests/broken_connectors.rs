@@ -62,6 +62,7 @@ fn echo(desired: &pb::DesiredAccount) -> pb::AccountState {
         credentials: Some(pb::CredentialState {
             active: if revoked { vec![] } else { vec!["password".into()] },
             complete: true,
+            ..Default::default()
         }),
         target_native_id: "echo".into(),
         ..Default::default()
@@ -160,7 +161,7 @@ impl Connector for Broken {
         }
         if self.breakage == Breakage::ClaimsCompleteCredentials {
             let mut state = self.inner.read(account).await?;
-            state.credentials = Some(pb::CredentialState { active: vec![], complete: true });
+            state.credentials = Some(pb::CredentialState { active: vec![], complete: true, ..Default::default() });
             return Ok(state);
         }
         if self.breakage == Breakage::ReadsFromCache

@@ -130,7 +130,11 @@ async fn a_password_hidden_from_the_bind_is_unknown_not_revoked() {
     root.apply("fc-pw-3", &joiner(&other, &[])).await.expect("create");
     let other_ref = pb::AccountRef { person_id: format!("{other}-person"), account_name: other.clone() };
     let state = root.read(&other_ref).await.expect("read");
-    assert_eq!(state.credentials, Some(pb::CredentialState { active: vec![], complete: true }), "{state:?}");
+    assert_eq!(
+        state.credentials,
+        Some(pb::CredentialState { active: vec![], complete: true, ..Default::default() }),
+        "{state:?}"
+    );
     assert!(state.unreadable.is_empty(), "{state:?}");
 
     let mut gone = leaver(&name);

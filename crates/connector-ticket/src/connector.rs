@@ -327,6 +327,7 @@ impl Connector for TicketConnector {
             warnings: vec!["a manual target: nothing is done until a fulfiller attests it".into()],
             awaiting_fulfilment: true,
             ticket: Some(self.describe_ticket(&ticket, action)),
+            ..Default::default()
         })
     }
 
@@ -394,7 +395,11 @@ impl Connector for TicketConnector {
                 .iter()
                 .map(|(kind, id)| pb::Entitlement { kind: kind.clone(), id: id.clone(), privileged: false })
                 .collect(),
-            credentials: Some(pb::CredentialState { active: statement.credentials.clone(), complete: true }),
+            credentials: Some(pb::CredentialState {
+                active: statement.credentials.clone(),
+                complete: true,
+                ..Default::default()
+            }),
             target_native_id: format!("ticket/{}", ticket.id),
             last_activity: None,
             attestation: Some(pb::Attestation {
@@ -408,6 +413,7 @@ impl Connector for TicketConnector {
                 ticket_status: ticket.status.clone(),
                 desired_digest: request.state.clone(),
             }),
+            ..Default::default()
         })
     }
 

@@ -523,12 +523,7 @@ impl VaultConnector {
     }
 
     /// A userpass user without a record, as `List` shows it (empty key).
-    fn untagged_state(
-        &self,
-        name: &UserName,
-        user: &UserEntry,
-        holders: Option<&BTreeMap<String, Vec<String>>>,
-    ) -> pb::AccountState {
+    fn untagged_state(&self, name: &UserName, user: &UserEntry, holders: Option<&LiveTokens>) -> pb::AccountState {
         let unmanaged = AccountRecord {
             person_id: String::new(),
             policies: user.policies.clone(),

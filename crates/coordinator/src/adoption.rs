@@ -94,6 +94,7 @@ pub async fn link(
         command_id: command_id(order.run_id, order.person_id, &account_name),
         desired: Some(desired.clone()),
         link: Some(pb::LinkAccount { expected_fingerprint: order.fingerprint.to_owned() }),
+        ..Default::default()
     };
     let outcome = match client.apply_request(request).await {
         Err(error) => Err((error.to_string(), None)),

@@ -567,6 +567,7 @@ async fn revoke(
         effective_at_ms: None,
         source_system: RECONCILIATION_SOURCE.into(),
         urgent: false,
+        source_changed_at_ms: None,
     };
     engine.accept_planned(event, BTreeMap::new(), plan, format!("campaign:{principal}")).await?;
     Ok(event_id)

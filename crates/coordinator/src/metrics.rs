@@ -284,12 +284,13 @@ impl CoordinatorMetrics {
         task: &TaskRecord,
         risks: &[connector_kit::contract::ResidualRisk],
         now_ms: i64,
+        trace_id: Option<&str>,
     ) {
         let labels = workflow_labels(task);
-        let seconds = seconds_between(task.planned_at, now_ms);
-        self.propagation.get_or_create(&labels).observe(seconds);
+        let seconds = seconds_between(task.planned_at.max(task.effective_at), now_ms);
+        self.propagation.get_or_create(&labels).observe(seconds, exemplar(trace_id), None);
         if !task.grants_access {
-            self.revocation.get_or_create(&labels).observe(seconds);
+            self.revocation.get_or_create(&labels).observe(seconds, exemplar(trace_id), None);
         }
         self.residual_tasks.get_or_create(&labels).inc();
         for risk in risks {

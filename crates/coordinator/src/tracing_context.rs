@@ -247,7 +247,12 @@ pub fn task_settled(spans: &DispatchSpans, task: &TaskRecord, breached_before: b
     match task.state {
         TaskState::Verified => metrics.verified(task, now, spans.trace_id(&task.event_id).as_deref()),
         TaskState::VerifiedWithResidualRisk => {
-            metrics.verified_with_residual_risk(task, &task.residual_risks, now);
+            metrics.verified_with_residual_risk(
+                task,
+                &task.residual_risks,
+                now,
+                spans.trace_id(&task.event_id).as_deref(),
+            );
         }
         TaskState::Failed => metrics.failure(&task.target_id, error_kind),
         _ if task.next_attempt_at.is_some() => metrics.retry(&task.target_id, error_kind),

@@ -14,10 +14,10 @@
 //! credential revocation is listed).
 //! Errors are one line on stderr.
 
-mod identities;
-mod held;
-mod import;
 mod campaign;
+mod held;
+mod identities;
+mod import;
 mod reconcile;
 mod report;
 
@@ -186,6 +186,16 @@ enum Command {
         #[command(subcommand)]
         command: held::HeldCommand,
     },
+    /// Recertification campaigns: start, show, decide.
+    Campaign {
+        #[command(subcommand)]
+        command: campaign::CampaignCommand,
+    },
+    /// Reports computed from the audit chain.
+    Report {
+        #[command(subcommand)]
+        command: report::ReportCommand,
+    },
     /// List tasks past their propagation deadline.
     Overdue {
         /// Print JSON.
@@ -236,16 +246,6 @@ enum IdentitiesCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-    },
-    /// Recertification campaigns: start, show, decide.
-    Campaign {
-        #[command(subcommand)]
-        command: campaign::CampaignCommand,
-    },
-    /// Reports computed from the audit chain.
-    Report {
-        #[command(subcommand)]
-        command: report::ReportCommand,
     },
 }
 

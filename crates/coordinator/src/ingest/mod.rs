@@ -514,6 +514,7 @@ impl Ingest {
             effective_at_ms: *effective_at,
             source_system: assessed.record.source_system.clone(),
             urgent: false,
+            source_changed_at_ms: assessed.record.changed_at,
         })
     }
 

@@ -178,6 +178,7 @@ pub async fn link_takes_over_untagged_account(target: &ConformanceTarget) -> Res
             command_id: run.command_id(),
             desired: Some(desired.clone()),
             link: Some(pb::LinkAccount { expected_fingerprint: fingerprint.to_owned() }),
+            ..Default::default()
         };
         match target.client.apply(&run.command_id(), desired.clone()).await {
             Err(error) if error.kind == ErrorKind::Conflict => {}
