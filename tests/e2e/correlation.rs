@@ -141,6 +141,10 @@ fn people(run_id: &str) -> Vec<Person> {
     people
 }
 
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// Loads the baseline with `jmlctl identities load`.
 async fn load_baseline(mesh: &Mesh, people: &[Person]) -> anyhow::Result<Value> {
     let file = mesh.dir.join("baseline.jsonl");
@@ -360,9 +364,6 @@ async fn existing_accounts_are_correlated_linked_and_contained() {
             .map(|s| s.to_string())
             .collect()
     };
-    fn args(v: &[String]) -> Vec<&str> {
-        v.iter().map(String::as_str).collect()
-    }
 
     // First reconciliation: each account in its exact situation.
     let name_of =

@@ -493,6 +493,38 @@ mod cases {
         assert_eq!(actions, vec!["event.accepted", "event.verified", "identity.updated"]);
         assert!(audit.windows(2).all(|w| w[0].seq < w[1].seq && w[1].prev_hash == w[0].hash));
     }
+
+    /// #17: baseline records load once, on the expected side as joiners'
+    /// records; a record an event set is kept; one audit record per load.
+    pub async fn baseline_identities_load_without_events(fixture: Fixture) {
+        use coordinator::store::baseline::BaselineIdentity;
+        let store = fixture.store.as_ref();
+        accept(store, event("e1", "p1", EventKindName::Joiner, 1_000), &[]).await;
+        let (_, tasks) = accept(store, event("e2", "p2", EventKindName::Joiner, 1_000), &["ldap"]).await;
+        store.save_task(finished(tasks[0].clone(), TaskState::Verified, 2_000), vec![]).await.expect("save");
+        let record = |person: &str| BaselineIdentity {
+            person_id: person.into(),
+            attributes: BTreeMap::from([("email".to_string(), format!("{person}@example.org"))]),
+            source_system: "workday".into(),
+        };
+        let audit = |n: i64| AuditEntry {
+            at: n,
+            principal: "admin".into(),
+            event_id: format!("baseline-{n}"),
+            action: "identities.loaded".into(),
+            payload: serde_json::json!({ "records": 2 }),
+        };
+        let loaded = store.load_identities(vec![record("p0"), record("p2")], vec![audit(1)]).await.expect("load");
+        assert_eq!(loaded, (1, 1), "p2's record came from an event and is kept");
+        let again = store.load_identities(vec![record("p0")], vec![audit(2)]).await.expect("load");
+        assert_eq!(again, (0, 1));
+        let page = store.identities_after(String::new(), 10).await.expect("identities");
+        let people: Vec<(&str, EventKindName)> = page.iter().map(|(i, k)| (i.person_id.as_str(), *k)).collect();
+        assert_eq!(people, vec![("p0", EventKindName::Joiner), ("p2", EventKindName::Joiner)]);
+        assert_eq!(page[0].0.event_id, "baseline:workday");
+        assert_eq!(store.identity("p2").await.expect("read").map(|i| i.event_id), Some("e2".to_string()));
+        assert_eq!(store.event_audit("baseline-1").await.expect("audit").len(), 1);
+    }
 }
 
 macro_rules! on_both_backends {
@@ -529,6 +561,7 @@ on_both_backends!(
     an_altered_audit_record_is_named,
     a_reopened_store_continues_the_chain,
     ingest_documents_round_trip_page_in_key_order_and_compare_and_set,
+    baseline_identities_load_without_events,
 );
 
 /// Two PostgreSQL stores on one database stand for two coordinator replicas.
