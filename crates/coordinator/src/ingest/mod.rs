@@ -93,6 +93,15 @@ pub struct HeldBatchSummary {
     pub source_system: String,
     /// The submitter's label.
     pub label: String,
+    /// The hex SHA-256 of the held records as stored (also in the
+    /// `ingest.batch_held` audit record): an approval applies exactly these.
+    #[serde(default)]
+    pub records_hash: String,
+}
+
+fn records_hash(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 impl HeldBatchSummary {
@@ -470,9 +479,11 @@ impl Ingest {
                     serde_json::from_str(&records_text).map_err(|e| corrupt("ingest_state.held_batch_records", &e))?;
                 records.retain(|r| r.person_id != assessed.record.person_id);
                 records.push(assessed.record.clone());
+                let grown_text = encode(&records);
                 let grown = HeldBatchSummary {
                     records: records.len() as u64,
                     leavers: records.len() as u64,
+                    records_hash: records_hash(&grown_text),
                     ..summary.clone()
                 };
                 let audit = AuditEntry {
@@ -480,13 +491,18 @@ impl Ingest {
                     principal: initiator.to_owned(),
                     event_id: String::new(),
                     action: "ingest.batch_grown".into(),
-                    payload: json!({ "batch_id": summary.batch_id, "person_id": assessed.record.person_id, "leavers": grown.leavers }),
+                    payload: json!({
+                        "batch_id": summary.batch_id,
+                        "person_id": assessed.record.person_id,
+                        "leavers": grown.leavers,
+                        "records_hash": grown.records_hash,
+                    }),
                 };
                 let puts = vec![
                     IngestPut {
                         space: HELD_BATCH_RECORDS.into(),
                         key: summary.batch_id.clone(),
-                        value: encode(&records),
+                        value: grown_text,
                         updated_at: now,
                         expected: Some(records_text),
                     },
@@ -750,6 +766,7 @@ impl Ingest {
         now: i64,
     ) -> Result<HeldBatchSummary, EngineError> {
         let max = self.engine.policy().file.source_of_truth.max_leavers.as_ref().map(guard::MaxLeavers::as_written);
+        let records_text = encode(&batch.records);
         let summary = HeldBatchSummary {
             batch_id: format!("hb-{}", uuid::Uuid::now_v7().simple()),
             submitter: submitter.to_owned(),
@@ -765,6 +782,7 @@ impl Ingest {
             full_snapshot: batch.full_snapshot,
             source_system: batch.source_system.clone(),
             label: batch.label.clone(),
+            records_hash: records_hash(&records_text),
         };
         let audit = AuditEntry {
             at: now,
@@ -781,13 +799,14 @@ impl Ingest {
                 "full_snapshot": batch.full_snapshot,
                 "source_system": batch.source_system,
                 "label": batch.label,
+                "records_hash": summary.records_hash,
             }),
         };
         let puts = vec![
             IngestPut {
                 space: HELD_BATCH_RECORDS.into(),
                 key: summary.batch_id.clone(),
-                value: encode(&batch.records),
+                value: records_text,
                 updated_at: now,
                 expected: None,
             },
@@ -864,6 +883,12 @@ impl Ingest {
                 .ingest_get(HELD_BATCH_RECORDS, batch_id)
                 .await?
                 .ok_or_else(|| EngineError::NotFound(format!("records of held batch {batch_id}")))?;
+            if records_hash(&records_text) != summary.records_hash {
+                return Err(EngineError::Store(StoreError::Corrupt {
+                    what: "ingest_state.held_batch_records",
+                    message: format!("the records of batch {batch_id} do not match the hash audited when it was held"),
+                }));
+            }
             let records: Vec<SourceRecord> =
                 serde_json::from_str(&records_text).map_err(|e| corrupt("ingest_state.held_batch_records", &e))?;
             let batch = Batch {
