@@ -563,6 +563,9 @@ impl Ingest {
                     }
                 }
                 Verdict::SameRecord | Verdict::Ignored(_) => {}
+                // Accepted before: its event id, without reading the event
+                // (a roster sent again is mostly duplicates).
+                Verdict::Duplicate(_) | Verdict::Stale => receipts.push(preview(&item, pb::StateOutcome::Duplicate)),
                 _ => {
                     let _person = self.person_lock(&item.record.person_id).lock().await;
                     receipts.push(self.apply(item, initiator).await?);
