@@ -76,6 +76,28 @@ async fn rosters_drive_the_real_targets_and_a_mass_leaver_roster_waits_for_appro
     let n = people();
     let mut staff: Vec<Person> = (0..n).map(|i| Person::new(&mesh.run_id, i, "Sales")).collect();
 
+    // A roster with a column the source of truth is not authoritative for:
+    // refused whole, the line named, nothing submitted.
+    let bad = dir.join("roster-0.csv");
+    std::fs::write(
+        &bad,
+        roster(&staff)
+            .replacen("employment_type\n", "employment_type,shoe_size\n", 1)
+            .replace(",employee\n", ",employee,42\n"),
+    )
+    .expect("write");
+    let refused = mesh
+        .jmlctl_as("hr-integration", &["import", "--file", bad.to_str().expect("path"), "--source", "workday"])
+        .await
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 2") && stderr.contains("shoe_size") && stderr.contains("nothing submitted"),
+        "{stderr}"
+    );
+    assert!(targets.ldap.account(&staff[0].username).await.expect("ldap").is_none(), "nothing applied");
+
     // First roster: everyone joins.
     let (code, summary, output) = import(&mesh, &dir, "roster-1.csv", &staff).await;
     assert_eq!(code, 0, "{output}");
