@@ -40,7 +40,11 @@ impl Backdoor for DirectPolicyGrant {
 
     /// Enabled is the userpass user's existence: deleted to disable,
     /// recreated (with the record's policies) to enable.
-    fn set_enabled_directly<'a>(&'a self, account: &'a pb::AccountRef, enabled: bool) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn set_enabled_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        enabled: bool,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let name = UserName::parse(&account.account_name).map_err(anyhow::Error::msg)?;
             if enabled {
