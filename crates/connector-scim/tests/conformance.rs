@@ -6,4 +6,6 @@ mod support;
 
 use support::conformance_target;
 
-connector_kit::conformance_tests!(conformance_target);
+// SCIM has no way to list a user's credentials (Describe: revocation is not
+// verifiable), so no credential the backdoor could add would show in Read.
+connector_kit::conformance_tests!(conformance_target, expected_skips: [read_shows_credential_added_on_target]);

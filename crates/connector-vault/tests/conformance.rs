@@ -59,6 +59,54 @@ impl Backdoor for DirectPolicyGrant {
             Ok(())
         })
     }
+
+    /// Enabled is the userpass user's existence: deleted to disable,
+    /// recreated (with the record's policies) to enable.
+    fn set_enabled_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        enabled: bool,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let name = UserName::parse(&account.account_name).map_err(anyhow::Error::msg)?;
+            if enabled {
+                let record = self.target.read_record(&name).await?.ok_or_else(|| anyhow::anyhow!("no record"))?;
+                let write = UserWrite {
+                    password: Some(format!("Direct-{:016x}", rand::random::<u64>())),
+                    policies: record.policies,
+                    token_ttl: self.token_ttl,
+                    token_max_ttl: self.token_max_ttl,
+                };
+                self.target.write_user(&name, &write).await?;
+            } else {
+                self.target.delete_user(&name).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn set_person_id_directly<'a>(
+        &'a self,
+        account: &'a pb::AccountRef,
+        person_id: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let name = UserName::parse(&account.account_name).map_err(anyhow::Error::msg)?;
+            let mut record = self.target.read_record(&name).await?.ok_or_else(|| anyhow::anyhow!("no record"))?;
+            record.person_id = person_id.to_owned();
+            self.target.write_record(&name, &record).await?;
+            Ok(())
+        })
+    }
+
+    fn delete_directly<'a>(&'a self, account: &'a pb::AccountRef) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let name = UserName::parse(&account.account_name).map_err(anyhow::Error::msg)?;
+            self.target.delete_user(&name).await?;
+            self.target.delete_record(&name).await?;
+            Ok(())
+        })
+    }
 }
 
 async fn target() -> ConformanceTarget {
@@ -81,4 +129,10 @@ async fn target() -> ConformanceTarget {
     ConformanceTarget { client, fixture, guard: Some(Box::new(server)) }
 }
 
-connector_kit::conformance_tests!(target);
+// The connector manages no attribute on Vault (the fixture names none), and
+// its tokens cannot be enumerated on every server (RustyVault): no credential
+// the backdoor adds could be required to show in Read.
+connector_kit::conformance_tests!(
+    target,
+    expected_skips: [read_shows_attributes_changed_on_target, read_shows_credential_added_on_target]
+);
