@@ -82,6 +82,8 @@ pub fn kind_from_proto(kind: i32) -> Option<EventKindName> {
         pb::EventKind::Joiner => Some(EventKindName::Joiner),
         pb::EventKind::Mover => Some(EventKindName::Mover),
         pb::EventKind::Leaver => Some(EventKindName::Leaver),
+        pb::EventKind::Suspension => Some(EventKindName::Suspension),
+        pb::EventKind::Return => Some(EventKindName::Return),
         pb::EventKind::Unspecified => None,
     }
 }
@@ -92,6 +94,8 @@ pub fn kind_to_proto(kind: EventKindName) -> pb::EventKind {
         EventKindName::Joiner => pb::EventKind::Joiner,
         EventKindName::Mover => pb::EventKind::Mover,
         EventKindName::Leaver => pb::EventKind::Leaver,
+        EventKindName::Suspension => pb::EventKind::Suspension,
+        EventKindName::Return => pb::EventKind::Return,
     }
 }
 
@@ -101,6 +105,8 @@ pub fn kind_name(kind: EventKindName) -> &'static str {
         EventKindName::Joiner => "joiner",
         EventKindName::Mover => "mover",
         EventKindName::Leaver => "leaver",
+        EventKindName::Suspension => "suspension",
+        EventKindName::Return => "return",
     }
 }
 
@@ -110,6 +116,8 @@ pub fn kind_from_name(name: &str) -> Option<EventKindName> {
         "joiner" => Some(EventKindName::Joiner),
         "mover" => Some(EventKindName::Mover),
         "leaver" => Some(EventKindName::Leaver),
+        "suspension" => Some(EventKindName::Suspension),
+        "return" => Some(EventKindName::Return),
         _ => None,
     }
 }
@@ -135,7 +143,8 @@ pub fn validate(event: Option<&pb::LifecycleEvent>, policy: &Policy) -> Result<V
             "ids starting with \"retention:\", \"prehire:\" or \"prehire-removal:\" are reserved for the calendar",
         ));
     }
-    let kind = kind_from_proto(event.kind).ok_or_else(|| invalid("event.kind", "must be joiner, mover or leaver"))?;
+    let kind = kind_from_proto(event.kind)
+        .ok_or_else(|| invalid("event.kind", "must be joiner, mover, leaver, suspension or return"))?;
     check_identifier("event.person_id", &event.person_id, MAX_PERSON_ID_BYTES)?;
     if event.source_system.is_empty() {
         return Err(invalid("event.source_system", "is required"));

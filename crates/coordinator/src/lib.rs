@@ -28,6 +28,7 @@ pub mod claims;
 pub mod engine;
 pub mod event;
 pub mod evidence;
+pub mod leave;
 pub mod metrics;
 pub mod planner;
 pub mod policy;
