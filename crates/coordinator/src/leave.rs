@@ -94,8 +94,10 @@ pub enum CheckError {
 /// The person's latest suspension accepted before `before_seq` (all when
 /// `None`), if no return came after it.
 fn open_suspension(events: &[EventRecord], before_seq: Option<i64>) -> Option<&EventRecord> {
-    let earlier = events.iter().filter(|e| before_seq.is_none_or(|seq| e.seq < seq));
-    let last_leave = earlier.filter(|e| matches!(e.kind, EventKindName::Suspension | EventKindName::Return)).last()?;
+    let last_leave = events
+        .iter()
+        .filter(|e| before_seq.is_none_or(|seq| e.seq < seq))
+        .rfind(|e| matches!(e.kind, EventKindName::Suspension | EventKindName::Return))?;
     (last_leave.kind == EventKindName::Suspension).then_some(last_leave)
 }
 
