@@ -237,6 +237,7 @@ impl Lifecycle for LifecycleService {
         let mut document = evidence_json(&event, &tasks, &approvals, &audit);
         let scheduled = crate::calendar::entries(store.as_ref(), &event).await.map_err(EngineError::from)?;
         document["calendar"] = crate::calendar::evidence_json(&event, &scheduled);
+        document["leave"] = crate::leave::evidence_json(store.as_ref(), &event).await.map_err(EngineError::from)?;
         let json = serde_json::to_string_pretty(&document).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ExportEvidenceResponse { json }))
     }

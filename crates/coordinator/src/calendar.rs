@@ -163,7 +163,13 @@ pub fn deletion_plan(leaver: &EventRecord, target_id: &str, policy: &Policy) -> 
 /// person's pending deletions. Internal events do neither.
 pub async fn after_submit(engine: &Engine, outcome: &SubmitOutcome) -> Result<(), EngineError> {
     let event = &outcome.event;
-    if internal_source(&event.source_system) {
+    let policy = engine.policy();
+    let retentions = policy.file.targets.iter().any(|t| t.delete_after.is_some());
+    let prehires = policy.file.targets.iter().any(|t| t.prehire.is_some())
+        || policy.file.workflows.iter().any(|w| w.prehire.is_some());
+    // Without a retention or pre-hire in the policy there is nothing to
+    // schedule or cancel (and no store read on the submit path).
+    if internal_source(&event.source_system) || !(retentions || prehires) {
         return Ok(());
     }
     match event.kind {
@@ -474,13 +480,16 @@ pub async fn deletion_cancelled_by(store: &dyn Store, task: &TaskRecord) -> Resu
         .map(|rehire| cancellation_reason(&rehire.event_id)))
 }
 
+/// How a stage's event id is made from (target, origin event id).
+type StageId = fn(&str, &str) -> String;
+
 /// What the calendar scheduled from `event` (a leaver's deletions), each
 /// with its due time and state.
 pub async fn entries(store: &dyn Store, event: &EventRecord) -> Result<Vec<pb::CalendarEntry>, StoreError> {
     if internal_source(&event.source_system) {
         return Ok(Vec::new());
     }
-    let stages: &[(&str, fn(&str, &str) -> String)] = match event.kind {
+    let stages: &[(&str, StageId)] = match event.kind {
         EventKindName::Leaver => &[(DELETION_STAGE, deletion_event_id)],
         EventKindName::Joiner => {
             &[(PREHIRE_STAGE, prehire_event_id), (PREHIRE_REMOVAL_STAGE, prehire_removal_event_id)]

@@ -352,9 +352,13 @@ impl Engine {
     }
 
     async fn plan_for(&self, event: &ValidEvent) -> Result<(BTreeMap<String, String>, pb::Plan), EngineError> {
+        crate::leave::check(self.inner.store.as_ref(), event).await.map_err(|e| match e {
+            crate::leave::CheckError::Invalid(invalid) => EngineError::InvalidArgument(invalid),
+            crate::leave::CheckError::Store(store) => EngineError::Store(store),
+        })?;
         let context = self.inner.store.person_context(&event.person_id).await?;
         let mut attributes = event.attributes.clone();
-        if event.kind == EventKindName::Leaver
+        if matches!(event.kind, EventKindName::Leaver | EventKindName::Suspension | EventKindName::Return)
             && let Some(latest) = context.latest_attributes
         {
             for (name, value) in latest {
@@ -367,7 +371,8 @@ impl Engine {
             attributes: &attributes,
             provisioned: &context.provisioned,
         };
-        let plan = plan(input, &self.inner.policy)?;
+        let mut plan = plan(input, &self.inner.policy)?;
+        crate::leave::approved_before_leave(self.inner.store.as_ref(), event, &mut plan).await?;
         Ok((attributes, plan))
     }
 

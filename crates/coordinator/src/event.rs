@@ -83,6 +83,8 @@ pub fn kind_from_proto(kind: i32) -> Option<EventKindName> {
         pb::EventKind::Mover => Some(EventKindName::Mover),
         pb::EventKind::Leaver => Some(EventKindName::Leaver),
         pb::EventKind::Rehire => Some(EventKindName::Rehire),
+        pb::EventKind::Suspension => Some(EventKindName::Suspension),
+        pb::EventKind::Return => Some(EventKindName::Return),
         pb::EventKind::Unspecified => None,
     }
 }
@@ -94,6 +96,8 @@ pub fn kind_to_proto(kind: EventKindName) -> pb::EventKind {
         EventKindName::Mover => pb::EventKind::Mover,
         EventKindName::Leaver => pb::EventKind::Leaver,
         EventKindName::Rehire => pb::EventKind::Rehire,
+        EventKindName::Suspension => pb::EventKind::Suspension,
+        EventKindName::Return => pb::EventKind::Return,
     }
 }
 
@@ -104,6 +108,8 @@ pub fn kind_name(kind: EventKindName) -> &'static str {
         EventKindName::Mover => "mover",
         EventKindName::Leaver => "leaver",
         EventKindName::Rehire => "rehire",
+        EventKindName::Suspension => "suspension",
+        EventKindName::Return => "return",
     }
 }
 
@@ -114,6 +120,8 @@ pub fn kind_from_name(name: &str) -> Option<EventKindName> {
         "mover" => Some(EventKindName::Mover),
         "leaver" => Some(EventKindName::Leaver),
         "rehire" => Some(EventKindName::Rehire),
+        "suspension" => Some(EventKindName::Suspension),
+        "return" => Some(EventKindName::Return),
         _ => None,
     }
 }
@@ -139,8 +147,8 @@ pub fn validate(event: Option<&pb::LifecycleEvent>, policy: &Policy) -> Result<V
             "ids starting with \"retention:\", \"prehire:\" or \"prehire-removal:\" are reserved for the calendar",
         ));
     }
-    let kind =
-        kind_from_proto(event.kind).ok_or_else(|| invalid("event.kind", "must be joiner, mover, leaver or rehire"))?;
+    let kind = kind_from_proto(event.kind)
+        .ok_or_else(|| invalid("event.kind", "must be joiner, mover, leaver, rehire, suspension or return"))?;
     check_identifier("event.person_id", &event.person_id, MAX_PERSON_ID_BYTES)?;
     if event.source_system.is_empty() {
         return Err(invalid("event.source_system", "is required"));

@@ -43,6 +43,7 @@ pub mod event;
 pub mod evidence;
 pub mod ingest;
 pub mod live_check;
+pub mod leave;
 pub mod metrics;
 pub mod planner;
 pub mod policy;

@@ -66,7 +66,10 @@ fn missing(target: &str, what: &str, attribute: &str) -> InvalidEvent {
 pub fn plan(input: PlanInput<'_>, policy: &Policy) -> Result<pb::Plan, InvalidEvent> {
     let matched: Vec<&Workflow> = match input.kind {
         EventKindName::Leaver => Vec::new(),
-        kind => policy.file.workflows.iter().filter(|w| matches(w, kind, input.attributes)).collect(),
+        kind => {
+            let kind = crate::leave::planning_kind(kind);
+            policy.file.workflows.iter().filter(|w| matches(w, kind, input.attributes)).collect()
+        }
     };
     let mut targets = Vec::new();
     for target in &policy.file.targets {
@@ -135,7 +138,7 @@ pub fn plan(input: PlanInput<'_>, policy: &Policy) -> Result<pb::Plan, InvalidEv
             .iter()
             .filter_map(|w| policy.workflow_deadlines.get(&w.name).copied())
             .fold(target_deadline, Duration::min);
-        targets.push(pb::PlannedTarget {
+        let mut planned = pb::PlannedTarget {
             target_id: target.id.clone(),
             desired: Some(desired),
             awaiting_approval,
@@ -143,7 +146,11 @@ pub fn plan(input: PlanInput<'_>, policy: &Policy) -> Result<pb::Plan, InvalidEv
             approver_group: rule.map(|r| r.group).unwrap_or_default(),
             deadline_seconds: deadline.as_secs(),
             workflows: granting.iter().map(|w| w.name.clone()).collect(),
-        });
+        };
+        if input.kind == EventKindName::Suspension {
+            crate::leave::suspend(&mut planned, policy);
+        }
+        targets.push(planned);
     }
     Ok(pb::Plan {
         person_id: input.person_id.to_owned(),

@@ -111,6 +111,10 @@ pub struct TargetSpec {
     /// support.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prehire: Option<String>,
+    /// A leave of absence (`crate::leave`) disables the account and
+    /// `strip`s its entitlements (default) or `keep`s them.
+    #[serde(default, skip_serializing_if = "LeaveEntitlements::is_default")]
+    pub on_leave: LeaveEntitlements,
     /// TLS towards the connector.
     #[serde(default)]
     pub tls: Option<TargetTls>,
@@ -184,6 +188,27 @@ pub enum EventKindName {
     /// A rehire (a person who had left comes back): matches the workflows
     /// naming `joiner` as well as those naming `rehire`.
     Rehire,
+    /// A leave of absence starts (`crate::leave`); not a trigger.
+    Suspension,
+    /// A leave of absence ends (`crate::leave`); not a trigger.
+    Return,
+}
+
+/// What a leave of absence does with a target's entitlements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaveEntitlements {
+    /// Remove them; the return grants them again.
+    #[default]
+    Strip,
+    /// Keep them on the disabled account.
+    Keep,
+}
+
+impl LeaveEntitlements {
+    fn is_default(&self) -> bool {
+        *self == Self::Strip
+    }
 }
 
 /// A condition on one attribute.
@@ -613,6 +638,12 @@ fn check(file: &PolicyFile, declared_targets: &BTreeSet<String>, issues: &mut Ve
             issue(format!("{path}.trigger.events"), "name at least one event kind".into());
         }
         for (j, kind) in workflow.trigger.events.iter().enumerate() {
+            if matches!(kind, EventKindName::Suspension | EventKindName::Return) {
+                issue(
+                    format!("{path}.trigger.events[{j}]"),
+                    "a leave of absence is planned by the leave rule (disable; keep or strip per target's on_leave), not by workflows".into(),
+                );
+            }
             if *kind == EventKindName::Leaver {
                 issue(
                     format!("{path}.trigger.events[{j}]"),

@@ -17,10 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// One scrape: every sample as (metric name, labels, value), and the
 /// OpenMetrics exemplars (`# {labels} value`) as (metric name, labels of
 /// the sample, labels of the exemplar).
-struct Scrape(
-    Vec<(String, BTreeMap<String, String>, f64)>,
-    Vec<(String, BTreeMap<String, String>, BTreeMap<String, String>)>,
-);
+struct Scrape(Vec<(String, Labels, f64)>, Vec<(String, Labels, Labels)>);
+
+/// A sample's or an exemplar's labels.
+type Labels = BTreeMap<String, String>;
 
 impl Scrape {
     fn parse(text: &str) -> Self {

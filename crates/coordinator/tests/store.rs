@@ -481,6 +481,22 @@ mod cases {
         assert_chain_intact(store, 1).await;
     }
 
+    pub async fn a_persons_events_in_arrival_order_and_a_prehire_leaves_the_identity_alone(fixture: Fixture) {
+        let store = fixture.store.as_ref();
+        accept(store, event("j1", "p1", EventKindName::Joiner, 5_000), &["ldap"]).await;
+        accept(store, event("x1", "p2", EventKindName::Joiner, 1_000), &["ldap"]).await;
+        accept(store, event("l1", "p1", EventKindName::Leaver, 3_000), &["ldap"]).await;
+        let ids: Vec<String> = store.person_events("p1").await.expect("read").into_iter().map(|e| e.event_id).collect();
+        assert_eq!(ids, vec!["j1", "l1"], "arrival order, this person only");
+        assert!(store.person_events("nobody").await.expect("read").is_empty());
+        // A pre-hire (the calendar's joiner) verified: no identity record.
+        let mut prehire = event("prehire:ldap:j9", "p9", EventKindName::Joiner, 1_000);
+        prehire.source_system = coordinator::calendar::CALENDAR_SOURCE.into();
+        let (_, tasks) = accept(store, prehire, &["ldap"]).await;
+        store.save_task(finished(tasks[0].clone(), TaskState::Verified, 2_000), vec![]).await.expect("save");
+        assert_eq!(store.identity("p9").await.expect("read"), None, "the person has not started");
+    }
+
     pub async fn a_reopened_store_continues_the_chain(fixture: Fixture) {
         accept(fixture.store.as_ref(), event("e1", "p1", EventKindName::Joiner, 1_000), &["ldap"]).await;
         let reopened = fixture.open_again().await;
@@ -562,6 +578,7 @@ on_both_backends!(
     a_reopened_store_continues_the_chain,
     ingest_documents_round_trip_page_in_key_order_and_compare_and_set,
     baseline_identities_load_without_events,
+    a_persons_events_in_arrival_order_and_a_prehire_leaves_the_identity_alone,
 );
 
 /// Two PostgreSQL stores on one database stand for two coordinator replicas.

@@ -480,7 +480,7 @@ fn build_event(args: &EventArgs) -> Result<pb::LifecycleEvent, Failure> {
     }
     let kind_text = args.kind.clone().or(file.kind).ok_or_else(|| bad_input("kind: required (--kind or file)"))?;
     let kind = kind_from_name(&kind_text)
-        .ok_or_else(|| bad_input(format!("kind: {kind_text:?} is not joiner, mover or leaver")))?;
+        .ok_or_else(|| bad_input(format!("kind: {kind_text:?} is not joiner, mover, leaver, suspension or return")))?;
     Ok(pb::LifecycleEvent {
         event_id: args.event_id.clone().or(file.event_id).unwrap_or_default(),
         kind: kind_to_proto(kind) as i32,
