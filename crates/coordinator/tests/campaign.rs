@@ -172,6 +172,21 @@ approvers: {{ security: [sec-1] }}
     }
     assert_eq!(slapd.members(&group_dn).len(), 4, "three people and the placeholder");
 
+    // A manual-target scope is checked against the connector's Describe.
+    let refused = client
+        .start_campaign(as_principal(
+            pb::StartCampaignRequest {
+                name: "not-manual".into(),
+                scope: "manual:ldap".into(),
+                deadline: "1d".into(),
+                fallback_reviewer: String::new(),
+            },
+            "admin-1",
+        ))
+        .await
+        .expect_err("ldap is not a manual target");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+
     // The campaign: one item per holder, sorted by account name.
     let started = client
         .start_campaign(as_principal(
