@@ -109,7 +109,7 @@ for my $spec ([$connector, "$data/connector.password"], map { [$_, "$data/fulfil
 }
 print "ok\n";
 PERL
-  nohup "$RT_SERVER" --listen "127.0.0.1:$port" --workers 2 >"$data/server.log" 2>&1 &
+  nohup "$RT_SERVER" --listen "127.0.0.1:$port" --workers 4 >"$data/server.log" 2>&1 &
   echo $! >"$data/pid"
   wait_for_port "$port" 120 || { tail -n 30 "$data/server.log" >&2; return 1; }
   local url="http://127.0.0.1:$port" deadline=$((SECONDS + 120))

@@ -272,6 +272,14 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/connector-ticket.yaml");
+        let config = TicketConfig::load(&path).expect("example parses");
+        assert_eq!(config.target_id, "payroll-legacy");
+        assert_eq!(config.attributes, vec!["mail".to_owned()]);
+    }
+
+    #[test]
     fn unknown_fields_and_plain_http_are_refused_with_their_name() {
         let error = TicketConfig::parse(&format!("{BASE}max_export_byte: 5\n")).expect_err("unknown");
         assert!(error.to_string().contains("max_export_byte"), "{error}");

@@ -224,6 +224,22 @@ async fn a_leaver_on_a_manual_target_is_verified_only_by_an_independent_valid_at
     assert_eq!(manual["attestation"]["fulfiller"], mesh.env.fulfillers[0].as_str());
     assert_eq!(manual["attestation"]["export_digest"], attestation.export_digest.as_str());
     std::fs::write(std::env::temp_dir().join(format!("jml-manual-report-{run}.json")), report.to_string()).ok();
+
+    // A recertification campaign over the manual target's accounts (its
+    // attested export); the reviewer is the workflow owner, not the subject.
+    let campaign = mesh
+        .client
+        .start_campaign(pb::StartCampaignRequest {
+            name: format!("manual-{run}"),
+            scope: format!("manual:{}", mesh.target_id),
+            deadline: "1d".into(),
+            fallback_reviewer: String::new(),
+        })
+        .await
+        .expect("campaign")
+        .into_inner();
+    assert_eq!(campaign.items.len(), 2, "{campaign:?}");
+    assert!(campaign.items.iter().all(|i| i.reviewer == "payroll-owner@example.org"), "{campaign:?}");
 }
 
 #[tokio::test]

@@ -211,6 +211,16 @@ pub async fn start(
     request: &pb::StartCampaignRequest,
     principal: &str,
 ) -> Result<pb::CampaignStatus, EngineError> {
+    start_as(engine, request, principal, None).await
+}
+
+/// [`start`], recording the policy schedule that started it, if any.
+async fn start_as(
+    engine: &Engine,
+    request: &pb::StartCampaignRequest,
+    principal: &str,
+    schedule: Option<&str>,
+) -> Result<pb::CampaignStatus, EngineError> {
     let scope = Scope::parse(&request.scope).map_err(|m| invalid("scope", m))?;
     let deadline = parse_duration(&request.deadline).map_err(|m| invalid("deadline", m))?;
     if request.name.trim().is_empty() || request.name.chars().any(char::is_control) {
@@ -300,6 +310,7 @@ pub async fn start(
             "scope": request.scope,
             "deadline_at": format_time(Some(deadline_at)),
             "fallback_reviewer": request.fallback_reviewer,
+            "schedule": schedule,
             "items": items,
         }),
     };
@@ -573,8 +584,20 @@ async fn revoke(
     Ok(event_id)
 }
 
-/// Starts the policy's scheduled campaigns and escalates campaigns past
-/// their deadline, about every `tick`.
+/// When the policy schedule `name` last started a campaign (Unix ms), from
+/// the chain (so restarts do not start it again early).
+async fn last_scheduled_start(engine: &Engine, name: &str) -> Result<Option<i64>, EngineError> {
+    Ok(records(engine)
+        .await?
+        .iter()
+        .filter(|(_, _, _, action, payload)| action == "campaign.started" && payload["schedule"] == name)
+        .map(|(_, at, _, _, _)| *at)
+        .max())
+}
+
+/// Starts the policy's scheduled campaigns when their period has passed since
+/// the last one (the first at once) and escalates campaigns past their
+/// deadline, about every `tick`.
 pub fn spawn_schedules(engine: &Engine, tick: Duration) -> tokio::task::JoinHandle<()> {
     let engine = engine.clone();
     tokio::spawn(async move {
@@ -587,6 +610,16 @@ pub fn spawn_schedules(engine: &Engine, tick: Duration) -> tokio::task::JoinHand
             }
             for spec in engine.policy().file.campaigns.clone() {
                 let Ok(every) = parse_duration(&spec.every) else { continue };
+                let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+                match last_scheduled_start(&engine, &spec.name).await {
+                    Ok(Some(last)) if now_ms().saturating_sub(last) < every_ms => continue,
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, name = %spec.name, "cannot read the campaign schedule");
+                        continue;
+                    }
+                }
+                // With several replicas, one starts each period.
                 if !engine.take_schedule_run(&format!("campaign:{}", spec.name), every).await {
                     continue;
                 }
@@ -596,7 +629,7 @@ pub fn spawn_schedules(engine: &Engine, tick: Duration) -> tokio::task::JoinHand
                     deadline: spec.deadline.clone(),
                     fallback_reviewer: spec.fallback_reviewer.clone(),
                 };
-                match start(&engine, &request, "schedule").await {
+                match start_as(&engine, &request, "schedule", Some(&spec.name)).await {
                     Ok(status) => {
                         tracing::info!(campaign_id = %status.campaign_id, name = %spec.name, "scheduled campaign started")
                     }

@@ -124,6 +124,8 @@ workflows:
     grants: {{ ldap: [ {{ kind: group, id: {group}, privileged: true }} ] }}
     approval: {{ approvers: 1, group: security }}
 approvers: {{ security: [sec-1] }}
+campaigns:
+  - {{ name: sched-{run}, scope: "entitlement:ldap:group:{group}", every: 1h, deadline: 1h, fallback_reviewer: sec-1 }}
 "#,
         endpoint = server.endpoint()
     );
@@ -133,6 +135,8 @@ approvers: {{ security: [sec-1] }}
         Engine::start(store.clone(), Arc::new(Policy::parse(&policy).expect("policy")), EngineConfig::default())
             .await
             .expect("engine");
+    // The policy's schedule (ticking fast here): one campaign per period.
+    let _schedules = coordinator::campaign::spawn_schedules(&engine, Duration::from_millis(200));
     let coordinator = RunningCoordinator::bind("127.0.0.1:0".parse().expect("address"), engine).await.expect("bind");
     let mut client: LifecycleClient<Channel> = LifecycleClient::connect(coordinator.endpoint()).await.expect("client");
     let period_start = coordinator::event::format_time(Some(coordinator::event::now_ms() - 1000));
@@ -171,6 +175,21 @@ approvers: {{ security: [sec-1] }}
         .await;
     }
     assert_eq!(slapd.members(&group_dn).len(), 4, "three people and the placeholder");
+
+    // A manual-target scope is checked against the connector's Describe.
+    let refused = client
+        .start_campaign(as_principal(
+            pb::StartCampaignRequest {
+                name: "not-manual".into(),
+                scope: "manual:ldap".into(),
+                deadline: "1d".into(),
+                fallback_reviewer: String::new(),
+            },
+            "admin-1",
+        ))
+        .await
+        .expect_err("ldap is not a manual target");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
 
     // The campaign: one item per holder, sorted by account name.
     let started = client
@@ -268,11 +287,15 @@ approvers: {{ security: [sec-1] }}
     assert_eq!(aa["tasks_verified"], count("task.verified"), "{aa}");
     let ac = &report["controls"]["PR.AC-4"];
     assert_eq!(ac["summary"]["approvals"], count("approval.approve"));
-    let campaign = ac["campaigns"].as_array().and_then(|c| c.first()).cloned().expect("the campaign");
+    let campaign = ac["campaigns"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["campaign_id"] == started.campaign_id.as_str()))
+        .cloned()
+        .expect("the campaign");
     let decided = |decision: &str| {
         records
             .iter()
-            .filter(|r| r.action == "campaign.decided")
+            .filter(|r| r.action == "campaign.decided" && r.payload.contains(&started.campaign_id))
             .filter(|r| serde_json::from_str::<serde_json::Value>(&r.payload).is_ok_and(|p| p["decision"] == decision))
             .count()
     };
@@ -280,7 +303,7 @@ approvers: {{ security: [sec-1] }}
     assert_eq!(campaign["revoked"], decided("revoke"));
     let escalated: usize = records
         .iter()
-        .filter(|r| r.action == "campaign.escalated")
+        .filter(|r| r.action == "campaign.escalated" && r.payload.contains(&started.campaign_id))
         .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.payload).ok())
         .filter_map(|p| p["count"].as_u64())
         .sum::<u64>() as usize;
@@ -288,5 +311,11 @@ approvers: {{ security: [sec-1] }}
     let head = records.last().expect("records");
     assert_eq!(report["audit"]["head_hash_at_to"], head.hash.as_str());
     assert_eq!(report["audit"]["intact"], true);
+    // The schedule started its campaign once in all the ticks of this test.
+    let scheduled = records
+        .iter()
+        .filter(|r| r.action == "campaign.started" && r.payload.contains(&format!("\"schedule\":\"sched-{run}\"")))
+        .count();
+    assert_eq!(scheduled, 1);
     std::fs::write(std::env::temp_dir().join(format!("jml-campaign-report-{run}.json")), report.to_string()).ok();
 }

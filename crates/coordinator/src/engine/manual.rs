@@ -151,8 +151,24 @@ impl TaskRun {
     /// recorded when it changes.
     async fn still_waiting(&mut self, reason: String) -> Outcome {
         self.task.state = TaskState::AwaitingFulfilment;
+        let now = now_ms();
         let poll = i64::try_from(self.inner.config.fulfilment_poll.as_millis()).unwrap_or(15_000);
-        self.task.next_attempt_at = Some(now_ms() + poll);
+        self.task.next_attempt_at = Some(now + poll);
+        // The scheduler's sweep skips tasks in flight, and a task awaiting
+        // fulfilment is read often: its breach is recorded here.
+        if !self.task.deadline_breached && now > self.task.deadline_at {
+            self.task.deadline_breached = true;
+            crate::metrics::CoordinatorMetrics::get().deadline_breached(&self.task);
+            let payload = json!({
+                "target_id": self.task.target_id,
+                "state": self.task.state.as_str(),
+                "deadline_at": format_time(Some(self.task.deadline_at)),
+            });
+            if let Err(error) = self.save("task.deadline_breached", payload).await {
+                tracing::error!(%error, "cannot record a deadline breach");
+            }
+            tracing::warn!(event_id = %self.task.event_id, target = %self.task.target_id, "propagation deadline breached");
+        }
         if reason != self.task.last_error {
             self.task.last_error = reason;
             let payload = json!({
