@@ -1498,7 +1498,6 @@ impl TaskRun {
                             desired: Some(desired.clone()),
                             link: Some(link),
                             lease_epoch,
-                            ..Default::default()
                         };
                         let apply = runtime.client.apply_request(request);
                         match crate::tracing_context::connector_call(&target, "apply", apply).await {

@@ -275,6 +275,8 @@ fn counts_add(counts: &mut pb::StateCounts, verdict: &Verdict) {
             EventKindName::Mover => counts.movers += 1,
             EventKindName::Leaver => counts.leavers += 1,
             EventKindName::Rehire => counts.rehires += 1,
+            // Never derived from a record yet (leave statuses are refused).
+            EventKindName::Suspension | EventKindName::Return => counts.movers += 1,
         },
     }
 }
