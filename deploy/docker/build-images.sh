@@ -62,8 +62,10 @@ cp "$rvault" .docker-bin/rvault
 build() {
   local image=$1 dockerfile=$2
   log "docker build $image ($dockerfile)"
+  # (The classic builder's deprecation notice is left out of the log.)
   docker build -q -f "deploy/docker/$dockerfile" -t "$image" \
-    --build-arg BINARIES=host --build-arg BUILD_IMAGE=debian:bookworm-slim . >/dev/null
+    --build-arg BINARIES=host --build-arg BUILD_IMAGE=debian:bookworm-slim . >/dev/null \
+    2> >(grep -v 'DEPRECATED\|BuildKit is currently disabled\|environment-variable\|^$' >&2 || true)
 }
 build lifecycle-mesh:dev Dockerfile
 build lifecycle-mesh-init:dev init.Dockerfile
