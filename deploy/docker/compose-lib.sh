@@ -19,11 +19,13 @@ network() { echo "${project}_$1"; }
 # jmlctl as the operator (auditor, the default certificate) or as another caller.
 # (compose 1.29 says "Creating ..._run ... done" on stderr for each run: left out.)
 quiet_run() { grep -v '^Creating .*_run' >&2 || true; }
-jmlctl() { "${compose[@]}" run --rm -T jmlctl "$@" 2> >(quiet_run); }
+# jmlctl_env: extra `run` options for every jmlctl call (e.g. which replica to ask).
+jmlctl_env=()
+jmlctl() { "${compose[@]}" run --rm -T "${jmlctl_env[@]}" jmlctl "$@" 2> >(quiet_run); }
 jmlctl_as() {
   local who=$1; shift
-  "${compose[@]}" run --rm -T -e "JML_CERT_FILE=/secrets/certs/$who.pem" -e "JML_KEY_FILE=/secrets/certs/$who.key" \
-    jmlctl "$@" 2> >(quiet_run)
+  "${compose[@]}" run --rm -T "${jmlctl_env[@]}" -e "JML_CERT_FILE=/secrets/certs/$who.pem" \
+    -e "JML_KEY_FILE=/secrets/certs/$who.key" jmlctl "$@" 2> >(quiet_run)
 }
 status_json() { jmlctl status "$1" --json; }
 event_state() { status_json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'; }

@@ -13,13 +13,13 @@
 #      into it. The LDAP task is never verified while slapd does not show the account; after
 #      the heal it verifies and slapd shows exactly one account, a member of each group once
 #      (nothing applied twice).
-#   C. a replica cut off from PostgreSQL but not from the connectors: coordinator-1 accepts a
-#      mover (its lanes) while slapd is cut, so its LDAP call stays in flight and is retried;
-#      coordinator-1 is then cut off the `store` network. Its lanes are taken over after the
-#      4 s lease with a bumped epoch (the `lanes` table says so), the new holder finishes the
-#      mover once slapd is back, and no command of the stale holder reaches a target: the LDAP
-#      connector refuses each one carrying the old epoch (counted from its log) and every
-#      target shows the mover's state.
+#   C. a replica cut off from PostgreSQL but not from the connectors: a joiner is dispatched
+#      while slapd is cut, so the LDAP call of the replica holding the lane stays in flight and
+#      is retried; that replica is then cut off the `store` network. Its lane is taken over
+#      after the 4 s lease with a bumped epoch (the `lanes` table says so), the new holder
+#      finishes the joiner once slapd is back, and no command of the stale holder reaches a
+#      target: the LDAP connector refuses each one carrying the old epoch (counted from its
+#      log) and every target shows the joiner's state once.
 #
 #   deploy/docker/partition-test.sh [build-images.sh options; images are built when missing]
 set -euo pipefail
@@ -124,38 +124,45 @@ in_container slapd bash -c 'ldapsearch -x -LLL -o ldif-wrap=no -H ldap://127.0.0
 echo "    ok   B: pb is one member of sales and of staff"
 
 # ---- C ----------------------------------------------------------------------------------
-log "C: coordinator-1 cut off from PostgreSQL (not from the connectors) with an LDAP call in flight"
+log "C: the replica holding a lane cut off from PostgreSQL (not from the connectors), its LDAP call in flight"
 pg() { in_container postgres env PGPASSWORD="$(in_container postgres cat /secrets/postgres-password </dev/null)" "$@"; }
 lane_row() {
   pg psql -h 127.0.0.1 -U jml -d lifecycle -tA -F' ' \
-    -c "SELECT coalesce(claimed_by, '-'), epoch FROM lanes WHERE person_id = 'P-pb-$run' AND target_id = 'ldap'" </dev/null
+    -c "SELECT coalesce(claimed_by, '-'), epoch FROM lanes WHERE person_id = 'P-pc-$run' AND target_id = 'ldap'" </dev/null
 }
 refusals_before=$("${compose[@]}" logs --no-color connector-ldap | grep -c "apply refused" || true)
 cut targets slapd
-submit "pb-mover-$run" mover "P-pb-$run" "pb$run" Marketing coordinator-1
-wait_until 60 "C: coordinator-1 dispatches the mover's ldap task" retried "pb-mover-$run" ldap 1
+submit "pc-joiner-$run" joiner "P-pc-$run" "pc$run" Sales coordinator-1
+wait_until 60 "C: the joiner's ldap task is dispatched" retried "pc-joiner-$run" ldap 1
+claimed() { local row; row=$(lane_row); [[ -n $row && ${row%% *} != - ]]; }
+wait_until 30 "C: the ldap lane is held" claimed
 before=$(lane_row)
+stale=${before%% *}
 echo "    C: the ldap lane before the cut (holder, epoch): $before"
-cut store coordinator-1
-took_over() { local row; row=$(lane_row); [[ ${row%% *} != coordinator-1 && ${row##* } -gt ${before##* } ]]; }
-wait_until 60 "C: the lane is taken over after the lease with a higher epoch" took_over
+# Ask a replica that keeps its database while the holder is cut off.
+for ask in coordinator-1 coordinator-2 coordinator-3; do [[ $ask != "$stale" ]] && break; done
+jmlctl_env=(-e "JML_COORDINATOR=https://$ask:50050")
+cut store "$stale"
+took_over() { local row; row=$(lane_row); [[ ${row%% *} != "$stale" && ${row%% *} != - && ${row##* } -gt ${before##* } ]]; }
+wait_until 60 "C: the lane is taken over after the lease, with a higher epoch" took_over
 after=$(lane_row)
 echo "    ok   C: the ldap lane after the takeover (holder, epoch): $after"
 # The new holder dispatches (its attempt is stored) before slapd is healed, so the stale
 # holder's in-flight retries arrive after the new epoch reached connector-ldap (each refused).
-attempts=$(task_field "pb-mover-$run" ldap attempts)
-wait_until 60 "C: the new holder dispatches the ldap task" retried "pb-mover-$run" ldap $((attempts + 1))
+attempts=$(task_field "pc-joiner-$run" ldap attempts)
+wait_until 60 "C: the new holder dispatches the ldap task" retried "pc-joiner-$run" ldap $((attempts + 1))
 heal targets slapd
-wait_until 180 "C: the mover converges on the remaining replicas" verified "pb-mover-$run"
-expect "C: slapd shows the mover's state" "$(ldap_facts "pb$run")" 'f["count"] == 1 and f["groups"] == "staff"'
-expect "C: scim shows the mover's state" "$(facts scim "pb$run@example.org")" 'f["exists"] and f["groups"] == ["staff"]'
-expect "C: iam shows the mover's state" "$(facts iam "pb$run")" 'f["exists"] and f["groups"] == ["staff"]'
-expect "C: vault shows the mover's state" "$(facts vault "pb$run")" 'f["exists"] and not ({"pam-read", "pam-ops"} & set(f["policies"]))'
+wait_until 180 "C: the joiner converges on the remaining replicas" verified "pc-joiner-$run"
+expect "C: slapd shows pc once" "$(ldap_facts "pc$run")" 'f["count"] == 1 and f["groups"] == "sales,staff"'
+expect "C: scim shows pc" "$(facts scim "pc$run@example.org")" 'f["exists"] and f["count"] == 1 and f["groups"] == ["sales", "staff"]'
+expect "C: iam shows pc" "$(facts iam "pc$run")" 'f["exists"] and f["groups"] == ["sales", "staff"]'
+expect "C: vault shows pc" "$(facts vault "pc$run")" 'f["exists"] and "pam-read" in f["policies"]'
 refusals=$(( $("${compose[@]}" logs --no-color connector-ldap | grep -c "apply refused" || true) - refusals_before ))
-echo "    C: connector-ldap refused $refusals command(s) of the stale holder (lease epoch below ${after##* })"
-heal store coordinator-1
-# Healed, coordinator-1 learns at its next renewal that it lost the lane; its writes are fenced.
-expect "C: the mover is still verified after coordinator-1 is back" "{\"state\": \"$(event_state "pb-mover-$run")\"}" \
+echo "    C: connector-ldap refused $refusals command(s) of the stale holder $stale (lease epoch below ${after##* })"
+heal store "$stale"
+# Healed, the stale holder learns at its next renewal that it lost the lane; its writes are fenced.
+wait_until 30 "C: the lane stays with the new holder after the heal" took_over
+expect "C: the joiner is still verified after $stale is back" "{\"state\": \"$(event_state "pc-joiner-$run")\"}" \
   'f["state"] == "verified"'
 
 log "audit chain"
