@@ -17,10 +17,15 @@ container() { "${compose[@]}" ps -q "$1"; }
 network() { echo "${project}_$1"; }
 
 # jmlctl as the operator (auditor, the default certificate) or as another caller.
-jmlctl() { "${compose[@]}" run --rm -T jmlctl "$@"; }
+# (compose 1.29 says "Creating ..._run ... done" on stderr for each run: left out.)
+quiet_run() { grep -v '^Creating .*_run' >&2 || true; }
+# jmlctl_env: extra `run` options for every jmlctl call (e.g. which replica to ask).
+jmlctl_env=()
+jmlctl() { "${compose[@]}" run --rm -T "${jmlctl_env[@]}" jmlctl "$@" 2> >(quiet_run); }
 jmlctl_as() {
   local who=$1; shift
-  "${compose[@]}" run --rm -T -e "JML_CERT_FILE=/secrets/certs/$who.pem" -e "JML_KEY_FILE=/secrets/certs/$who.key" jmlctl "$@"
+  "${compose[@]}" run --rm -T "${jmlctl_env[@]}" -e "JML_CERT_FILE=/secrets/certs/$who.pem" \
+    -e "JML_KEY_FILE=/secrets/certs/$who.key" jmlctl "$@" 2> >(quiet_run)
 }
 status_json() { jmlctl status "$1" --json; }
 event_state() { status_json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'; }
@@ -51,18 +56,22 @@ wait_until() {
   done
 }
 
+# in_container SERVICE COMMAND...: runs COMMAND in the service's container, stdin passed on
+# (`docker exec -i`: compose 1.29's `exec -T` does not pass stdin).
+in_container() { local service=$1; shift; docker exec -i "$(container "$service")" "$@"; }
+
 # facts KIND NAME: what the target shows (target_facts.py in its container).
 facts() {
   case $1 in
-    scim) "${compose[@]}" exec -T scim /opt/scim2-server/bin/python - scim "$2" <"$here/target_facts.py" ;;
-    iam) "${compose[@]}" exec -T moto /opt/moto/bin/python - iam "$2" <"$here/target_facts.py" ;;
-    vault) "${compose[@]}" exec -T scim /opt/scim2-server/bin/python - vault "$2" <"$here/target_facts.py" ;;
+    scim) in_container scim /opt/scim2-server/bin/python - scim "$2" <"$here/target_facts.py" ;;
+    iam) in_container moto /opt/moto/bin/python - iam "$2" <"$here/target_facts.py" ;;
+    vault) in_container scim /opt/scim2-server/bin/python - vault "$2" <"$here/target_facts.py" ;;
   esac
 }
 # ldap_facts UID: the accounts named UID (how many), their lock and groups, with ldapsearch
 # inside the slapd container.
 ldap_facts() {
-  "${compose[@]}" exec -T slapd bash -c '
+  in_container slapd bash -c '
     set -e
     search() { ldapsearch -x -LLL -o ldif-wrap=no -H ldap://127.0.0.1:1389 -D cn=admin,dc=example,dc=org \
       -y /secrets/ldap-admin-password "$@"; }
