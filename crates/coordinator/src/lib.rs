@@ -30,6 +30,7 @@ pub mod event;
 pub mod evidence;
 pub mod live_check;
 pub mod metrics;
+pub mod naming;
 pub mod planner;
 pub mod policy;
 pub mod reconcile;
