@@ -170,3 +170,54 @@ async fn joiner_mover_leaver_on_the_four_real_targets() {
     let verdict = mesh.verify_audit().await.expect("the audit chain verifies");
     assert!(verdict.contains("intact"), "{verdict}");
 }
+
+/// `deploy/examples/policy.yaml` checked against the real connectors (each
+/// one's Describe over mutual TLS), its endpoints and TLS replaced by the
+/// test mesh's: it passes; the same policy granting a SCIM `role` (a kind
+/// the SCIM connector does not declare) is refused with the grant's path,
+/// before anything could be dispatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_example_policy_matches_the_real_connectors() {
+    let mesh = Mesh::start("example", MeshOptions::default()).await.expect("the mesh starts");
+    let mesh_policy: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(mesh.policy_path()).expect("mesh policy")).expect("yaml");
+    let example_path = mesh_harness::workspace_root().join("deploy/examples/policy.yaml");
+    let mut example: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(example_path).expect("example policy")).expect("yaml");
+    for target in example["targets"].as_sequence_mut().expect("targets") {
+        let id = target["id"].as_str().expect("id").to_owned();
+        let running = mesh_policy["targets"]
+            .as_sequence()
+            .expect("targets")
+            .iter()
+            .find(|t| t["id"].as_str() == Some(id.as_str()))
+            .expect("the mesh runs every target of the example");
+        let map = target.as_mapping_mut().expect("a target is a mapping");
+        map.remove("insecure_plaintext");
+        map.insert("endpoint".into(), running["endpoint"].clone());
+        map.insert("tls".into(), running["tls"].clone());
+    }
+    let check = |policy: &serde_yaml_ng::Value, name: &str| {
+        let path = mesh.dir.join(name);
+        std::fs::write(&path, serde_yaml_ng::to_string(policy).expect("yaml")).expect("write policy");
+        path
+    };
+    let good = check(&example, "example-policy.yaml");
+    let output = mesh.jmlctl(&["policy", "check", "--live", good.to_str().expect("utf-8")]).await.expect("jmlctl");
+    assert!(
+        output.status.success(),
+        "the example policy against the real connectors: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The example as it was: a SCIM role and a Vault group.
+    let mut bad = example.clone();
+    bad["workflows"][0]["grants"]["scim"][0]["kind"] = "role".into();
+    bad["workflows"][3]["grants"]["vault"][0]["kind"] = "group".into();
+    let bad = check(&bad, "bad-policy.yaml");
+    let output = mesh.jmlctl(&["policy", "check", "--live", bad.to_str().expect("utf-8")]).await.expect("jmlctl");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("workflows[0].grants.scim[0].kind") && stdout.contains("\"role\""), "{stdout}");
+    assert!(stdout.contains("workflows[3].grants.vault[0].kind") && stdout.contains("\"group\""), "{stdout}");
+}

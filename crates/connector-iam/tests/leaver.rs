@@ -222,18 +222,51 @@ async fn leaver_revokes_every_credential_kind_then_delete_user_succeeds() {
     let after = setup.grpc.read(account.clone()).await.expect("read after");
     let credentials = after.credentials.clone().unwrap_or_default();
     assert!(credentials.active.is_empty(), "read-back shows credentials left: {:?}", credentials.active);
-    assert!(credentials.complete, "read-back must prove that nothing is left");
+    // Complete where the target has every credential API; moto lacks the
+    // service-specific one, which `Describe` then declares unlistable.
+    assert_eq!(credentials.complete, setup.ssc_supported, "read-back proves what it can list: {credentials:?}");
+    // Session credentials cannot be listed: they are cut off, and the
+    // read-back shows the cut-off IAM holds.
+    let cut: Vec<&str> = credentials.cutoffs.iter().map(|c| c.credential_kind.as_str()).collect();
+    assert_eq!(cut, ["sts_session", "console_session"], "{credentials:?}");
+    assert!(credentials.cutoffs.iter().all(|c| c.issued_before.is_some()), "{credentials:?}");
     assert!(after.entitlements.is_empty(), "entitlements left: {:?}", after.entitlements);
     assert!(!after.enabled, "the leaver reads back enabled");
     assert!(after.exists);
 
+    // IAM, asked directly, shows the documented deny-all on
+    // aws:TokenIssueTime, and nothing else.
+    let cutoff = setup
+        .client
+        .get_user_policy()
+        .user_name(&name)
+        .policy_name(connector_iam::target::SESSION_CUTOFF_POLICY)
+        .send()
+        .await
+        .expect("the session cut-off policy is on the user");
+    assert!(
+        connector_iam::target::parse_session_cutoff(cutoff.policy_document()).is_some(),
+        "{}",
+        cutoff.policy_document()
+    );
     let left = leftovers(&setup.client, &name, &serial, setup.ssc_supported).await;
+    let cutoff_listed = format!("inline policy {}", connector_iam::target::SESSION_CUTOFF_POLICY);
+    let left: Vec<&String> = left.iter().filter(|l| **l != cutoff_listed).collect();
     assert!(left.is_empty(), "IAM still shows, asked directly: {left:?}");
 
     let again = setup.grpc.apply("leaver-2", leaver(&account)).await.expect("leaver re-applied");
     assert!(again.changes.is_empty(), "re-applying the leaver changed {:?}", again.changes);
 
-    // Nothing AWS requires to be gone is left: DeleteUser, called directly, succeeds.
+    // Nothing AWS requires to be gone is left but the cut-off, which stays
+    // while the user exists: without it, DeleteUser, called directly, succeeds.
+    setup
+        .client
+        .delete_user_policy()
+        .user_name(&name)
+        .policy_name(connector_iam::target::SESSION_CUTOFF_POLICY)
+        .send()
+        .await
+        .expect("DeleteUserPolicy");
     setup.client.delete_user().user_name(&name).send().await.expect("DeleteUser without DeleteConflict");
     let gone = setup.grpc.read(account).await.expect("read after delete");
     assert!(!gone.exists);

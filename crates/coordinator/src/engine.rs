@@ -405,7 +405,25 @@ impl Engine {
             return Ok(SubmitOutcome { event: first, duplicate: true });
         }
         let (attributes, plan) = self.plan_for(&event).instrument(crate::tracing_context::plan_span()).await?;
+        self.check_naming(&plan).await?;
         self.accept_planned(event, attributes, plan, initiator).await
+    }
+
+    /// Every desired account name checked against its target's declared
+    /// naming rules (`crate::naming`): the whole event is refused before
+    /// anything is written.
+    async fn check_naming(&self, plan: &pb::Plan) -> Result<(), EngineError> {
+        for planned in &plan.targets {
+            let Some(runtime) = self.inner.targets.get(&planned.target_id) else { continue };
+            let description = runtime
+                .describe()
+                .await
+                .map_err(|e| EngineError::Target { target: planned.target_id.clone(), message: e.to_string() })?;
+            if let Some(refusal) = crate::naming::refusal(planned, description) {
+                return Err(refusal.into());
+            }
+        }
+        Ok(())
     }
 
     /// Stores an event the caller planned (with the same planner) and queues

@@ -45,6 +45,7 @@ pub mod ingest;
 pub mod live_check;
 pub mod leave;
 pub mod metrics;
+pub mod naming;
 pub mod planner;
 pub mod policy;
 pub mod reconcile;

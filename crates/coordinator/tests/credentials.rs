@@ -2,8 +2,9 @@
 //! connector declares what may outlive a revocation ends *verified with
 //! residual risk* (never retried, listed with kind and bound in status,
 //! evidence and the event), a target that proves everything ends verified,
-//! an unexplained incomplete read-back is still a difference, and an event
-//! whose plan has no task has nothing to do.
+//! an event whose plan has no task has nothing to do, and an event with an
+//! account name one target's declared naming rules refuse is refused whole
+//! at submit, before anything is written (no partial people).
 
 mod support;
 
@@ -28,7 +29,15 @@ async fn targets(declared: Vec<pb::CredentialKindSpec>) -> Vec<Target> {
         let store = Arc::new(MemoryTarget::new(&config.entitlements, None));
         let mut connector = MemoryConnector::new(id, store.clone());
         if id == "vault" {
-            connector = connector.with_credential_kinds(declared.clone());
+            connector =
+                connector.with_credential_kinds(declared.clone()).with_account_naming(connector_kit::naming::rule(
+                    &[('a', 'z'), ('0', '9')],
+                    (3, 16),
+                    pb::ValueComparison::CaseInsensitive,
+                    false,
+                    "-",
+                    "a-z 0-9, 3 to 16",
+                ));
         }
         let server =
             ConnectorServer::new(connector).bind("127.0.0.1:0".parse().expect("address")).await.expect("binds");
@@ -38,7 +47,7 @@ async fn targets(declared: Vec<pb::CredentialKindSpec>) -> Vec<Target> {
 }
 
 struct Mesh {
-    _targets: Vec<Target>,
+    targets: Vec<Target>,
     _coordinator: RunningCoordinator,
     client: LifecycleClient<tonic::transport::Channel>,
     _dir: tempfile::TempDir,
@@ -58,7 +67,7 @@ async fn mesh(declared: Vec<pb::CredentialKindSpec>, edit: impl FnOnce(String) -
     let engine = Engine::start(store, Arc::new(policy), config).await.expect("engine");
     let coordinator = RunningCoordinator::bind("127.0.0.1:0".parse().expect("address"), engine).await.expect("bind");
     let client = LifecycleClient::connect(coordinator.endpoint()).await.expect("client");
-    Mesh { _targets: targets, _coordinator: coordinator, client, _dir: dir }
+    Mesh { targets, _coordinator: coordinator, client, _dir: dir }
 }
 
 fn sessions_for_12h() -> Vec<pb::CredentialKindSpec> {
@@ -148,4 +157,24 @@ async fn an_event_whose_plan_has_no_task_has_nothing_to_do() {
     let status = until_terminal(&mut mesh.client, "nobody-j").await;
     assert!(status.tasks.is_empty(), "{status:?}");
     assert_eq!(status.state, pb::EventState::NothingToDo as i32, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_one_target_refuses_refuses_the_whole_event_before_anything_is_written() {
+    let declared = vec![kind("password", true, true, None)];
+    let mut mesh = mesh(declared, |p| p).await;
+    let joiner = event("bad-j", pb::EventKind::Joiner, "bad", person("o.brien", "SRE"), "");
+    let mut request = tonic::Request::new(pb::SubmitEventRequest { event: Some(joiner) });
+    request.metadata_mut().insert("x-jml-principal", "hr-bot".parse().expect("header"));
+    let refused = mesh.client.submit_event(request).await.expect_err("the vault name rule refuses it");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("target vault") && refused.message().contains("a-z 0-9, 3 to 16"),
+        "{refused:?}"
+    );
+    let status = mesh.client.get_event(pb::GetEventRequest { event_id: "bad-j".into() }).await;
+    assert_eq!(status.expect_err("nothing stored").code(), tonic::Code::NotFound);
+    for target in &mesh.targets {
+        assert!(target.store.get("o.brien").is_none(), "nothing written on {}", target.id);
+    }
 }
