@@ -77,7 +77,11 @@ async fn deletion_after_retention_and_a_rehire_that_cancels_it() {
     mesh.submit(ben.event(&ben_joiner, pb::EventKind::Joiner)).await.expect("accepted");
     let joined = mesh.wait_finished(&[ann_joiner.clone(), ben_joiner.clone()], within).await.expect("joiners finish");
     for (id, status) in &joined {
-        assert_eq!(status.state, pb::EventState::Verified as i32, "{id}: {status:?}");
+        assert!(
+            status.state == pb::EventState::Verified as i32
+                || status.state == pb::EventState::VerifiedWithResidualRisk as i32,
+            "{id}: {status:?}"
+        );
     }
     let (ann_leaver, ben_leaver) = (format!("{run}-ann-leaver"), format!("{run}-ben-leaver"));
     mesh.submit(event_at(&ann, &ann_leaver, pb::EventKind::Leaver, -60)).await.expect("accepted");
@@ -136,9 +140,11 @@ async fn deletion_after_retention_and_a_rehire_that_cancels_it() {
     for (target, id) in TARGET_IDS.iter().zip(&ann_deletions) {
         let status = &deleted[id];
         let task = task(status, target);
-        assert_eq!(
-            task.state,
-            pb::TaskState::Verified as i32,
+        // Proven: verified, or verified with the residual risks the connector
+        // declares (e.g. LDAP connections bound before the deletion).
+        assert!(
+            task.state == pb::TaskState::Verified as i32
+                || task.state == pb::TaskState::VerifiedWithResidualRisk as i32,
             "deletion on {target}: {} ({}; {:?})",
             state_name(task.state),
             task.last_error,
@@ -193,7 +199,11 @@ async fn prehire_then_start_and_a_hire_cancelled_before_its_start() {
         .collect();
     let done = mesh.wait_finished(&prehires, within).await.expect("the pre-hires finish");
     for (id, status) in &done {
-        assert_eq!(status.state, pb::EventState::Verified as i32, "{id}: {status:?}");
+        assert!(
+            status.state == pb::EventState::Verified as i32
+                || status.state == pb::EventState::VerifiedWithResidualRisk as i32,
+            "{id}: {status:?}"
+        );
     }
     // Disabled, without entitlements or credentials, on every target.
     for person in [&cal, &dee] {
@@ -217,7 +227,11 @@ async fn prehire_then_start_and_a_hire_cancelled_before_its_start() {
     assert_eq!(removed[&dee_joiner].state, pb::EventState::Superseded as i32, "{:?}", removed[&dee_joiner]);
     for (target, id) in TARGET_IDS.iter().zip(&removals) {
         let task = task(&removed[id], target);
-        assert_eq!(task.state, pb::TaskState::Verified as i32, "removal on {target}: {task:?}");
+        assert!(
+            task.state == pb::TaskState::Verified as i32
+                || task.state == pb::TaskState::VerifiedWithResidualRisk as i32,
+            "removal on {target}: {task:?}"
+        );
         assert!(task.read_back.as_ref().is_some_and(|r| !r.exists), "read back as gone: {task:?}");
     }
     assert_eq!(targets.ldap.account(&dee.username).await.expect("ldap"), None, "Dee's LDAP entry is gone");
