@@ -198,7 +198,12 @@ async fn drift_on_every_target_is_classified_then_remediated() {
     mesh.submit(gone.event(&leaver, pb::EventKind::Leaver)).await.expect("leaver accepted");
     let status = mesh.wait_finished(std::slice::from_ref(&leaver), within).await.expect("leaver finishes");
     for target in ["ldap", "aws"] {
-        assert_eq!(task(&status[&leaver], target).state, pb::TaskState::Verified as i32, "{:?}", status[&leaver]);
+        let state = task(&status[&leaver], target).state;
+        assert!(
+            state == pb::TaskState::Verified as i32 || state == pb::TaskState::VerifiedWithResidualRisk as i32,
+            "{:?}",
+            status[&leaver]
+        );
     }
 
     // Clean before anyone touches the targets.

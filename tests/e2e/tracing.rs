@@ -122,7 +122,8 @@ async fn one_trace_per_event_across_the_mesh_without_personal_values() {
         let mine: Vec<&ReceivedSpan> =
             spans.iter().filter(|s| s.service == service && s.trace_id == trace_id).collect();
         assert!(mine.iter().any(|s| s.name == "connector.apply"), "{service} exported no apply span in the trace");
-        for span in &mine {
+        // Describe is called at submit (naming rules), not by the dispatch.
+        for span in mine.iter().filter(|s| !s.name.ends_with("/Describe")) {
             assert!(
                 descends_from(span, dispatch, &by_id),
                 "{service} span {} is not under the {target_id} dispatch",
