@@ -118,18 +118,22 @@ async fn users_outside_the_path_or_without_the_tag_are_never_read_or_changed() {
         }
     }
 
-    // List: only the managed path itself, only tagged users. The user tagged
-    // with another person is managed (for that person) and listed as theirs.
+    // List: only the managed path itself (its whole scope, #17): tagged users
+    // with their person id, the untagged one with none. The user tagged with
+    // another person is managed (for that person) and listed as theirs.
     let mut listed = Vec::new();
     let mut stream = grpc.list(2).await.expect("List");
     while let Some(page) = stream.message().await.expect("List page") {
         listed.extend(page.accounts.into_iter().filter_map(|a| a.account).map(|a| (a.account_name, a.person_id)));
     }
     listed.sort();
-    let mut expected =
-        vec![(mine.account_name.clone(), mine.person_id.clone()), (format!("otherperson{run}"), "p-real".to_string())];
+    let mut expected = vec![
+        (mine.account_name.clone(), mine.person_id.clone()),
+        (format!("otherperson{run}"), "p-real".to_string()),
+        (format!("untagged{run}"), String::new()),
+    ];
     expected.sort();
-    assert_eq!(listed, expected, "List shows exactly the managed users, each with its own person id");
+    assert_eq!(listed, expected, "List shows exactly the users of the scope, each with its own person id or none");
 
     for ((user, ..), expected) in foreign.iter().zip(before) {
         assert_eq!(snapshot(&client, user).await, expected, "{user} was changed");
