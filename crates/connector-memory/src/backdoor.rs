@@ -85,4 +85,32 @@ impl Backdoor for MemoryBackdoor {
             Ok(())
         })
     }
+
+    fn create_untagged<'a>(&'a self, account_name: &'a str, mail: &'a str) -> BoxFuture<'a, anyhow::Result<bool>> {
+        Box::pin(async move {
+            anyhow::ensure!(self.0.get(account_name).is_none(), "an account {account_name:?} already exists");
+            let mut attributes = std::collections::BTreeMap::new();
+            attributes.insert("mail".to_owned(), mail.to_owned());
+            attributes.insert("display_name".to_owned(), format!("Made by hand {account_name}"));
+            let stored = StoredAccount {
+                person_id: String::new(),
+                account_name: account_name.to_owned(),
+                native_id: format!("hand-{account_name}"),
+                enabled: true,
+                attributes,
+                entitlements: Default::default(),
+                credentials: Default::default(),
+                changed_at: std::time::SystemTime::now(),
+            };
+            self.0.put(account_name, Some(stored));
+            Ok(true)
+        })
+    }
+
+    fn delete_untagged<'a>(&'a self, account_name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.0.put(account_name, None);
+            Ok(())
+        })
+    }
 }

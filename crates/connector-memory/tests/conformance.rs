@@ -36,8 +36,4 @@ async fn target() -> ConformanceTarget {
     ConformanceTarget::serve(connector, fixture).await.expect("the connector serves on loopback")
 }
 
-// The memory backdoor cannot yet create an account without a key (#17's cases).
-connector_kit::conformance_tests!(
-    target,
-    expected_skips: [scope_lists_untagged_accounts, link_takes_over_untagged_account]
-);
+connector_kit::conformance_tests!(target);

@@ -255,6 +255,8 @@ pub const CASES: &[&str] = &[
     "read_shows_credential_added_on_target",
     "read_shows_person_id_changed_on_target",
     "read_shows_account_deleted_on_target",
+    "scope_lists_untagged_accounts",
+    "link_takes_over_untagged_account",
 ];
 
 /// One named test per conformance case, for a connector crate's test file.
