@@ -11,21 +11,33 @@ if docker compose version >/dev/null 2>&1; then compose=(docker compose); else c
 compose+=(-p "$project" -f "$root/docker-compose.yml" "${compose_files[@]}")
 export COMPOSE_INTERACTIVE_NO_CLI=1
 
-# container SERVICE: the container id of a running service.
-container() { "${compose[@]}" ps -q "$1"; }
+# container SERVICE: the container id of a service (not of a `run`), from the labels compose
+# puts on it: the engine answers at once, where `compose ps` starts a python process each time.
+container() {
+  docker ps -aq --filter "label=com.docker.compose.project=$project" \
+    --filter "label=com.docker.compose.service=$1" --filter label=com.docker.compose.oneoff=False
+}
 # network NAME: the compose network's full name.
 network() { echo "${project}_$1"; }
 
-# jmlctl as the operator (auditor, the default certificate) or as another caller.
+# jmlctl as the operator (auditor, the default certificate) or as another caller, run with
+# `docker exec` in one long-lived container of the `jmlctl` service (start_jmlctl, after `up`):
+# a `compose run` per call costs seconds here, and the tests make hundreds of calls.
 # (compose 1.29 says "Creating ..._run ... done" on stderr for each run: left out.)
 quiet_run() { grep -v '^Creating .*_run' >&2 || true; }
-# jmlctl_env: extra `run` options for every jmlctl call (e.g. which replica to ask).
+jmlctl_box=""
+start_jmlctl() {
+  jmlctl_box=$("${compose[@]}" run -d --entrypoint sleep jmlctl infinity 2> >(quiet_run) | tail -n 1)
+  [[ -n $jmlctl_box ]] || fail "the jmlctl container did not start"
+}
+stop_jmlctl() { [[ -z $jmlctl_box ]] || docker rm -f "$jmlctl_box" >/dev/null 2>&1 || true; }
+# jmlctl_env: extra `docker exec` options for every jmlctl call (e.g. which replica to ask).
 jmlctl_env=()
-jmlctl() { "${compose[@]}" run --rm -T "${jmlctl_env[@]}" jmlctl "$@" 2> >(quiet_run); }
+jmlctl() { docker exec "${jmlctl_env[@]}" "$jmlctl_box" jmlctl "$@" </dev/null; }
 jmlctl_as() {
   local who=$1; shift
-  "${compose[@]}" run --rm -T "${jmlctl_env[@]}" -e "JML_CERT_FILE=/secrets/certs/$who.pem" \
-    -e "JML_KEY_FILE=/secrets/certs/$who.key" jmlctl "$@" 2> >(quiet_run)
+  docker exec "${jmlctl_env[@]}" -e "JML_CERT_FILE=/secrets/certs/$who.pem" -e "JML_KEY_FILE=/secrets/certs/$who.key" \
+    "$jmlctl_box" jmlctl "$@" </dev/null
 }
 status_json() { jmlctl status "$1" --json; }
 event_state() { status_json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'; }
@@ -39,6 +51,7 @@ print(json.dumps(value) if isinstance(value, (dict, list, bool)) else value)' "$
 }
 
 wait_for_coordinator() {
+  [[ -n $jmlctl_box ]] || start_jmlctl
   local deadline=$((SECONDS + 240))
   until jmlctl audit verify >/dev/null 2>&1; do
     (( SECONDS < deadline )) || fail "the coordinator did not answer within 240 s"
@@ -52,7 +65,7 @@ wait_until() {
   local deadline=$((SECONDS + limit))
   until "$@"; do
     (( SECONDS < deadline )) || fail "$what: not within ${limit} s"
-    sleep 2
+    sleep 1
   done
 }
 

@@ -4,7 +4,7 @@
 # `docker-compose run jmlctl` (each caller authenticated by its client certificate; alice
 # approves the privileged grant), checks after each what every target server shows, read with
 # its own client inside its container (ldapsearch; scim2-server's HTTP API; boto3 against moto;
-# RustyVault's HTTP API), checks that each event's spans reached the trace receiver in one trace,
+# RustyVault's HTTP API), checks the Samba AD DC's domain with ldapsearch over LDAPS, checks that each event's spans reached the trace receiver in one trace,
 # verifies the audit chain, and ends with `down -v` (also on failure).
 #
 #   deploy/docker/compose-test.sh [build-images.sh options, e.g. --profile debug --no-cargo]
@@ -29,6 +29,7 @@ down() {
     "${compose[@]}" ps >&2 || true
     "${compose[@]}" logs --no-color --tail 30 >&2 || true
   fi
+  stop_jmlctl
   "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
   exit "$status"
 }
@@ -39,6 +40,19 @@ log "${compose[*]} up -d"
 
 log "waiting for the coordinator to answer (TLS, operator certificate)"
 wait_for_coordinator
+
+log "Samba AD DC: the domain, read with ldapsearch over LDAPS (its CA, the name samba-ad)"
+samba_healthy() { [[ $(docker inspect -f '{{.State.Health.Status}}' "$(container samba-ad)") == healthy ]]; }
+wait_until 180 "samba-ad provisioned and seeded" samba_healthy
+ad_facts=$(in_container samba-ad bash -c '
+  export LDAPTLS_CACERT=/var/lib/jml-samba-ad/dc/tls/ca.pem LDAPTLS_REQCERT=demand
+  search() { ldapsearch -x -LLL -o ldif-wrap=no -H ldaps://samba-ad:636 -D "CN=Administrator,CN=Users,DC=jml,DC=test" \
+    -y /secrets/samba-ad-admin-password "$@"; }
+  managed=$(search -b OU=Managed,DC=jml,DC=test -s base dn | grep -c "^dn:")
+  groups=$(search -b OU=Groups,DC=jml,DC=test "(objectClass=group)" sAMAccountName | sed -n "s/^sAMAccountName: //p" | sort | paste -sd, -)
+  printf "{\"managed\": %s, \"groups\": \"%s\"}\n" "${managed:-0}" "$groups"' </dev/null)
+expect "samba-ad: OU=Managed and the 18 catalogue groups" "$ad_facts" \
+  'f["managed"] == 1 and len(f["groups"].split(",")) == 18 and {"staff", "engineering", "sales"} <= set(f["groups"].split(","))'
 
 # run_event FILE [APPROVER]: submits as hr-integration, approves what awaits approval, waits.
 run_event() {
@@ -98,7 +112,7 @@ for event_id in quickstart-joiner-ada quickstart-mover-ada quickstart-leaver-ada
   trace_id=$(status_json "$event_id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["trace_id"])')
   [[ -n $trace_id ]] || fail "$event_id has no trace id"
   deadline=$((SECONDS + 60))
-  until "${compose[@]}" logs --no-color otlp-receiver | python3 -c '
+  until docker logs "$(container otlp-receiver)" 2>&1 | python3 -c '
 import json, sys
 trace_id = sys.argv[1]
 services = set()

@@ -2,7 +2,7 @@
 # and secrets, RustyVault initialisation and unsealing, seeding the targets.
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates openssl python3 \
+ && apt-get install -y --no-install-recommends ca-certificates openssl python3 iptables \
  && rm -rf /var/lib/apt/lists/*
 COPY deploy/certs/make-dev-certs.sh /usr/local/bin/make-dev-certs.sh
 COPY deploy/quickstart/seed.py /usr/local/bin/seed.py

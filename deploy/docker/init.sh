@@ -4,8 +4,8 @@
 #   init.sh secrets   writes /secrets once: a throwaway CA and mutual-TLS certificates whose
 #                     DNS names are the compose service names (make-dev-certs.sh), client
 #                     certificates for the callers of deploy/docker/config/callers.yaml
-#                     (hr-integration, alice, jmlctl), the SCIM bearer token, the LDAP admin
-#                     and PostgreSQL passwords (random, mode 0640, group 10001 so the mesh's uid
+#                     (hr-integration, alice, jmlctl), the SCIM bearer token, the LDAP admin,
+#                     Samba AD Administrator and PostgreSQL passwords (random, mode 0640, group 10001 so the mesh's uid
 #                     10001 and the target servers, given group 10001, can read them). Idempotent.
 #   init.sh targets   initialises and unseals RustyVault through its API (the unseal key and
 #                     root token are kept in /secrets/vault/, never printed), enables userpass,
@@ -25,6 +25,9 @@ secrets() {
     >"$SECRETS/ldap-admin-password"
   [[ -f $SECRETS/postgres-password ]] || python3 -c 'import secrets; print(secrets.token_hex(16), end="")' \
     >"$SECRETS/postgres-password"
+  # Active Directory refuses a password without three character classes.
+  [[ -f $SECRETS/samba-ad-admin-password ]] || python3 -c 'import secrets; print("Jml-" + secrets.token_hex(12) + "-Ad9", end="")' \
+    >"$SECRETS/samba-ad-admin-password"
   chgrp -R 10001 "$SECRETS" && chmod -R g+rX "$SECRETS"
   echo "secrets ready in $SECRETS"
 }

@@ -13,13 +13,19 @@
 #      into it. The LDAP task is never verified while slapd does not show the account; after
 #      the heal it verifies and slapd shows exactly one account, a member of each group once
 #      (nothing applied twice).
-#   C. a replica cut off from PostgreSQL but not from the connectors: a joiner is dispatched
-#      while slapd is cut, so the LDAP call of the replica holding the lane stays in flight and
-#      is retried; that replica is then cut off the `store` network. Its lane is taken over
-#      after the 4 s lease with a bumped epoch (the `lanes` table says so), the new holder
-#      finishes the joiner once slapd is back, and no command of the stale holder reaches a
-#      target: the LDAP connector refuses each one carrying the old epoch (counted from its
-#      log) and every target shows the joiner's state once.
+#   C. a stale holder's command reaching a connector after the takeover, refused: the three
+#      replicas' packets to connector-ldap are dropped by a firewall rule inside connector-ldap's
+#      network namespace (iptables from a helper container sharing it, with NET_ADMIN; the mesh
+#      image holds no firewall and no capability), and a joiner is submitted. The replica that
+#      claims its LDAP lane stores the dispatch and sends the Apply under its lease epoch E,
+#      which TCP holds in retransmission. That replica is cut off the `store` network (PostgreSQL)
+#      while its command is in flight; the others' packets pass again. After the 4 s lease
+#      another replica takes the lane over with epoch E+1 and its Apply creates the account
+#      (slapd shows it). Then the stale holder's packets pass: its held Apply, still inside its
+#      30 s call timeout, reaches connector-ldap after the new holder's and is refused with
+#      STALE_LEASE ("apply refused: lease epoch E is stale", read from connector-ldap's log);
+#      slapd shows the account once, unchanged; the audit chain records both dispatches
+#      (replica, epoch); after the heal the lane stays with the new holder.
 #
 #   deploy/docker/partition-test.sh [build-images.sh options; images are built when missing]
 set -euo pipefail
@@ -42,6 +48,7 @@ down() {
     "${compose[@]}" ps >&2 || true
     "${compose[@]}" logs --no-color --tail 40 coordinator-1 coordinator-2 connector-ldap connector-scim >&2 || true
   fi
+  stop_jmlctl
   "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
   exit "$status"
 }
@@ -55,13 +62,13 @@ heal() { docker network connect --alias "$2" "$(network "$1")" "$(container "$2"
 # submit EVENT_ID KIND PERSON USERNAME DEPARTMENT [COORDINATOR]: an event from hr-integration.
 submit() {
   local event_id=$1 kind=$2 person=$3 username=$4 department=$5 via=${6:-}
-  local env=()
+  local env=("${jmlctl_env[@]}")
   [[ -n $via ]] && env=(-e "JML_COORDINATOR=https://$via:50050")
-  "${compose[@]}" run --rm -T "${env[@]}" -e JML_CERT_FILE=/secrets/certs/hr-integration.pem \
-    -e JML_KEY_FILE=/secrets/certs/hr-integration.key jmlctl submit --event-id "$event_id" --kind "$kind" \
+  docker exec "${env[@]}" -e JML_CERT_FILE=/secrets/certs/hr-integration.pem \
+    -e JML_KEY_FILE=/secrets/certs/hr-integration.key "$jmlctl_box" jmlctl submit --event-id "$event_id" --kind "$kind" \
     --person "$person" --source workday --attr "username=$username" --attr "display_name=Test $username" \
     --attr "email=$username@example.org" --attr "department=$department" --attr "title=Tester" \
-    --attr "location=London" --attr "employment_type=employee" 2> >(quiet_run)
+    --attr "location=London" --attr "employment_type=employee" </dev/null
 }
 task_state() { task_field "$1" "$2" state; }
 verified() { [[ $(event_state "$1") == verified ]]; }
@@ -82,6 +89,16 @@ log "${compose[*]} up -d (three replicas on PostgreSQL)"
 "${compose[@]}" up -d 2>&1 | grep -v "^Creating\|^Starting" || true
 wait_for_coordinator
 run=$$
+
+# One joiner accepted by each replica: accepting an event asks every connector's Describe, so
+# each replica has its connections to the connectors open before anything is cut (case C
+# holds a connection's packets; a connection not yet open would fail fast instead).
+log "warm-up: a joiner through each replica"
+for n in 1 2 3; do
+  wait_until 120 "coordinator-$n accepts a joiner" submit "pw-joiner-$run-$n" joiner "P-pw-$run-$n" "pw$run$n" Sales coordinator-$n
+done
+for n in 1 2 3; do wait_until 120 "the warm-up joiner through coordinator-$n is verified" verified "pw-joiner-$run-$n"; done
+expect "warm-up: ldap shows pw${run}1" "$(ldap_facts "pw${run}1")" 'f["count"] == 1 and f["groups"] == "sales,staff"'
 
 # ---- A ----------------------------------------------------------------------------------
 log "A: connector-scim unreachable (off the mesh network) while events flow"
@@ -124,46 +141,84 @@ in_container slapd bash -c 'ldapsearch -x -LLL -o ldif-wrap=no -H ldap://127.0.0
 echo "    ok   B: pb is one member of sales and of staff"
 
 # ---- C ----------------------------------------------------------------------------------
-log "C: the replica holding a lane cut off from PostgreSQL (not from the connectors), its LDAP call in flight"
-pg() { in_container postgres env PGPASSWORD="$(in_container postgres cat /secrets/postgres-password </dev/null)" "$@"; }
-lane_row() {
-  pg psql -h 127.0.0.1 -U jml -d lifecycle -tA -F' ' \
-    -c "SELECT coalesce(claimed_by, '-'), epoch FROM lanes WHERE person_id = 'P-pc-$run' AND target_id = 'ldap'" </dev/null
+log "C: a stale holder's Apply in flight to connector-ldap when its lane is taken over"
+# sql QUERY: one query to PostgreSQL with its own client (psql inside the postgres container).
+sql() {
+  in_container postgres bash -c 'PGPASSWORD=$(cat /secrets/postgres-password) exec psql -h 127.0.0.1 -U jml \
+    -d lifecycle -tA -F" " -c "$1"' _ "$1" </dev/null
 }
-refusals_before=$("${compose[@]}" logs --no-color connector-ldap | grep -c "apply refused" || true)
-cut targets slapd
+lane_row() { sql "SELECT coalesce(claimed_by, '-'), epoch FROM lanes WHERE person_id = 'P-pc-$run' AND target_id = 'ldap'"; }
+ldap_task() { sql "SELECT state, attempts FROM tasks WHERE event_id = 'pc-joiner-$run' AND target_id = 'ldap'"; }
+# firewall SERVICE IPTABLES_ARGS...: iptables inside SERVICE's network namespace, run by a
+# helper container of the init image that shares it (NET_ADMIN is granted to the helper only).
+firewall() {
+  local service=$1; shift
+  docker run --rm --network "container:$(container "$service")" --cap-add NET_ADMIN --entrypoint iptables \
+    lifecycle-mesh-init:dev -w "$@"
+}
+replicas=(coordinator-1 coordinator-2 coordinator-3)
+declare -A mesh_ip
+for replica in "${replicas[@]}"; do
+  mesh_ip[$replica]=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$(network mesh)\").IPAddress}}" \
+    "$(container "$replica")")
+done
+hold() { firewall connector-ldap -I INPUT -s "${mesh_ip[$1]}" -p tcp --dport 50051 -j DROP; echo "    hold $1's packets to connector-ldap"; }
+release() { firewall connector-ldap -D INPUT -s "${mesh_ip[$1]}" -p tcp --dport 50051 -j DROP; echo "    pass $1's packets to connector-ldap"; }
+refusals() { docker logs "$(container connector-ldap)" 2>&1 | grep "apply refused" || true; }
+refusals_before=$(refusals | wc -l)
+
+for replica in "${replicas[@]}"; do hold "$replica"; done
 submit "pc-joiner-$run" joiner "P-pc-$run" "pc$run" Sales coordinator-1
-wait_until 60 "C: the joiner's ldap task is dispatched" retried "pc-joiner-$run" ldap 1
-claimed() { local row; row=$(lane_row); [[ -n $row && ${row%% *} != - ]]; }
-wait_until 30 "C: the ldap lane is held" claimed
+sent_under_lease() {
+  local lane task
+  lane=$(lane_row) task=$(ldap_task)
+  [[ -n $lane && ${lane%% *} != - && ${task%% *} == dispatched && ${task##* } -ge 1 ]]
+}
+wait_until 60 "C: a replica holds the ldap lane and has stored the dispatch of its Apply" sent_under_lease
 before=$(lane_row)
-stale=${before%% *}
-echo "    C: the ldap lane before the cut (holder, epoch): $before"
+stale=${before%% *} epoch=${before##* }
+echo "    C: $stale holds the ldap lane under epoch $epoch; its Apply is held in flight"
+for replica in "${replicas[@]}"; do [[ $replica == "$stale" ]] || release "$replica"; done
 # Ask a replica that keeps its database while the holder is cut off.
-for ask in coordinator-1 coordinator-2 coordinator-3; do [[ $ask != "$stale" ]] && break; done
+for ask in "${replicas[@]}"; do [[ $ask != "$stale" ]] && break; done
 jmlctl_env=(-e "JML_COORDINATOR=https://$ask:50050")
 cut store "$stale"
-took_over() { local row; row=$(lane_row); [[ ${row%% *} != "$stale" && ${row%% *} != - && ${row##* } -gt ${before##* } ]]; }
-wait_until 60 "C: the lane is taken over after the lease, with a higher epoch" took_over
+took_over() { local row; row=$(lane_row); [[ ${row%% *} != "$stale" && ${row%% *} != - && ${row##* } -gt $epoch ]]; }
+wait_until 30 "C: the lane is taken over after the 4 s lease, with a higher epoch" took_over
 after=$(lane_row)
 echo "    ok   C: the ldap lane after the takeover (holder, epoch): $after"
-# The new holder dispatches (its attempt is stored) before slapd is healed, so the stale
-# holder's in-flight retries arrive after the new epoch reached connector-ldap (each refused).
-attempts=$(task_field "pc-joiner-$run" ldap attempts)
-wait_until 60 "C: the new holder dispatches the ldap task" retried "pc-joiner-$run" ldap $((attempts + 1))
-heal targets slapd
-wait_until 180 "C: the joiner converges on the remaining replicas" verified "pc-joiner-$run"
-expect "C: slapd shows pc once" "$(ldap_facts "pc$run")" 'f["count"] == 1 and f["groups"] == "sales,staff"'
+ldap_verified() { [[ $(ldap_task) == "verified "* ]]; }
+wait_until 30 "C: the new holder's Apply verifies the ldap task" ldap_verified
+expect "C: slapd shows pc, written by the new holder" "$(ldap_facts "pc$run")" 'f["count"] == 1 and f["groups"] == "sales,staff"'
+# Now the stale holder's packets pass: TCP retransmits its held Apply (still inside the 30 s
+# call timeout), which reaches connector-ldap after the new holder's epoch did.
+release "$stale"
+refused() { (( $(refusals | wc -l) > refusals_before )); }
+wait_until 45 "C: connector-ldap refuses the stale holder's Apply with STALE_LEASE" refused
+refusal=$(refusals | tail -n +"$((refusals_before + 1))" | head -n 1)
+echo "    C: connector-ldap: ${refusal#*| }"
+[[ $refusal == *"lease epoch $epoch is stale: epoch ${after##* } was already seen"* ]] \
+  || fail "C: the refusal is not of the stale holder's epoch $epoch below ${after##* }: $refusal"
+echo "    ok   C: the stale holder's Apply (epoch $epoch) was refused (STALE_LEASE) after the takeover"
+expect "C: slapd still shows pc once, unchanged" "$(ldap_facts "pc$run")" 'f["count"] == 1 and not f["locked"] and f["groups"] == "sales,staff"'
+in_container slapd bash -c 'ldapsearch -x -LLL -o ldif-wrap=no -H ldap://127.0.0.1:1389 -D cn=admin,dc=example,dc=org \
+  -y /secrets/ldap-admin-password -b ou=groups,dc=example,dc=org "(|(cn=sales)(cn=staff))" member' </dev/null \
+  | grep -ci "^member: uid=pc$run," | { read -r n; [[ $n == 2 ]] || fail "C: pc is a member $n times of sales and staff, not once each"; }
+# The audit chain (what `jmlctl evidence` and `audit verify` stand on) records both dispatches.
+dispatches=$(sql "SELECT payload FROM audit WHERE event_id = 'pc-joiner-$run' AND action = 'task.dispatched' ORDER BY seq")
+expect "C: the audit chain records the stale holder's dispatch under epoch $epoch and the new holder's above it" \
+  "$(python3 -c '
+import json, sys
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+print(json.dumps([[r.get("replica"), r.get("lease_epoch")] for r in rows if r.get("target_id") == "ldap"]))' <<<"$dispatches")" \
+  "[\"$stale\", $epoch] in f and any(r != \"$stale\" and e > $epoch for r, e in f)"
+heal store "$stale"
+wait_until 120 "C: the joiner converges on the remaining replicas" verified "pc-joiner-$run"
 expect "C: scim shows pc" "$(facts scim "pc$run@example.org")" 'f["exists"] and f["count"] == 1 and f["groups"] == ["sales", "staff"]'
 expect "C: iam shows pc" "$(facts iam "pc$run")" 'f["exists"] and f["groups"] == ["sales", "staff"]'
 expect "C: vault shows pc" "$(facts vault "pc$run")" 'f["exists"] and "pam-read" in f["policies"]'
-refusals=$(( $("${compose[@]}" logs --no-color connector-ldap | grep -c "apply refused" || true) - refusals_before ))
-echo "    C: connector-ldap refused $refusals command(s) of the stale holder $stale (lease epoch below ${after##* })"
-heal store "$stale"
-# Healed, the stale holder learns at its next renewal that it lost the lane; its writes are fenced.
+# Healed, the stale holder learns at its next renewal that it lost the lane.
 wait_until 30 "C: the lane stays with the new holder after the heal" took_over
-expect "C: the joiner is still verified after $stale is back" "{\"state\": \"$(event_state "pc-joiner-$run")\"}" \
-  'f["state"] == "verified"'
 
 log "audit chain"
 jmlctl audit verify

@@ -10,6 +10,14 @@
 #                                  127.0.0.1, creates OU=Managed and OU=Groups with the catalogue
 #                                  groups, waits until it answers a bind, writes RUN_DIR/samba-ad.env
 #   samba-ad.sh stop RUN_DIR       stops it (idempotent)
+#   samba-ad.sh serve DIR          the container entry point (deploy/docker/samba-ad.Dockerfile):
+#                                  provisions the same domain under DIR on the first start (a
+#                                  volume), serves LDAP/LDAPS on every interface of the container,
+#                                  adds the same OUs and groups once, and stays in the foreground
+#
+# Settings for `serve`, from the environment:
+#   JML_SAMBA_AD_ADMIN_PASSWORD_FILE  the Administrator password (complex: AD refuses a simple one)
+#   JML_SAMBA_AD_TLS_NAMES            extra DNS names of the server certificate (space-separated)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -24,14 +32,15 @@ cmd_install() {
 }
 
 make_tls() {
-  local tls=$1
+  local tls=$1 names="DNS:dc1.jml.test,DNS:localhost,IP:127.0.0.1" name
+  for name in ${JML_SAMBA_AD_TLS_NAMES:-}; do names+=",DNS:$name"; done
   mkdir -p "$tls"
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=jml-test-samba-ca" \
     -keyout "$tls/ca.key" -out "$tls/ca.pem" >/dev/null 2>&1
   openssl req -newkey rsa:2048 -nodes -subj "/CN=dc1.jml.test" \
     -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1
-  printf 'subjectAltName=DNS:dc1.jml.test,DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
-    >"$tls/server.ext"
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
+    "$names" >"$tls/server.ext"
   openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
     -days 3650 -extfile "$tls/server.ext" -out "$tls/server.pem" >/dev/null 2>&1
   chmod 600 "$tls/server.key" "$tls/ca.key"
@@ -47,39 +56,22 @@ ldap_admin() {
   LDAPTLS_CACERT="$dir/tls/ca.pem" "$tool" -x -H ldaps://127.0.0.1:636 -D "$ADMIN_DN" -y "$dir/admin.password" "$@"
 }
 
-cmd_start() {
-  local run_dir=${1:?usage: samba-ad.sh start RUN_DIR}
-  mkdir -p "$run_dir"
-  run_dir=$(cd "$run_dir" && pwd)
-  local dir=$run_dir/samba-ad
-  cmd_stop "$run_dir"
-  rm -rf "$dir"
+# provision DIR PASSWORD [SAMBA_OPTION...]: the domain under DIR/domain, its TLS under DIR/tls,
+# and an smb.conf that runs only Samba's LDAP service with our certificate, plain simple binds
+# allowed.
+provision() {
+  local dir=$1 password=$2
+  shift 2
   mkdir -p "$dir/domain" "$dir/run" "$dir/log"
   chmod 700 "$dir"
-  local password
-  password="Jml-$(python3 -c 'import secrets; print(secrets.token_hex(12))')-Ad9"
   (umask 077 && printf '%s' "$password" >"$dir/admin.password")
   make_tls "$dir/tls"
-  # Samba's LDAP ports are fixed. A slapd started by the Debian package (not
-  # ours: ours use free ports) would hold them; anything else is reported.
-  local port
-  for port in 389 636; do
-    if port_in_use "$port" && [[ -f /run/slapd/slapd.pid ]]; then
-      /etc/init.d/slapd stop >/dev/null 2>&1 || stop_pidfile /run/slapd/slapd.pid
-    fi
-    if port_in_use "$port"; then
-      echo "127.0.0.1:$port is in use: Samba AD needs it for LDAP; stop what listens there" >&2
-      return 1
-    fi
-  done
   samba-tool domain provision --realm="$REALM" --domain="$DOMAIN" --server-role=dc --dns-backend=NONE \
-    --adminpass="$password" --targetdir="$dir/domain" --host-name=dc1 \
-    --option="interfaces = lo" --option="bind interfaces only = yes" >"$dir/provision.log" 2>&1 || {
+    --adminpass="$password" --targetdir="$dir/domain" --host-name=dc1 "$@" >"$dir/provision.log" 2>&1 || {
     tail -20 "$dir/provision.log" >&2
     return 1
   }
   local conf=$dir/domain/etc/smb.conf
-  # Only the LDAP service, on loopback, with our certificate; plain simple binds allowed.
   sed -i '/^\[global\]/a\
 	server services = ldap\
 	ldap server require strong auth = no\
@@ -90,10 +82,12 @@ cmd_start() {
 	tls certfile = '"$dir"'/tls/server.pem\
 	tls cafile = '"$dir"'/tls/ca.pem' "$conf"
   sed -i '/^\tlog file = \/var\/log/d' "$conf"
-  samba -s "$conf" -D >"$dir/samba.out" 2>&1 || {
-    cat "$dir/samba.out" >&2
-    return 1
-  }
+}
+
+# add_base DIR: waits until the Administrator bind works over LDAPS, then adds OU=Managed and
+# OU=Groups with the catalogue groups.
+add_base() {
+  local dir=$1
   wait_for_port 636 60
   local deadline=$((SECONDS + 60))
   until ldap_admin ldapsearch "$dir" -LLL -s base -b "$BASE_DN" dn >/dev/null 2>&1; do
@@ -116,6 +110,35 @@ cmd_start() {
     cat "$dir/base.log" >&2
     return 1
   }
+}
+
+cmd_start() {
+  local run_dir=${1:?usage: samba-ad.sh start RUN_DIR}
+  mkdir -p "$run_dir"
+  run_dir=$(cd "$run_dir" && pwd)
+  local dir=$run_dir/samba-ad
+  cmd_stop "$run_dir"
+  rm -rf "$dir"
+  local password
+  password="Jml-$(python3 -c 'import secrets; print(secrets.token_hex(12))')-Ad9"
+  # Samba's LDAP ports are fixed. A slapd started by the Debian package (not
+  # ours: ours use free ports) would hold them; anything else is reported.
+  local port
+  for port in 389 636; do
+    if port_in_use "$port" && [[ -f /run/slapd/slapd.pid ]]; then
+      /etc/init.d/slapd stop >/dev/null 2>&1 || stop_pidfile /run/slapd/slapd.pid
+    fi
+    if port_in_use "$port"; then
+      echo "127.0.0.1:$port is in use: Samba AD needs it for LDAP; stop what listens there" >&2
+      return 1
+    fi
+  done
+  provision "$dir" "$password" --option="interfaces = lo" --option="bind interfaces only = yes"
+  samba -s "$dir/domain/etc/smb.conf" -D >"$dir/samba.out" 2>&1 || {
+    cat "$dir/samba.out" >&2
+    return 1
+  }
+  add_base "$dir"
   cat >"$run_dir/samba-ad.env" <<EOF
 export JML_TEST_SAMBA_AD_URL=ldaps://127.0.0.1:636
 export JML_TEST_SAMBA_AD_STARTTLS_URL=ldap://127.0.0.1:389
@@ -125,6 +148,31 @@ export JML_TEST_SAMBA_AD_BIND_DN=$ADMIN_DN
 export JML_TEST_SAMBA_AD_BIND_PASSWORD_FILE=$dir/admin.password
 export JML_TEST_SAMBA_AD_UPN_SUFFIX=jml.test
 EOF
+}
+
+# The container: provisioned once on the volume DIR, then Samba in the foreground (as root: a
+# DC does not run as another user; no capability beyond the engine's defaults is needed).
+cmd_serve() {
+  local dir=${1:?usage: samba-ad.sh serve DIR}
+  local password_file=${JML_SAMBA_AD_ADMIN_PASSWORD_FILE:?JML_SAMBA_AD_ADMIN_PASSWORD_FILE names the Administrator password}
+  mkdir -p "$dir"
+  if [[ ! -f $dir/provisioned ]]; then
+    find "$dir" -mindepth 1 -delete
+    # The sysvol's NT ACLs go to a tdb (xattr_tdb) rather than `security.NTACL` extended
+    # attributes, which only CAP_SYS_ADMIN may write: the container needs no added capability.
+    provision "$dir" "$(cat "$password_file")" --option="vfs objects = dfs_samba4 acl_xattr xattr_tdb"
+    : >"$dir/provisioned"
+  fi
+  samba -s "$dir/domain/etc/smb.conf" --foreground --no-process-group &
+  local pid=$!
+  # shellcheck disable=SC2064
+  trap "kill -TERM $pid 2>/dev/null" TERM INT
+  if [[ ! -f $dir/seeded ]]; then
+    add_base "$dir"
+    : >"$dir/seeded"
+  fi
+  echo "Samba AD DC serving $BASE_DN on LDAP 389 (StartTLS) and LDAPS 636" >&2
+  wait "$pid"
 }
 
 cmd_stop() {
@@ -137,8 +185,9 @@ case "${1:-}" in
   install) cmd_install ;;
   start) cmd_start "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
+  serve) cmd_serve "${2:-}" ;;
   *)
-    echo "usage: $0 install | start RUN_DIR | stop RUN_DIR" >&2
+    echo "usage: $0 install | start RUN_DIR | stop RUN_DIR | serve DIR" >&2
     exit 2
     ;;
 esac
