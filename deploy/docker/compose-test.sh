@@ -4,8 +4,9 @@
 # `docker-compose run jmlctl` (each caller authenticated by its client certificate; alice
 # approves the privileged grant), checks after each what every target server shows, read with
 # its own client inside its container (ldapsearch; scim2-server's HTTP API; boto3 against moto;
-# RustyVault's HTTP API), checks the Samba AD DC's domain with ldapsearch over LDAPS, checks that each event's spans reached the trace receiver in one trace,
-# verifies the audit chain, and ends with `down -v` (also on failure).
+# RustyVault's HTTP API), reads the Samba AD DC's domain with ldapsearch over LDAPS, checks that
+# each event's spans reached the trace receiver in one trace, verifies the audit chain, and ends
+# with `down -v` (also on failure). jmlctl runs by `docker exec` in one `jmlctl` container.
 #
 #   deploy/docker/compose-test.sh [build-images.sh options, e.g. --profile debug --no-cargo]
 #

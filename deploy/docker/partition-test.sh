@@ -131,6 +131,9 @@ echo "    B: while cut, the ldap task is $state; slapd shows $shown"
 [[ $state != verified ]] || holds "$shown" 'f["count"] == 1 and f["groups"] == "sales,staff"' \
   || fail "B: the ldap task verified what slapd does not show"
 wait_until 60 "B: the other targets verify meanwhile" tasks_verified "pb-joiner-$run" scim aws vault
+expect "B: scim shows pb meanwhile" "$(facts scim "pb$run@example.org")" 'f["exists"] and f["count"] == 1 and f["groups"] == ["sales", "staff"]'
+expect "B: iam shows pb meanwhile" "$(facts iam "pb$run")" 'f["exists"] and f["groups"] == ["sales", "staff"]'
+expect "B: vault shows pb meanwhile" "$(facts vault "pb$run")" 'f["exists"] and "pam-read" in f["policies"]'
 heal targets slapd
 wait_until 180 "B: the joiner converges after the heal" verified "pb-joiner-$run"
 expect "B: slapd shows pb once, each group once" "$(ldap_facts "pb$run")" \
@@ -194,9 +197,10 @@ expect "C: slapd shows pc, written by the new holder" "$(ldap_facts "pc$run")" '
 # call timeout), which reaches connector-ldap after the new holder's epoch did.
 release "$stale"
 refused() { (( $(refusals | wc -l) > refusals_before )); }
-wait_until 45 "C: connector-ldap refuses the stale holder's Apply with STALE_LEASE" refused
-refusal=$(refusals | tail -n +"$((refusals_before + 1))" | head -n 1)
-echo "    C: connector-ldap: ${refusal#*| }"
+wait_until 45 "C: connector-ldap refuses the stale holder's held Apply with STALE_LEASE (none seen: did TCP give the \
+held Apply up, or did it outlast the 30 s call timeout?)" refused
+refusal=$(refusals | tail -n +"$((refusals_before + 1))" | head -n 1 | sed 's/\x1b\[[0-9;]*m//g')
+echo "    C: connector-ldap: ${refusal##*connector.apply}"
 [[ $refusal == *"lease epoch $epoch is stale: epoch ${after##* } was already seen"* ]] \
   || fail "C: the refusal is not of the stale holder's epoch $epoch below ${after##* }: $refusal"
 echo "    ok   C: the stale holder's Apply (epoch $epoch) was refused (STALE_LEASE) after the takeover"
