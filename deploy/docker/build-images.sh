@@ -45,6 +45,7 @@ export JML_CACHE_DIR=${JML_CACHE_DIR:-$HOME/.cache/lifecycle-mesh}
 export DOCKER_BUILDKIT=0
 log() { printf '  - %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
+docker info >/dev/null 2>&1 || { echo "FAILED: no Docker Engine answers (docker info): start it, or set DOCKER_HOST" >&2; exit 1; }
 log "base image debian:bookworm-slim"
 "$here/base-image.sh"
 
@@ -59,7 +60,7 @@ if $mesh; then
   fi
   target_dir=${CARGO_TARGET_DIR:-$root/target}/$profile
   for bin in "${mesh_bins[@]}"; do
-    [[ -x $target_dir/$bin ]] || { echo "$target_dir/$bin is not built (cargo build --workspace --bins)" >&2; exit 1; }
+    [[ -x $target_dir/$bin ]] || { echo "FAILED: $target_dir/$bin is not built (cargo build --workspace --bins, or leave out --no-cargo)" >&2; exit 1; }
     if command -v objcopy >/dev/null 2>&1; then
       objcopy --strip-debug "$target_dir/$bin" ".docker-bin/mesh/$bin"
     else

@@ -7,7 +7,14 @@ log() { printf '\n==> %s (%s, +%ss)\n' "$*" "$(date -u +%H:%M:%S)" "$((SECONDS -
 fail() { echo "FAILED: $*" >&2; exit 1; }
 
 # `docker compose` when the plugin is installed, else `docker-compose` (1.29 here).
-if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
+docker info >/dev/null 2>&1 || fail "no Docker Engine answers (docker info): start it, or set DOCKER_HOST"
+if docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+  compose=(docker-compose)
+else
+  fail "no compose tool: install the docker compose plugin or docker-compose (Debian: apt-get install docker-compose)"
+fi
 compose+=(-p "$project" -f "$root/docker-compose.yml" "${compose_files[@]}")
 export COMPOSE_INTERACTIVE_NO_CLI=1
 

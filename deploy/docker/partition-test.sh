@@ -37,7 +37,7 @@ compose_files=(-f "$here/compose.partitions.yml")
 # shellcheck source=compose-lib.sh
 source "$here/compose-lib.sh"
 
-if ! docker image inspect lifecycle-mesh:dev lifecycle-mesh-postgres:dev >/dev/null 2>&1; then
+if ! docker image inspect lifecycle-mesh:dev lifecycle-mesh-postgres:dev lifecycle-mesh-init:dev >/dev/null 2>&1; then
   log "building the images"
   "$here/build-images.sh" "$@"
 fi
@@ -193,6 +193,14 @@ echo "    ok   C: the ldap lane after the takeover (holder, epoch): $after"
 ldap_verified() { [[ $(ldap_task) == "verified "* ]]; }
 wait_until 30 "C: the new holder's Apply verifies the ldap task" ldap_verified
 expect "C: slapd shows pc, written by the new holder" "$(ldap_facts "pc$run")" 'f["count"] == 1 and f["groups"] == "sales,staff"'
+# What slapd holds of pc and its groups (entryCSN changes with every write), before the stale
+# holder's Apply can arrive.
+csns() {
+  in_container slapd bash -c 'ldapsearch -x -LLL -o ldif-wrap=no -H ldap://127.0.0.1:1389 -D cn=admin,dc=example,dc=org \
+    -y /secrets/ldap-admin-password -b dc=example,dc=org "(|(uid=$1)(cn=sales)(cn=staff))" entryCSN | grep -i "^entryCSN:" | sort' \
+    _ "pc$run" </dev/null
+}
+csns_before=$(csns)
 # Now the stale holder's packets pass: TCP retransmits its held Apply (still inside the 30 s
 # call timeout), which reaches connector-ldap after the new holder's epoch did.
 release "$stale"
@@ -205,6 +213,8 @@ echo "    C: connector-ldap: ${refusal##*connector.apply}"
   || fail "C: the refusal is not of the stale holder's epoch $epoch below ${after##* }: $refusal"
 echo "    ok   C: the stale holder's Apply (epoch $epoch) was refused (STALE_LEASE) after the takeover"
 expect "C: slapd still shows pc once, unchanged" "$(ldap_facts "pc$run")" 'f["count"] == 1 and not f["locked"] and f["groups"] == "sales,staff"'
+[[ $(csns) == "$csns_before" ]] || fail "C: slapd's entries of pc, sales or staff changed after the stale holder's Apply arrived"
+echo "    ok   C: no write reached slapd after the stale holder's Apply arrived (entryCSN of pc, sales, staff unchanged)"
 in_container slapd bash -c 'ldapsearch -x -LLL -o ldif-wrap=no -H ldap://127.0.0.1:1389 -D cn=admin,dc=example,dc=org \
   -y /secrets/ldap-admin-password -b ou=groups,dc=example,dc=org "(|(cn=sales)(cn=staff))" member' </dev/null \
   | grep -ci "^member: uid=pc$run," | { read -r n; [[ $n == 2 ]] || fail "C: pc is a member $n times of sales and staff, not once each"; }
