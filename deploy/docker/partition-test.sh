@@ -180,6 +180,7 @@ sent_under_lease() {
 wait_until 60 "C: a replica holds the ldap lane and has stored the dispatch of its Apply" sent_under_lease
 before=$(lane_row)
 stale=${before%% *} epoch=${before##* }
+held_at=$SECONDS
 echo "    C: $stale holds the ldap lane under epoch $epoch; its Apply is held in flight"
 for replica in "${replicas[@]}"; do [[ $replica == "$stale" ]] || release "$replica"; done
 # Ask a replica that keeps its database while the holder is cut off.
@@ -211,7 +212,8 @@ refusal=$(refusals | tail -n +"$((refusals_before + 1))" | head -n 1 | sed 's/\x
 echo "    C: connector-ldap: ${refusal##*connector.apply}"
 [[ $refusal == *"lease epoch $epoch is stale: epoch ${after##* } was already seen"* ]] \
   || fail "C: the refusal is not of the stale holder's epoch $epoch below ${after##* }: $refusal"
-echo "    ok   C: the stale holder's Apply (epoch $epoch) was refused (STALE_LEASE) after the takeover"
+echo "    ok   C: the stale holder's Apply (epoch $epoch) was refused (STALE_LEASE) after the takeover, about" \
+  "$((SECONDS - held_at)) s after it was sent (TCP retransmits it at about 12.6 s and 25.4 s; its call times out at 30 s)"
 expect "C: slapd still shows pc once, unchanged" "$(ldap_facts "pc$run")" 'f["count"] == 1 and not f["locked"] and f["groups"] == "sales,staff"'
 [[ $(csns) == "$csns_before" ]] || fail "C: slapd's entries of pc, sales or staff changed after the stale holder's Apply arrived"
 echo "    ok   C: no write reached slapd after the stale holder's Apply arrived (entryCSN of pc, sales, staff unchanged)"
