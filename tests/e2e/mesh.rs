@@ -406,6 +406,16 @@ impl Mesh {
         coordinator.chain(connectors).map(|(name, p)| (name, p.output())).collect()
     }
 
+    /// The last lines each mesh process logged, on stderr: what a failed
+    /// test's output needs to be diagnosed where only its output is kept (CI).
+    fn print_log_tails(&self) {
+        for (name, log) in self.process_logs() {
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("---- last {} lines of {name}'s log ----\n{}", tail.len(), tail.join("\n"));
+        }
+    }
+
     /// (name, pid) of every running mesh process.
     pub fn process_ids(&self) -> Vec<(String, u32)> {
         let coordinator = self.coordinator.iter().map(|p| ("coordinator".to_string(), p));
@@ -627,4 +637,12 @@ pub fn millis(rfc3339: &str) -> Option<i64> {
 /// A task state's name, for messages.
 pub fn state_name(state: i32) -> &'static str {
     pb::TaskState::try_from(state).map(|s| s.as_str_name()).unwrap_or("TASK_STATE_UNKNOWN")
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_log_tails();
+        }
+    }
 }
