@@ -107,6 +107,7 @@ olcDbMaxSize: 2147483648
 olcDbIndex: objectClass eq
 olcDbIndex: uid,cn,employeeNumber eq
 olcDbIndex: member eq
+olcDbIndex: uniqueMember,memberUid eq
 olcAccess: {0}to dn.subtree="$WRITEONLY_USERS_DN" attrs=displayName,userPassword by dn.exact="$WRITEONLY_DN" =w by * break
 olcAccess: {1}to dn.subtree="$WRITEONLY_USERS_DN" by dn.exact="$WRITEONLY_DN" write by * break
 olcAccess: {2}to dn.subtree="ou=groups,$SUFFIX" attrs=member by dn.exact="$WRITEONLY_DN" write by * break

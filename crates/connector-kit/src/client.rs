@@ -2,9 +2,13 @@
 //! tower stack.
 //!
 //! ```text
-//! ConcurrencyLimit -> Retry(jittered exponential backoff, honours retry-after)
-//!                  -> MapErr(typed) -> Timeout(per call) -> gRPC call
+//! Admission (urgent first) -> Retry(jittered exponential backoff, honours retry-after)
+//!                          -> MapErr(typed) -> Timeout(per call) -> gRPC call
 //! ```
+//!
+//! The concurrency limit is [`crate::admission`]: a call of a client made
+//! with [`ConnectorClient::urgent`] waits for a slot ahead of every ordinary
+//! call (an urgent leaver never queues behind joiners here).
 //!
 //! Only errors the connector marked retryable (or transport failures) are
 //! retried, and `Apply` is safe to retry because it is idempotent by command id.
@@ -24,6 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
+use crate::admission::{Admission, Priority};
 use crate::telemetry::{ClientTrace, ClientTraceLayer};
 use crate::tls::ClientTlsFiles;
 
@@ -44,7 +49,8 @@ pub struct ClientOptions {
     pub max_backoff: Duration,
     /// Longest retry-after waited for in the client.
     pub max_retry_after: Duration,
-    /// Calls in flight to this connector at most.
+    /// Calls in flight to this connector at most; waiting calls are
+    /// admitted urgent first.
     pub concurrency_limit: usize,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
@@ -175,6 +181,8 @@ pub struct ConnectorClient {
     stack: BoxCloneSyncService<Call, Reply, ConnectorError>,
     raw: GeneratedClient<TracedChannel>,
     endpoint: String,
+    admission: Arc<Admission>,
+    priority: Priority,
 }
 
 impl std::fmt::Debug for ConnectorClient {
@@ -204,13 +212,30 @@ impl ConnectorClient {
     pub fn from_channel(endpoint: &str, channel: Channel, options: ClientOptions) -> Self {
         let raw = GeneratedClient::new(ClientTraceLayer.layer(channel)).max_decoding_message_size(64 << 20);
         let options = Arc::new(options);
+        let admission = Admission::new(options.concurrency_limit);
         let stack = ServiceBuilder::new()
-            .concurrency_limit(options.concurrency_limit)
             .retry(Backoff { attempt: 0, options: options.clone() })
             .map_err(typed)
             .timeout(options.call_timeout)
             .service(GrpcCall { client: raw.clone() });
-        Self { stack: BoxCloneSyncService::new(stack), raw, endpoint: endpoint.to_owned() }
+        Self {
+            stack: BoxCloneSyncService::new(stack),
+            raw,
+            endpoint: endpoint.to_owned(),
+            admission,
+            priority: Priority::Ordinary,
+        }
+    }
+
+    /// This client, its calls admitted ahead of every ordinary call waiting
+    /// for the concurrency limit (an urgent leaver's). Shares the limit.
+    pub fn urgent(&self) -> Self {
+        Self { priority: Priority::Urgent, ..self.clone() }
+    }
+
+    /// Calls waiting for the concurrency limit: (urgent, ordinary).
+    pub fn waiting(&self) -> (usize, usize) {
+        self.admission.waiting()
     }
 
     /// The endpoint this client calls.
@@ -219,6 +244,7 @@ impl ConnectorClient {
     }
 
     async fn call(&self, call: Call) -> Result<Reply, ConnectorError> {
+        let _slot = self.admission.admit(self.priority).await;
         self.stack.clone().oneshot(call).await
     }
 

@@ -9,7 +9,8 @@
 //!   shutdown, TLS and mutual TLS, bound address returned).
 //! - [`client::ConnectorClient`]: the coordinator's side, a tower stack with
 //!   per-call timeout, retry with jittered exponential backoff honouring
-//!   retry-after, and a concurrency limit.
+//!   retry-after, and a concurrency limit that admits urgent calls first
+//!   ([`admission`]).
 //! - [`credentials`]: the credential model (what a revocation proves, what
 //!   may outlive it).
 //! - [`readback`]: normalisation and comparison of desired state with read-back.
@@ -19,6 +20,7 @@
 //! - [`conformance`]: the shared conformance suite every connector runs against
 //!   its real target.
 
+pub mod admission;
 pub mod cli;
 pub mod client;
 pub mod conformance;

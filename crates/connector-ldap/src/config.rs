@@ -179,7 +179,8 @@ pub struct LdapConfig {
     /// Timeout of one LDAP operation and of connecting, in seconds.
     #[serde(default = "default_timeout_seconds")]
     pub timeout_seconds: u64,
-    /// Reads of memberships in flight at once while listing.
+    /// Per-account reads in flight at once while listing (memberships, when
+    /// a page falls back to reading them per account; password compares).
     #[serde(default = "default_list_concurrency")]
     pub list_concurrency: usize,
     /// LDAP attributes `List` may report for correlation besides the mapped

@@ -54,10 +54,14 @@ use rand::Rng;
 use crate::config::{AttributeComparison, DirectoryMode, LdapConfig, Secret};
 use crate::escape;
 use crate::target::EntryAttributes;
+use membership::PageMemberships;
+
 use crate::target::{
     Directory, DirectoryEntry, DirectoryPool, PagedSearch, TargetError, add_value, code, remove_all, remove_value,
     replace, result_error,
 };
+
+mod membership;
 
 /// The entitlement kind this connector manages.
 pub const GROUP: &str = "group";
@@ -219,25 +223,6 @@ impl LdapConnector {
         }
     }
 
-    /// The groups holding `member_dn`, as (name, group DN).
-    async fn memberships(
-        &self,
-        directory: &mut Directory,
-        member_dn: &str,
-    ) -> Result<Vec<(String, String)>, TargetError> {
-        let config = self.config();
-        let filter = escape::class_and_equality(&config.group_object_class(), &config.member_attribute, member_dn);
-        let entries = directory
-            .search(&config.groups_base_dn, Scope::Subtree, &filter, std::slice::from_ref(&config.group_name_attribute))
-            .await?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|entry| {
-                entry.first(&config.group_name_attribute).map(str::to_owned).map(|name| (name, entry.dn))
-            })
-            .collect())
-    }
-
     /// The DN of the group named `id`; NOT_FOUND when there is none.
     async fn resolve_group(&self, directory: &mut Directory, index: usize, id: &str) -> Result<String, TargetError> {
         let config = self.config();
@@ -336,82 +321,13 @@ impl LdapConnector {
         Ok(pb::CredentialState { active, complete, ..Default::default() })
     }
 
-    /// Whether a group outside the managed ones is privileged: named (or its
-    /// DN listed) in `privileged_groups`, or marked by the directory itself.
-    fn is_privileged_group(&self, dn: &str, name: Option<&str>, admin_count: Option<&str>) -> bool {
-        let privileged = &self.inner.privileged;
-        name.is_some_and(|n| privileged.contains(&n.to_lowercase()))
-            || privileged.contains(&connector_kit::readback::normalise_dn(dn))
-            || admin_count == Some("1")
-    }
-
-    /// Every group the directory says `entry` belongs to that is not one of
-    /// the `managed` group DNs (normalised), as unmanaged entitlements whose
-    /// id is the group's DN.
-    async fn unmanaged_memberships(
-        &self,
-        directory: &mut Directory,
-        entry: &DirectoryEntry,
-        account_name: &str,
-        managed: &HashSet<String>,
-    ) -> Result<Vec<pb::Entitlement>, TargetError> {
-        let config = self.config();
-        let dn = escape::filter_value(&entry.dn);
-        let (filter, attributes) = match config.mode {
-            DirectoryMode::Openldap => (
-                format!(
-                    "(|({}={dn})(member={dn})(uniqueMember={dn})(memberUid={}))",
-                    config.member_attribute,
-                    escape::filter_value(account_name)
-                ),
-                vec![config.group_name_attribute.clone()],
-            ),
-            DirectoryMode::ActiveDirectory => (
-                format!("({}:{IN_CHAIN}:={dn})", config.member_attribute),
-                vec![config.group_name_attribute.clone(), ADMIN_COUNT.to_owned()],
-            ),
-        };
-        let groups = directory.search(&config.membership_search_base(), Scope::Subtree, &filter, &attributes).await?;
-        let mut seen: HashSet<String> = managed.clone();
-        let mut unmanaged = Vec::new();
-        for group in groups {
-            if seen.insert(connector_kit::readback::normalise_dn(&group.dn)) {
-                let privileged = self.is_privileged_group(
-                    &group.dn,
-                    group.first(&config.group_name_attribute),
-                    group.first(ADMIN_COUNT),
-                );
-                unmanaged.push(pb::Entitlement { kind: GROUP.into(), id: group.dn, privileged });
-            }
-        }
-        // `memberOf` names groups the search may not reach (another subtree).
-        for group_dn in entry.values(MEMBER_OF) {
-            if seen.insert(connector_kit::readback::normalise_dn(group_dn)) {
-                let name = group_dn.split(',').next().and_then(|rdn| rdn.split_once('=')).map(|(_, v)| v.trim());
-                let privileged = self.is_privileged_group(group_dn, name, None);
-                unmanaged.push(pb::Entitlement { kind: GROUP.into(), id: group_dn.clone(), privileged });
-            }
-        }
-        // AD: the primary group is membership that neither `member` nor
-        // `memberOf` shows.
-        if let Some(rid) = entry.first(PRIMARY_GROUP_ID)
-            && rid != DOMAIN_USERS_RID
-        {
-            unmanaged.push(pb::Entitlement {
-                kind: GROUP.into(),
-                id: format!("{PRIMARY_GROUP_ID}:{rid}"),
-                privileged: PRIVILEGED_RIDS.contains(&rid),
-            });
-        }
-        Ok(unmanaged)
-    }
-
     /// The read-back of one entry.
     async fn account_state(
         &self,
         directory: &mut Directory,
         entry: &DirectoryEntry,
         requested_name: Option<&str>,
+        page: Option<&PageMemberships>,
     ) -> Result<pb::AccountState, TargetError> {
         let config = self.config();
         let names = entry.values(&config.account_name_attribute());
@@ -430,7 +346,10 @@ impl LdapConnector {
                 (!values.is_empty()).then(|| (name.clone(), values.join("\n")))
             })
             .collect();
-        let memberships = self.memberships(directory, &entry.dn).await?;
+        let memberships = match page {
+            Some(page) => page.managed_of(&entry.dn),
+            None => self.memberships(directory, &entry.dn).await?,
+        };
         let managed: HashSet<String> =
             memberships.iter().map(|(_, dn)| connector_kit::readback::normalise_dn(dn)).collect();
         let entitlements = memberships
@@ -441,7 +360,11 @@ impl LdapConnector {
                 id: name,
             })
             .collect();
-        let unmanaged_entitlements = self.unmanaged_memberships(directory, entry, &account_name, &managed).await?;
+        let groups = match page.and_then(|page| page.unmanaged_of(&entry.dn, &account_name)) {
+            Some(groups) => groups,
+            None => self.unmanaged_groups(directory, entry, &account_name).await?,
+        };
+        let unmanaged_entitlements = self.unmanaged_entitlements(&groups, entry, &managed);
         let timestamp = match config.mode {
             DirectoryMode::Openldap => entry.first("modifyTimestamp"),
             DirectoryMode::ActiveDirectory => entry.first("whenChanged"),
@@ -705,7 +628,7 @@ impl LdapConnector {
             None => Ok(pb::AccountState { account: Some(account.clone()), exists: false, ..Default::default() }),
             Some(entry) => {
                 self.check_owner(&entry, account)?;
-                self.account_state(&mut directory, &entry, Some(&account.account_name)).await
+                self.account_state(&mut directory, &entry, Some(&account.account_name), None).await
             }
         }
     }
@@ -719,7 +642,7 @@ impl LdapConnector {
         requested: &[String],
     ) -> Result<Option<(DirectoryEntry, pb::AccountState)>, TargetError> {
         let Some(entry) = self.find_account(directory, account_name).await? else { return Ok(None) };
-        let mut state = self.account_state(directory, &entry, None).await?;
+        let mut state = self.account_state(directory, &entry, None, None).await?;
         let name = state.account.as_ref().map(|a| a.account_name.clone()).unwrap_or_default();
         state.correlation_attributes = correlation::collect(requested, &name, |a| entry.values(a).to_vec());
         Ok(Some((entry, state)))
@@ -1037,13 +960,19 @@ impl Connector for LdapConnector {
                     return None;
                 }
                 let concurrency = this.config().list_concurrency;
+                let memberships = match this.page_memberships(&mut directory.clone(), &entries).await {
+                    Ok(memberships) => memberships.map(Arc::new),
+                    Err(error) => return Some((Err(error.error), Listing::Done)),
+                };
                 let page: Result<Vec<pb::AccountState>, TargetError> = futures::stream::iter(entries)
                     .map(|entry| {
                         let this = this.clone();
                         let mut directory = directory.clone();
                         let requested = requested.clone();
+                        let memberships = memberships.clone();
                         async move {
-                            let mut state = this.account_state(&mut directory, &entry, None).await?;
+                            let mut state =
+                                this.account_state(&mut directory, &entry, None, memberships.as_deref()).await?;
                             let name = state.account.as_ref().map(|a| a.account_name.clone()).unwrap_or_default();
                             state.correlation_attributes =
                                 correlation::collect(&requested, &name, |attribute| entry.values(attribute).to_vec());

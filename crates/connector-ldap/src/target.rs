@@ -35,6 +35,8 @@ pub mod code {
     pub const COMPARE_FALSE: u32 = 5;
     /// A compare found the value.
     pub const COMPARE_TRUE: u32 = 6;
+    /// The answer would hold more entries than the server allows this bind.
+    pub const SIZE_LIMIT_EXCEEDED: u32 = 4;
 }
 
 /// A failed directory call: the typed error, and whether the connection it
@@ -339,6 +341,50 @@ impl Directory {
             .filter(|entry| !entry.is_ref() && !entry.is_intermediate())
             .map(|entry| DirectoryEntry::from_search(SearchEntry::construct(entry)))
             .collect())
+    }
+
+    /// Every entry matching `filter` under `base`, with the values of the
+    /// attributes `matched_values` names cut down to those it matches (the
+    /// RFC 3876 matched-values control, sent non-critical: a server without
+    /// it answers every value, which callers must accept). `None` when the
+    /// answer would exceed the server's size limit for this bind, or when
+    /// either filter does not parse (the caller then reads another way).
+    #[tracing::instrument(name = "ldap.search_matched", skip_all)]
+    pub async fn search_matched(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attributes: &[String],
+        matched_values: &str,
+    ) -> Result<Option<Vec<DirectoryEntry>>, TargetError> {
+        // `MatchedValues::new` panics on a filter it cannot parse; its item
+        // grammar is the search filter's, so an OR of the same items checks it.
+        let items = matched_values.strip_prefix('(').and_then(|v| v.strip_suffix(')')).unwrap_or_default();
+        if ldap3::parse_filter(filter).is_err() || ldap3::parse_filter(format!("(|{items})")).is_err() {
+            return Ok(None);
+        }
+        let control = ldap3::controls::MatchedValues::new(matched_values);
+        let result = self
+            .ldap
+            .with_controls(vec![control])
+            .with_timeout(self.timeout)
+            .search(base, Scope::Subtree, filter, attributes.to_vec())
+            .await
+            .map_err(|e| ldap_error("search", e))?;
+        let (entries, status) = (result.0, result.1);
+        match status.rc {
+            code::SUCCESS => {}
+            code::NO_SUCH_OBJECT => return Ok(Some(Vec::new())),
+            code::SIZE_LIMIT_EXCEEDED => return Ok(None),
+            _ => return Err(TargetError::typed(result_error("search", &status))),
+        }
+        Ok(Some(
+            entries
+                .into_iter()
+                .filter(|entry| !entry.is_ref() && !entry.is_intermediate())
+                .map(|entry| DirectoryEntry::from_search(SearchEntry::construct(entry)))
+                .collect(),
+        ))
     }
 
     /// Starts a paged (RFC 2696) streaming search; entries are pulled with

@@ -11,11 +11,13 @@
 //! leave). A task arriving older than one already dispatched for the same
 //! lane is superseded on arrival: a stale event never re-grants what a newer
 //! one removed. An urgent leaver supersedes every other unstarted task of the
-//! person and jumps ahead of every queued task of its target. Tasks whose
+//! person and jumps ahead of every queued task of its target; ordinary work
+//! never takes the target's last `urgent_headroom` slots, so an urgent
+//! leaver finds one free however long the backlog. Tasks whose
 //! effective time is in the future wait for it.
 //!
 //! Workers apply through [`ConnectorClient`] (timeouts, in-call retries,
-//! concurrency limit), then read back and compare with the target's cached
+//! concurrency limit admitting an urgent leaver's calls first), then read back and compare with the target's cached
 //! `Describe`; a mismatch or a retryable error is retried with jittered
 //! exponential backoff honouring retry-after until the attempts are spent.
 //! The command id is derived from (event, target, desired state), so a task
@@ -133,6 +135,9 @@ struct TargetRuntime {
     client: ConnectorClient,
     description: OnceCell<pb::DescribeResponse>,
     concurrency: usize,
+    /// Slots of `concurrency` only urgent work may take (the policy's
+    /// `urgent_headroom`): ordinary work never fills the target.
+    urgent_headroom: usize,
 }
 
 impl TargetRuntime {
@@ -248,6 +253,7 @@ impl Engine {
                     client,
                     description: OnceCell::new(),
                     concurrency: target.concurrency.max(1),
+                    urgent_headroom: target.urgent_headroom.min(target.concurrency.saturating_sub(1)),
                 }),
             );
         }
@@ -1188,6 +1194,12 @@ impl Scheduler {
                 if running >= runtime.concurrency {
                     break;
                 }
+                // Urgent items sort first: once the first is ordinary, none
+                // behind it is urgent, and ordinary work leaves the headroom.
+                let Some(first) = self.ready.get(&target).and_then(BinaryHeap::peek) else { break };
+                if !first.urgent && running + runtime.urgent_headroom >= runtime.concurrency {
+                    break;
+                }
                 let Some(item) = self.ready.get_mut(&target).and_then(BinaryHeap::pop) else { break };
                 let Some(slot) = self.slots.get_mut(&item.key) else { continue };
                 if slot.status != SlotStatus::Queued {
@@ -1393,6 +1405,12 @@ struct TaskRun {
 }
 
 impl TaskRun {
+    /// The target's client, admitting this task's calls ahead of ordinary
+    /// ones when it is an urgent leaver's.
+    fn client(&self, runtime: &TargetRuntime) -> ConnectorClient {
+        if self.task.urgent { runtime.client.urgent() } else { runtime.client.clone() }
+    }
+
     async fn save(&mut self, action: &str, payload: serde_json::Value) -> Result<(), StoreError> {
         let audit = AuditEntry {
             at: now_ms(),
@@ -1498,7 +1516,8 @@ impl TaskRun {
             let error = "the connector does not fence stale lease epochs: coordinator replicas cannot drive it safely";
             return self.connector_error("apply", ConnectorError::unsupported(error).with_retryable(false)).await;
         }
-        let apply = runtime.client.apply_fenced(&self.task.command_id, desired.clone(), lease_epoch);
+        let client = self.client(runtime);
+        let apply = client.apply_fenced(&self.task.command_id, desired.clone(), lease_epoch);
         let acknowledgement = match crate::tracing_context::connector_call(&target, "apply", apply).await {
             Ok(ack) => ack,
             // A newer holder of the lane reached the connector: this replica lost the lease.
@@ -1517,7 +1536,8 @@ impl TaskRun {
                             link: Some(link),
                             lease_epoch,
                         };
-                        let apply = runtime.client.apply_request(request);
+                        let client = self.client(runtime);
+                        let apply = client.apply_request(request);
                         match crate::tracing_context::connector_call(&target, "apply", apply).await {
                             Ok(ack) => ack,
                             Err(error) => return self.connector_error("link", error).await,
@@ -1546,7 +1566,8 @@ impl TaskRun {
             return self.await_fulfilment(runtime).await;
         }
         let account = desired.account.clone().unwrap_or_default();
-        let read = runtime.client.read(account);
+        let client = self.client(runtime);
+        let read = client.read(account);
         let read_back = match crate::tracing_context::connector_call(&target, "read", read).await {
             Ok(state) => state,
             Err(error) => return self.connector_error("read", error).await,

@@ -124,6 +124,12 @@ pub struct TargetSpec {
     /// Calls in flight to this target at most.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Slots of `concurrency` kept free for urgent leavers: ordinary work
+    /// (joiners, movers, plain leavers) takes at most `concurrency -
+    /// urgent_headroom` of them, so an urgent leaver is dispatched at once
+    /// whatever the backlog (issue #21). Must be less than `concurrency`.
+    #[serde(default)]
+    pub urgent_headroom: usize,
     /// Reconciliation of this target: what a run does with drift and how
     /// often the coordinator runs it. Absent: on demand only, report only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -587,6 +593,14 @@ fn check(file: &PolicyFile, declared_targets: &BTreeSet<String>, issues: &mut Ve
         }
         if target.concurrency == 0 {
             issue(format!("{path}.concurrency"), "must be at least 1".into());
+        } else if target.urgent_headroom >= target.concurrency {
+            issue(
+                format!("{path}.urgent_headroom"),
+                format!(
+                    "must be less than concurrency ({}): ordinary work needs at least one slot",
+                    target.concurrency
+                ),
+            );
         }
         check_template(format!("{path}.account_name"), &target.account_name, &mut issue);
         if placeholders(&target.account_name).map(|p| p.is_empty()).unwrap_or(false) {

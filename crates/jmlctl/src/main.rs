@@ -431,7 +431,9 @@ async fn connect(url: &str) -> Result<Client, Failure> {
         .connect()
         .await
         .map_err(|e| Failure { code: 3, message: format!("coordinator unreachable at {url}: {e}") })?;
-    Ok(LifecycleClient::with_interceptor(channel, credentials))
+    // A reconciliation report of every account of a large target is one
+    // message (6 MiB for 10,000 orphans): past tonic's default 4 MiB.
+    Ok(LifecycleClient::with_interceptor(channel, credentials).max_decoding_message_size(256 << 20))
 }
 
 fn with_principal<T>(message: T, principal: &Option<String>) -> Result<tonic::Request<T>, Failure> {

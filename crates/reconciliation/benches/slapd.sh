@@ -10,6 +10,15 @@
 # end); connector-ldap manages only that subtree. The coordinator starts on
 # an empty database, so every entry is an orphan: the run lists, looks up
 # the identity of and classifies every account (the expected side is empty).
+#
+# Issue #17's figure (accounts without a correlation key, correlated by mail
+# against as many identity records):
+#   JML_BENCH_OU          an OU already holding the entries (not created,
+#                         not removed; N is then ignored)
+#   JML_BENCH_IDENTITIES  JSON lines of identity records (person_id,
+#                         username, display_name, email) loaded with
+#                         `jmlctl identities load` before the runs; the
+#                         target then correlates by `mail equals {email}`
 set -euo pipefail
 
 count="${1:-10000}"
@@ -33,8 +42,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+if [ -n "${JML_BENCH_OU:-}" ]; then
+  existing="$JML_BENCH_OU"
+fi
 tag="bench-$(date +%s)"
 ou="ou=$tag,ou=people,$JML_TEST_SLAPD_BASE_DN"
+if [ -n "${existing:-}" ]; then
+  ou=""
+  bench_ou="$existing"
+else
+bench_ou="$ou"
 {
   printf 'dn: %s\nobjectClass: organizationalUnit\nou: %s\n\n' "$ou" "$tag"
   for i in $(seq 1 "$count"); do
@@ -44,6 +61,7 @@ ou="ou=$tag,ou=people,$JML_TEST_SLAPD_BASE_DN"
 } > "$work/entries.ldif"
 ldap ldapadd -f "$work/entries.ldif" >/dev/null
 echo "seeded $count entries under $ou"
+fi
 
 cat > "$work/connector-ldap.yaml" <<EOF
 target_id: bench-ldap
@@ -52,7 +70,8 @@ url: $JML_TEST_SLAPD_URL
 tls: { starttls: true, ca_file: $JML_TEST_SLAPD_CA_FILE }
 bind_dn: $JML_TEST_SLAPD_BIND_DN
 bind_password: { file: $JML_TEST_SLAPD_BIND_PASSWORD_FILE }
-users_base_dn: $ou
+users_base_dn: $bench_ou
+correlation_attributes: [mail]
 groups_base_dn: ou=groups,$JML_TEST_SLAPD_BASE_DN
 rdn_attribute: uid
 account_name_attribute: uid
@@ -80,16 +99,25 @@ start() {
 }
 start "$work/connector.log" "$bin/connector-ldap" --config "$work/connector-ldap.yaml" --listen 127.0.0.1:0 --insecure-plaintext
 connector="$addr"
+correlation=""
+if [ -n "${JML_BENCH_IDENTITIES:-}" ]; then
+  correlation=', correlation: { rules: [ { attribute: mail, equals: "{email}" } ] }'
+fi
 cat > "$work/policy.yaml" <<EOF
 version: 1
-source_of_truth: { system: workday, attributes: [username, display_name] }
+source_of_truth: { system: workday, attributes: [username, display_name, email] }
 targets:
   - { id: ldap, endpoint: "http://$connector", insecure_plaintext: true, account_name: "{username}",
-      attributes: { display_name: "{display_name}" } }
+      attributes: { display_name: "{display_name}" }$correlation }
 EOF
 start "$work/coordinator.log" "$bin/coordinator" --policy "$work/policy.yaml" --db "$work/db.sqlite" \
   --listen 127.0.0.1:0 --insecure-plaintext --insecure-no-auth
 coordinator="http://$addr"
+if [ -n "${JML_BENCH_IDENTITIES:-}" ]; then
+  "$bin/jmlctl" --coordinator "$coordinator" --principal bench identities load --file "$JML_BENCH_IDENTITIES" \
+    --source-system workday > /dev/null
+  echo "loaded $(wc -l < "$JML_BENCH_IDENTITIES") identity records"
+fi
 # Wait until the connector passed its preflight (the first reconcile would
 # otherwise include connection set-up).
 "$bin/jmlctl" --coordinator "$coordinator" --principal bench reconcile --target ldap --json > /dev/null || true
@@ -97,12 +125,13 @@ coordinator="http://$addr"
 now() { date +%s.%N; }
 for run in 1 2 3; do
   t0="$(now)"
-  ldap ldapsearch -LLL -b "$ou" '(employeeNumber=*)' uid employeeNumber displayName > "$work/search.ldif"
+  ldap ldapsearch -LLL -E pr=500/noprompt -b "$bench_ou" '(objectClass=inetOrgPerson)' uid employeeNumber displayName mail \
+    > "$work/search.ldif"
   t1="$(now)"
   code=0
   "$bin/jmlctl" --coordinator "$coordinator" --principal bench reconcile --target ldap --json > "$work/report.json" || code=$?
   t2="$(now)"
-  listed="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["counts"]["accounts_listed"])' "$work/report.json")"
+  listed="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; c=r["counts"]; print(c["accounts_listed"], {k: v for k, v in c.items() if v and k != "accounts_listed"})' "$work/report.json")"
   found="$(grep -c '^dn:' "$work/search.ldif")"
   python3 - "$t0" "$t1" "$t2" "$listed" "$found" "$code" "$run" <<'EOF'
 import sys
@@ -114,3 +143,4 @@ print(f"run {run}: ldapsearch {found} entries {search:.2f} s; jmlctl reconcile {
 EOF
 done
 echo "coordinator peak RSS: $(grep VmHWM /proc/"${pids[1]}"/status | awk '{print $2/1024 " MiB"}')"
+echo "connector-ldap peak RSS: $(grep VmHWM /proc/"${pids[0]}"/status | awk '{print $2/1024 " MiB"}')"

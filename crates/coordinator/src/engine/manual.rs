@@ -100,7 +100,8 @@ impl TaskRun {
         };
         let desired = self.task.desired();
         let account = desired.account.clone().unwrap_or_default();
-        let read = runtime.client.read(account);
+        let client = self.client(runtime);
+        let read = client.read(account);
         let read_back = match crate::tracing_context::connector_call(&target, "read", read).await {
             Ok(state) => state,
             Err(error) => return self.still_waiting(format!("read: {error}")).await,
