@@ -12,30 +12,16 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use connector_kit::Connector;
 use connector_kit::contract as pb;
 use connector_kit::readback::{Difference, compare};
 use ldap3::Mod;
-use support::Slapd;
+use support::{Slapd, joiner};
 
 fn prefix(tag: &str) -> String {
     format!("fc{tag}{:06x}", rand::random::<u32>() & 0xff_ffff)
-}
-
-fn joiner(name: &str, groups: &[&str]) -> pb::DesiredAccount {
-    pb::DesiredAccount {
-        account: Some(pb::AccountRef { person_id: format!("{name}-person"), account_name: name.to_owned() }),
-        presence: pb::Presence::Present as i32,
-        enabled: true,
-        attributes: BTreeMap::from([("mail".to_string(), format!("{name}@example.org"))]).into_iter().collect(),
-        entitlements: groups
-            .iter()
-            .map(|g| pb::Entitlement { kind: "group".into(), id: (*g).into(), privileged: false })
-            .collect(),
-        credentials: pb::CredentialAction::Keep as i32,
-    }
 }
 
 fn leaver(name: &str) -> pb::DesiredAccount {

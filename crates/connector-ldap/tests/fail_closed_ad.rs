@@ -11,6 +11,7 @@ use connector_kit::contract as pb;
 use connector_kit::readback::{Difference, compare};
 use connector_kit::{Connector, ErrorKind};
 use ldap3::Mod;
+use support::joiner;
 use support::samba::SambaAd;
 
 /// The `schemaIDGUID` of the User-Account-Control attribute.
@@ -18,20 +19,6 @@ const USER_ACCOUNT_CONTROL_GUID: &str = "bf967a68-0de6-11d0-a285-00aa003049e2";
 
 fn prefix(tag: &str) -> String {
     format!("fc{tag}{:06x}", rand::random::<u32>() & 0xff_ffff)
-}
-
-fn joiner(name: &str, groups: &[&str]) -> pb::DesiredAccount {
-    pb::DesiredAccount {
-        account: Some(pb::AccountRef { person_id: format!("{name}-person"), account_name: name.to_owned() }),
-        presence: pb::Presence::Present as i32,
-        enabled: true,
-        attributes: BTreeMap::from([("mail".to_string(), format!("{name}@example.org"))]).into_iter().collect(),
-        entitlements: groups
-            .iter()
-            .map(|g| pb::Entitlement { kind: "group".into(), id: (*g).into(), privileged: false })
-            .collect(),
-        credentials: pb::CredentialAction::Keep as i32,
-    }
 }
 
 fn leaver(name: &str) -> pb::DesiredAccount {

@@ -13,7 +13,9 @@ use clap::Subcommand;
 use jml_contract::v1 as pb;
 use serde_json::{Value, json};
 
-use crate::{Failure, connect, from_status, print_json, with_principal};
+use crate::connection::{connect, with_principal};
+use crate::failure::{Failure, from_status};
+use crate::print_json;
 
 /// The `campaign` subcommands.
 #[derive(Debug, Subcommand)]

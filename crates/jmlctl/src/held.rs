@@ -7,7 +7,9 @@
 use jml_contract::v1 as pb;
 use serde_json::{Value, json};
 
-use crate::{Failure, connect, from_status, print_json, with_principal};
+use crate::connection::{connect, with_principal};
+use crate::failure::{Failure, from_status};
+use crate::print_json;
 
 /// `jmlctl held ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -100,7 +102,7 @@ pub async fn run(coordinator: &str, principal: &Option<String>, command: HeldCom
 }
 
 async fn decide(
-    client: &mut crate::Client,
+    client: &mut crate::connection::Client,
     principal: &Option<String>,
     batch_id: String,
     approve: bool,

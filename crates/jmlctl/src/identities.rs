@@ -13,7 +13,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use jml_contract::v1 as pb;
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::connection::connect;
+use crate::failure::{Failure, bad_input, from_status};
+use crate::print_json;
 
 /// Records per `LoadIdentities` call.
 pub const CHUNK: usize = 2_000;
@@ -157,6 +161,44 @@ fn csv_records(text: &str) -> Result<Vec<Row>, String> {
         rows.push((fields[id_column].clone(), attributes));
     }
     Ok(rows)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum IdentitiesCommand {
+    /// Load identity records of people already employed without
+    /// provisioning anything (admin): JSON lines, or CSV when the file ends
+    /// in .csv, with a person_id column.
+    Load {
+        /// The file.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// The source of truth the records come from.
+        #[arg(long)]
+        source_system: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `jmlctl identities ...`.
+pub async fn run(coordinator: &str, command: IdentitiesCommand) -> Result<(), Failure> {
+    let IdentitiesCommand::Load { file, source_system, json } = command;
+    let records = read(&file, &source_system).map_err(bad_input)?;
+    let mut client = connect(coordinator).await?;
+    let (mut loaded, mut unchanged) = (0u64, 0u64);
+    for chunk in records.chunks(CHUNK) {
+        let request = pb::LoadIdentitiesRequest { identities: chunk.to_vec() };
+        let response = client.load_identities(request).await.map_err(from_status)?.into_inner();
+        loaded += response.loaded;
+        unchanged += response.unchanged;
+    }
+    if json {
+        print_json(&json!({ "records": records.len(), "loaded": loaded, "unchanged": unchanged }));
+    } else {
+        println!("{} records: {loaded} loaded, {unchanged} unchanged (nothing provisioned)", records.len());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,7 +31,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jml_contract::v1 as pb;
 use serde_json::{Value, json};
 
-use crate::{Client, Failure, bad_input, connect, from_status, print_json, with_principal};
+use crate::connection::{Client, connect, with_principal};
+use crate::failure::{Failure, bad_input, from_send_status, from_status};
+use crate::print_json;
 
 /// The exit code for "held by the mass-change guard; nothing applied".
 pub const HELD: u8 = 6;
@@ -385,7 +387,7 @@ pub async fn run(coordinator: &str, principal: &Option<String>, args: ImportArgs
                 }
                 parsed.refused.push(Refused { line: row.line, message });
             }
-            Err(status) => return Err(crate::from_send_status(status)),
+            Err(status) => return Err(from_send_status(status)),
         }
     };
     report(&args, &parsed, &response);

@@ -15,6 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jml_contract::v1 as pb;
 use serde_json::Value;
 
+use crate::connection::connect;
+use crate::failure::{Failure, bad_input, from_status};
+
 /// The exit code for "reconciliation found drift".
 pub const DRIFT_FOUND: u8 = 4;
 
@@ -168,7 +171,7 @@ pub fn links_from_report(path: &std::path::Path) -> Result<Vec<pb::AccountLink>,
 }
 
 /// Runs the RPC, drives the progress line, prints the reports.
-pub async fn run<S>(
+pub async fn follow<S>(
     mut stream: tonic::Streaming<pb::ReconcileProgress>,
     json: bool,
     on_status: impl Fn(tonic::Status) -> S,
@@ -212,4 +215,56 @@ pub async fn run<S>(
         println!("{}", serde_json::to_string_pretty(&Value::Array(reports)).unwrap_or_default());
     }
     Ok(Outcome { drift_found })
+}
+
+// `jmlctl reconcile` (its help text is the variant's, in main.rs).
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// One target (default: every target of the policy).
+    #[arg(long)]
+    target: Option<String>,
+    /// Push the expected state back where the target's policy allows.
+    #[arg(long)]
+    remediate: bool,
+    /// Only people whose person id starts with this.
+    #[arg(long, default_value = "")]
+    person_prefix: String,
+    /// Print the reports as JSON (no progress line).
+    #[arg(long)]
+    json: bool,
+    /// Link every unlinked account found (admin): the connector writes
+    /// the key, it is read back, and the account converges to the plan.
+    #[arg(long)]
+    link: bool,
+    /// Link the unlinked accounts a saved `--json` report shows, as it
+    /// showed them (an account changed since is refused).
+    #[arg(long, value_name = "REPORT")]
+    link_from: Option<std::path::PathBuf>,
+    /// Only accounts without a key whose name starts with this.
+    #[arg(long, default_value = "")]
+    account_prefix: String,
+}
+
+/// `jmlctl reconcile`: exit 4 when drift is found.
+pub async fn run(coordinator: &str, args: ReconcileArgs) -> Result<(), Failure> {
+    let ReconcileArgs { target, remediate, person_prefix, json, link, link_from, account_prefix } = args;
+    let links = match &link_from {
+        Some(path) => links_from_report(path).map_err(bad_input)?,
+        None => Vec::new(),
+    };
+    let mut client = connect(coordinator).await?;
+    let request = pb::ReconcileRequest {
+        target_id: target.unwrap_or_default(),
+        remediate,
+        person_id_prefix: person_prefix,
+        link_unlinked: link,
+        links,
+        account_name_prefix: account_prefix,
+    };
+    let stream = client.reconcile(request).await.map_err(from_status)?.into_inner();
+    let outcome = follow(stream, json, from_status).await?;
+    if outcome.drift_found {
+        return Err(Failure { code: DRIFT_FOUND, message: "drift found".into() });
+    }
+    Ok(())
 }

@@ -10,7 +10,9 @@ use clap::Subcommand;
 use jml_contract::v1 as pb;
 use serde_json::Value;
 
-use crate::{Failure, connect, failed, from_status, print_json, with_principal};
+use crate::connection::{connect, with_principal};
+use crate::failure::{Failure, bad_input, failed, from_status};
+use crate::print_json;
 
 /// The `report` subcommands.
 #[derive(Debug, Subcommand)]
@@ -42,9 +44,9 @@ pub async fn run(coordinator: &str, principal: &Option<String>, command: ReportC
     let text = match (input, from) {
         (Some(path), _) => {
             if !to.is_empty() {
-                return Err(crate::bad_input("--to does not apply to --input"));
+                return Err(bad_input("--to does not apply to --input"));
             }
-            std::fs::read_to_string(&path).map_err(|e| crate::bad_input(format!("{}: {e}", path.display())))?
+            std::fs::read_to_string(&path).map_err(|e| bad_input(format!("{}: {e}", path.display())))?
         }
         (None, from) => {
             let mut client = connect(coordinator).await?;

@@ -268,6 +268,22 @@ fn group(id: &str, privileged: bool) -> pb::Entitlement {
     pb::Entitlement { kind: "group".into(), id: id.into(), privileged }
 }
 
+/// A joiner's desired account `name` (person `{name}-person`, a `mail`
+/// attribute) holding `groups`, keeping its credentials.
+pub fn joiner(name: &str, groups: &[&str]) -> pb::DesiredAccount {
+    pb::DesiredAccount {
+        account: Some(pb::AccountRef { person_id: format!("{name}-person"), account_name: name.to_owned() }),
+        presence: pb::Presence::Present as i32,
+        enabled: true,
+        attributes: BTreeMap::from([("mail".to_string(), format!("{name}@example.org"))]).into_iter().collect(),
+        entitlements: groups
+            .iter()
+            .map(|g| pb::Entitlement { kind: "group".into(), id: (*g).into(), privileged: false })
+            .collect(),
+        credentials: pb::CredentialAction::Keep as i32,
+    }
+}
+
 /// The connector served over real gRPC on loopback, with the conformance fixture.
 pub async fn conformance_target() -> ConformanceTarget {
     let slapd = Arc::new(Slapd::from_env());
