@@ -12,8 +12,10 @@ Entry kinds:
           "none" for no credentials). `expect` is a gRPC code name, or
           "handled": accepted or refused with a typed code, and if accepted
           every task ends verified or failed and the targets show exactly that.
-  scim    an HTTP request to the coordinator's SCIM endpoint (crate
-          coordinator, tests/scim_inbound.rs, and tests/e2e/hostile.rs):
+  scim    an HTTP request to the coordinator's SCIM endpoint, sent by
+          crates/coordinator/tests/scim_inbound.rs (its policy reads the
+          person id from the Enterprise employeeNumber, its body limit is
+          64 KiB; tests/e2e/hostile.rs skips these entries):
           `method`, `path`, `body` (a JSON value sent as JSON, or a string sent
           as is, `repeat` times when set); expect HTTP `status` and, when
           given, the RFC 7644 `scimType`. None of them derives an event.
