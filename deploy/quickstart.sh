@@ -161,11 +161,14 @@ export JML_HR_TOKEN_SHA256=$(digest hr-integration) JML_ALICE_TOKEN_SHA256=$(dig
 render deploy/quickstart/callers.yaml.in "$RUN_DIR/callers.yaml"
 start_process coordinator "$BIN/coordinator" --policy "$RUN_DIR/policy.yaml" --db "$RUN_DIR/lifecycle-mesh.db" \
   --listen 127.0.0.1:0 --tls-cert "$JML_CERT_DIR/coordinator.pem" --tls-key "$JML_CERT_DIR/coordinator.key" \
-  --tls-client-ca "$JML_CERT_DIR/ca.pem" --callers "$RUN_DIR/callers.yaml"
+  --tls-client-ca "$JML_CERT_DIR/ca.pem" --callers "$RUN_DIR/callers.yaml" --scim-listen 127.0.0.1:0
+# The SCIM 2.0 endpoint for inbound HR data (same TLS and callers), printed before the gRPC line.
+SCIM_ADDR=$(sed -n 's/^scim listening on //p' "$RUN_DIR/coordinator.out" | head -n1)
 # jmlctl: TLS to the coordinator; by default its client certificate (the auditor).
 export JML_COORDINATOR="https://$ADDR" JML_CA_FILE=$JML_CERT_DIR/ca.pem JML_TLS_SERVER_NAME=localhost
 export JML_CERT_FILE=$JML_CERT_DIR/jmlctl.pem JML_KEY_FILE=$JML_CERT_DIR/jmlctl.key
 echo "    coordinator $JML_COORDINATOR (TLS, callers $RUN_DIR/callers.yaml), database $RUN_DIR/lifecycle-mesh.db"
+echo "    SCIM 2.0 inbound https://$SCIM_ADDR (bearer token $RUN_DIR/tokens/hr-integration.token)"
 jmlctl() { "$BIN/jmlctl" "$@"; }
 # jmlctl_as PRINCIPAL ARGS...: jmlctl with PRINCIPAL's bearer token instead of the certificate.
 jmlctl_as() {

@@ -386,6 +386,8 @@ impl Mesh {
             self.dir.join("certs/ca.pem").display().to_string(),
             "--callers".into(),
             self.callers_path().display().to_string(),
+            "--scim-listen".into(),
+            "127.0.0.1:0".into(),
         ];
         self.coordinator = Some(MeshProcess::start(&binary("coordinator")?, &args, &self.process_env()).await?);
         Ok(())
@@ -451,6 +453,18 @@ impl Mesh {
     pub fn coordinator_endpoint(&self) -> anyhow::Result<String> {
         let addr = self.coordinator.as_ref().context("the coordinator is not running")?.addr();
         Ok(format!("https://{addr}"))
+    }
+
+    /// The coordinator's SCIM 2.0 endpoint (`https://localhost:PORT`; same
+    /// TLS and callers as the gRPC API).
+    pub fn scim_endpoint(&self) -> anyhow::Result<String> {
+        let output = self.coordinator.as_ref().context("the coordinator is not running")?.output();
+        let addr = output
+            .lines()
+            .find_map(|line| line.strip_prefix("scim listening on "))
+            .context("the coordinator printed no `scim listening on ADDR`")?;
+        let addr: std::net::SocketAddr = addr.trim().parse()?;
+        Ok(format!("https://localhost:{}", addr.port()))
     }
 
     /// The last lines the coordinator wrote on stderr.

@@ -7,7 +7,7 @@
 //!
 //! | role | may call |
 //! |---|---|
-//! | `source` | `SubmitEvent` (only for the source systems it is bound to), `GetEvent`, `WatchEvent`, `Plan` |
+//! | `source` | `SubmitEvent`, `SubmitState(s)` and the SCIM endpoint (only for the source systems it is bound to), `GetEvent`, `WatchEvent`, `Plan` |
 //! | `approver` | `Approve`, `Reject`, `GetEvent`, `WatchEvent` |
 //! | `auditor` | `GetEvent`, `WatchEvent`, `Plan`, `ExportEvidence`, `VerifyAudit`, `ListOverdue`, reconciliation reports |
 //! | `admin` | everything |
@@ -121,6 +121,9 @@ pub enum Method {
     DecideCampaignItem,
     /// `ControlReport`.
     ControlReport,
+    /// A request to the SCIM 2.0 service provider (`crate::scim_inbound`):
+    /// state submits, as `SubmitState`.
+    Scim,
 }
 
 impl Method {
@@ -147,6 +150,7 @@ impl Method {
             Self::GetCampaign => "GetCampaign",
             Self::DecideCampaignItem => "DecideCampaignItem",
             Self::ControlReport => "ControlReport",
+            Self::Scim => "SCIM",
         }
     }
 
@@ -154,7 +158,7 @@ impl Method {
     pub fn roles(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Self::SubmitEvent | Self::SubmitState | Self::SubmitStates => &[Source, Admin],
+            Self::SubmitEvent | Self::SubmitState | Self::SubmitStates | Self::Scim => &[Source, Admin],
             Self::ListHeldBatches => &[Auditor, Admin],
             Self::DecideHeldBatch => &[Admin],
             Self::GetEvent | Self::WatchEvent => &[Source, Approver, Auditor, Admin],
@@ -556,7 +560,19 @@ impl Gate {
     /// Authenticates the caller of `method` and checks its role; refusals are
     /// audited and returned as UNAUTHENTICATED or PERMISSION_DENIED.
     pub async fn check<T>(&self, request: &Request<T>, method: Method) -> Result<Caller, Status> {
-        let result = self.authenticate(request).and_then(|caller| {
+        let credentials = Credentials {
+            authorization: request.metadata().get("authorization").map(|v| v.to_str().map(str::to_owned).ok()),
+            principal_header: request.metadata().get(PRINCIPAL_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            certificate_names: client_certificate_names(request.peer_certs().as_deref().map(Vec::as_slice)),
+        };
+        self.check_credentials(&credentials, method).await
+    }
+
+    /// As [`Self::check`], for a caller of another protocol on the same
+    /// credentials (the SCIM endpoint: HTTP headers and the TLS session's
+    /// verified client certificate).
+    pub async fn check_credentials(&self, credentials: &Credentials, method: Method) -> Result<Caller, Status> {
+        let result = self.authenticate(credentials).and_then(|caller| {
             if caller.roles.iter().any(|role| method.roles().contains(role)) {
                 Ok(caller)
             } else {
@@ -622,35 +638,46 @@ impl Gate {
         refusal.status
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Refusal> {
+    fn authenticate(&self, credentials: &Credentials) -> Result<Caller, Refusal> {
         match &self.authentication {
             Authentication::InsecureHeader => {
-                let principal = request
-                    .metadata()
-                    .get(PRINCIPAL_HEADER)
-                    .and_then(|v| v.to_str().ok())
+                let principal = credentials
+                    .principal_header
+                    .as_deref()
                     .map(str::trim)
                     .filter(|v| valid_principal(v))
                     .unwrap_or(ANONYMOUS)
                     .to_owned();
                 Ok(Caller { principal, roles: BTreeSet::from([Role::Admin]), source_systems: BTreeSet::new() })
             }
-            Authentication::Callers(registry) => authenticate_with(registry, request),
+            Authentication::Callers(registry) => authenticate_with(registry, credentials),
         }
     }
+}
+
+/// What a caller presented: the `authorization` header (`Some(None)`: present
+/// but not text), the development mode's principal header, and the names of
+/// the verified client certificate (`None`: no certificate).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// The `authorization` header.
+    pub authorization: Option<Option<String>>,
+    /// The [`PRINCIPAL_HEADER`] (development mode only).
+    pub principal_header: Option<String>,
+    /// The verified client certificate's subject CN and DNS / email SANs.
+    pub certificate_names: Option<Vec<String>>,
 }
 
 fn unauthenticated(principal: &str, message: impl Into<String>) -> Refusal {
     Refusal { principal: principal.to_owned(), status: Status::unauthenticated(message.into()) }
 }
 
-fn authenticate_with<T>(registry: &CallerRegistry, request: &Request<T>) -> Result<Caller, Refusal> {
-    let by_token = match request.metadata().get("authorization") {
+fn authenticate_with(registry: &CallerRegistry, credentials: &Credentials) -> Result<Caller, Refusal> {
+    let by_token = match &credentials.authorization {
         None => None,
         Some(value) => {
             let token = value
-                .to_str()
-                .ok()
+                .as_deref()
                 .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
@@ -658,7 +685,7 @@ fn authenticate_with<T>(registry: &CallerRegistry, request: &Request<T>) -> Resu
             Some(registry.by_token(token).ok_or_else(|| unauthenticated(ANONYMOUS, "unknown bearer token"))?)
         }
     };
-    let names = client_certificate_names(request);
+    let names = &credentials.certificate_names;
     let by_certificate = match &names {
         None => None,
         Some(names) => registry.by_certificate_names(names),
@@ -685,9 +712,10 @@ fn authenticate_with<T>(registry: &CallerRegistry, request: &Request<T>) -> Resu
 
 /// The subject CN and DNS / email SANs of the verified client certificate,
 /// or `None` when the caller presented none.
-fn client_certificate_names<T>(request: &Request<T>) -> Option<Vec<String>> {
-    let certificates = request.peer_certs()?;
-    let leaf = certificates.first()?;
+pub fn client_certificate_names(
+    certificates: Option<&[tonic::transport::CertificateDer<'static>]>,
+) -> Option<Vec<String>> {
+    let leaf = certificates?.first()?;
     let (_, certificate) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let mut names = Vec::new();
     for cn in certificate.subject().iter_common_name() {

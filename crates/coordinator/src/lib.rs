@@ -18,6 +18,8 @@
 //! - [`auth`]: authentication (bearer tokens, client certificates) and
 //!   role-based authorisation of its callers, refusals audited;
 //! - [`baseline`]: identity records loaded without provisioning;
+//! - [`scim_inbound`]: the SCIM 2.0 service provider for inbound HR data
+//!   (RFC 7643, RFC 7644), every write a state submit;
 //! - [`server`]: the coordinator's gRPC server (health, reflection, graceful
 //!   shutdown);
 //! - [`evidence`]: status and evidence documents;
@@ -50,6 +52,7 @@ pub mod planner;
 pub mod policy;
 pub mod reconcile;
 pub mod report;
+pub mod scim_inbound;
 pub mod server;
 pub mod store;
 pub mod tracing_context;

@@ -55,6 +55,14 @@ struct Args {
     /// unreachable then stops the start).
     #[arg(long, env = "JML_DESCRIBE_PATIENCE_SECONDS", default_value_t = 60)]
     describe_patience_seconds: u64,
+    /// Address to serve the SCIM 2.0 endpoint for inbound HR data on (same
+    /// TLS and callers as the gRPC API; the mapping is the policy's
+    /// `source_of_truth.scim`); off when unset. Port 0 picks a free port.
+    #[arg(long, env = "JML_SCIM_LISTEN")]
+    scim_listen: Option<SocketAddr>,
+    /// Largest SCIM request body (bytes).
+    #[arg(long, env = "JML_SCIM_MAX_BODY", default_value_t = 4 * 1024 * 1024)]
+    scim_max_body: usize,
     /// TLS and caller authentication of the lifecycle API.
     #[command(flatten)]
     access: coordinator::auth::ApiAccessArgs,
@@ -106,8 +114,28 @@ async fn main() -> anyhow::Result<()> {
     let _reconcile_schedules = coordinator::reconcile::spawn_schedules(&engine);
     // Scheduled campaigns and the escalation of campaigns past their deadline.
     let _campaign_schedules = coordinator::campaign::spawn_schedules(&engine, Duration::from_secs(30));
+    let scim = match args.scim_listen {
+        None => None,
+        Some(addr) => {
+            let options = coordinator::scim_inbound::ScimOptions { max_body: args.scim_max_body, ..Default::default() };
+            let running = coordinator::scim_inbound::RunningScim::bind(
+                addr,
+                engine.clone(),
+                tls.as_ref(),
+                authentication.clone(),
+                options,
+            )
+            .await?;
+            Some(running)
+        }
+    };
     let running = RunningCoordinator::bind_with(args.listen, engine.clone(), tls, authentication).await?;
     let mut stdout = std::io::stdout();
+    // Before the gRPC line, which the harness and scripts wait for.
+    if let Some(scim) = &scim {
+        let _ = writeln!(stdout, "scim listening on {}", scim.local_addr());
+        tracing::info!(addr = %scim.local_addr(), "SCIM endpoint serving");
+    }
     if let Some(addr) = args.metrics_listen {
         coordinator::metrics::CoordinatorMetrics::get();
         let bound = connector_kit::metrics::serve(addr).await.with_context(|| format!("metrics listener {addr}"))?;
@@ -120,6 +148,9 @@ async fn main() -> anyhow::Result<()> {
     connector_kit::server::shutdown_signal().await;
     tracing::info!("signal received, shutting down");
     let stopped = running.shutdown().await;
+    if let Some(scim) = scim {
+        scim.shutdown().await;
+    }
     // A replica hands its lanes over at once rather than after expiry.
     engine.release_leases().await;
     // Flush the last spans even when the server stopped with an error.

@@ -62,6 +62,12 @@ pub struct SourceOfTruth {
     /// the active persons (`"5%"`). Absent: batches are never held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_leavers: Option<crate::ingest::guard::MaxLeavers>,
+    /// How the SCIM 2.0 service provider (`crate::scim_inbound`) reads a
+    /// person's record from a SCIM User: the person id and each source
+    /// attribute as a SCIM attribute path. Absent: the SCIM endpoint refuses
+    /// every write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim: Option<crate::scim_inbound::mapping::ScimMapping>,
 }
 
 /// TLS towards one connector.
@@ -518,6 +524,7 @@ fn check(file: &PolicyFile, declared_targets: &BTreeSet<String>, issues: &mut Ve
         }
     }
     crate::ingest::guard::check_policy(&file.source_of_truth, &mut issue);
+    crate::scim_inbound::mapping::check_policy(&file.source_of_truth, &mut issue);
     let check_template =
         |path: String, template: &str, issue: &mut dyn FnMut(String, String)| match placeholders(template) {
             Err(message) => issue(path, message),

@@ -109,8 +109,11 @@ impl MeshProcess {
             }
         });
         let mut lines = BufReader::new(stdout).lines();
+        let kept = output.clone();
         let addr = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await? {
+                // Lines before it (e.g. the coordinator's `scim listening on ADDR`) are kept too.
+                keep(&kept, &line);
                 if let Some(addr) = line.strip_prefix("listening on ") {
                     return Ok::<_, anyhow::Error>(Some(addr.trim().parse::<SocketAddr>()?));
                 }

@@ -12,6 +12,13 @@ Entry kinds:
           "none" for no credentials). `expect` is a gRPC code name, or
           "handled": accepted or refused with a typed code, and if accepted
           every task ends verified or failed and the targets show exactly that.
+  scim    an HTTP request to the coordinator's SCIM endpoint, sent by
+          crates/coordinator/tests/scim_inbound.rs (its policy reads the
+          person id from the Enterprise employeeNumber, its body limit is
+          64 KiB; tests/e2e/hostile.rs skips these entries):
+          `method`, `path`, `body` (a JSON value sent as JSON, or a string sent
+          as is, `repeat` times when set); expect HTTP `status` and, when
+          given, the RFC 7644 `scimType`. None of them derives an event.
 """
 import json, os
 
@@ -153,6 +160,58 @@ for name, value in [
 ]:
     ev("injection", f"username {name}", "handled", attributes={"username": "{run}-h{n}" + value,
                                                               "email": "{run}-h{n}" + value + "@example.org"})
+# --- SCIM bodies (the SCIM 2.0 endpoint) -------------------------------------------
+U = "urn:ietf:params:scim:schemas:core:2.0:User"
+E = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+P = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+B = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+def scim(name, method, path, body, status, scim_type=None, repeat=None):
+    e = {"name": name, "category": "scim", "kind": "scim", "method": method, "path": path, "body": body,
+         "status": status}
+    if scim_type: e["scimType"] = scim_type
+    if repeat: e["repeat"] = repeat
+    entries.append(e)
+def user(**extra):
+    # The test policy reads the person id from the Enterprise employeeNumber.
+    u = {"schemas": [U, E], "userName": "hx1", E: {"employeeNumber": "HX1"}}
+    u.update(extra)
+    return u
+scim("SCIM body not JSON", "POST", "/Users", "{\"schemas\": [", 400, "invalidSyntax")
+scim("SCIM body a JSON array", "POST", "/Users", [user()], 400, "invalidSyntax")
+scim("SCIM body empty", "POST", "/Users", "", 400, "invalidSyntax")
+scim("SCIM unknown schema", "POST", "/Users", user(schemas=[U, "urn:example:evil:2.0:User"]), 400, "invalidSyntax")
+scim("SCIM no schemas", "POST", "/Users", {"externalId": "HX1", "userName": "hx1"}, 400, "invalidSyntax")
+scim("SCIM extension not listed in schemas", "POST", "/Users", user(schemas=[U]), 400, "invalidSyntax")
+scim("SCIM unknown extension", "POST", "/Users", user(**{"urn:example:evil:2.0:User": {"admin": True}}), 400, "invalidSyntax")
+scim("SCIM unknown attribute", "POST", "/Users", user(isAdmin=True), 400, "invalidSyntax")
+scim("SCIM unknown sub-attribute", "POST", "/Users", user(name={"givenName": "a", "sudo": "y"}), 400, "invalidSyntax")
+scim("SCIM wrong type", "POST", "/Users", user(active="yes"), 400, "invalidValue")
+scim("SCIM userName an object", "POST", "/Users", user(userName={"$ne": ""}), 400, "invalidValue")
+scim("SCIM no person id", "POST", "/Users", {"schemas": [U], "externalId": "HX1", "userName": "hx1"}, 400, "invalidValue")
+scim("SCIM person id 8 KB", "POST", "/Users", user(**{E: {"employeeNumber": "p" * 8192}}), 400, "invalidValue")
+# Past the 64 KiB limit of the test (read on and discarded up to 4 x the limit: a clean 413).
+scim("SCIM body past the size limit", "POST", "/Users", " ", 413, None, repeat=100000)
+scim("SCIM userName with control characters", "POST", "/Users", user(userName="a\u0000b\nc"), 400, "invalidValue")
+scim("SCIM filter injection", "GET", "/Users?filter=userName%20eq%20%22x%22%20or%20userName%20pr", None, 400, "invalidFilter")
+scim("SCIM filter unsupported attribute", "GET", "/Users?filter=password%20eq%20%22x%22", None, 400, "invalidFilter")
+scim("SCIM PATCH value filter", "PATCH", "/Users/H0", {"schemas": [P], "Operations": [
+    {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "x@y"}]}, 400, "invalidPath")
+scim("SCIM PATCH unknown op", "PATCH", "/Users/H0", {"schemas": [P], "Operations": [{"op": "copy", "path": "title"}]},
+     400, "invalidSyntax")
+scim("SCIM PATCH remove without path", "PATCH", "/Users/H0", {"schemas": [P], "Operations": [{"op": "remove"}]},
+     400, "noTarget")
+scim("SCIM PATCH changes the person id", "PATCH", "/Users/H0", {"schemas": [P], "Operations": [
+    {"op": "replace", "path": E + ":employeeNumber", "value": "H9"}]}, 400, "mutability")
+scim("SCIM PATCH unknown schema", "PATCH", "/Users/H0", {"schemas": ["urn:example:evil"], "Operations": []},
+     400, "invalidSyntax")
+scim("SCIM path traversal", "GET", "/Users/..%2F..%2Fsys", None, 404)
+scim("SCIM unknown endpoint", "GET", "/Groups", None, 404)
+scim("SCIM discovery write", "POST", "/Schemas", {"schemas": [U]}, 405)
+scim("SCIM Bulk without schemas", "POST", "/Bulk", {"Operations": []}, 400, "invalidSyntax")
+scim("SCIM Bulk failOnErrors negative", "POST", "/Bulk", {"schemas": [B], "failOnErrors": -1, "Operations": []},
+     400, "invalidValue")
+scim("SCIM Bulk too many operations", "POST", "/Bulk", {"schemas": [B], "Operations": [
+    {"method": "DELETE", "path": "/Users/NOBODY"}] * 1001}, 413)
 # --- duplicates and replays --------------------------------------------------------
 entries.append({"name": "duplicate and replayed event ids", "category": "replay", "kind": "replay"})
 

@@ -249,7 +249,10 @@ impl Known {
 #[derive(Clone)]
 pub struct Ingest {
     engine: Engine,
-    person_locks: Arc<Vec<Mutex<()>>>,
+    /// Shared by every `Ingest` of the process (the gRPC API's and the SCIM
+    /// endpoint's), so state submits for one person are serialised whichever
+    /// door they came in by.
+    person_locks: &'static [Mutex<()>],
     batch_lock: Arc<Mutex<()>>,
     /// Per source, when single state submits derived leavers within the
     /// last [`BURST_WINDOW_MS`] (held in memory: a restart forgets a burst).
@@ -284,7 +287,8 @@ fn counts_add(counts: &mut pb::StateCounts, verdict: &Verdict) {
 impl Ingest {
     /// Ingestion over `engine`.
     pub fn new(engine: Engine) -> Self {
-        let person_locks = Arc::new((0..PERSON_LOCKS).map(|_| Mutex::new(())).collect());
+        static LOCKS: OnceLock<Vec<Mutex<()>>> = OnceLock::new();
+        let person_locks = LOCKS.get_or_init(|| (0..PERSON_LOCKS).map(|_| Mutex::new(())).collect()).as_slice();
         let ingest = Self {
             engine,
             person_locks,
