@@ -58,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
             attributes: [("display_name".to_string(), format!("Bench {n}"))].into(),
             entitlements: vec![pb::Entitlement { kind: KIND_GROUP.into(), id: "staff".into(), privileged: false }],
             credentials: pb::CredentialAction::Keep as i32,
+            owned_identities: None,
         };
         let one = Instant::now();
         grpc.apply(&format!("bench-{n}"), desired).await?;

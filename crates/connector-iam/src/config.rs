@@ -114,6 +114,49 @@ pub struct IamConfig {
     /// How many users' details `List` and `Read` fetch at once.
     #[serde(default = "default_read_concurrency")]
     pub read_concurrency: usize,
+    /// Non-human identities a person owns (#20): IAM users (service users)
+    /// tagged with an owner's person id. Absent: `Describe` declares no
+    /// owned identities and a directive is refused.
+    #[serde(default)]
+    pub owned_identities: Option<OwnedIdentitiesConfig>,
+}
+
+/// Where owned service users are and how their owner is tagged.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OwnedIdentitiesConfig {
+    /// The tag key holding the owner's person id on a service user.
+    #[serde(default = "default_owner_tag_key")]
+    pub owner_tag_key: String,
+    /// The tag key the connector writes on a transfer, holding the person
+    /// id of the owner it was transferred from.
+    #[serde(default = "default_previous_owner_tag_key")]
+    pub previous_owner_tag_key: String,
+    /// The IAM path prefix searched for service users (`/` for the whole
+    /// account). Users carrying the person tag (people's own accounts) are
+    /// never taken for service users.
+    #[serde(default = "default_service_path_prefix")]
+    pub path_prefix: String,
+}
+
+fn default_owner_tag_key() -> String {
+    "owner".into()
+}
+fn default_previous_owner_tag_key() -> String {
+    "lifecycle-mesh:previous-owner".into()
+}
+fn default_service_path_prefix() -> String {
+    "/".into()
+}
+
+impl Default for OwnedIdentitiesConfig {
+    fn default() -> Self {
+        Self {
+            owner_tag_key: default_owner_tag_key(),
+            previous_owner_tag_key: default_previous_owner_tag_key(),
+            path_prefix: default_service_path_prefix(),
+        }
+    }
 }
 
 fn default_target_id() -> String {
@@ -179,6 +222,7 @@ impl Default for IamConfig {
             operation_timeout_secs: default_operation_timeout_secs(),
             list_page_size: default_list_page_size(),
             read_concurrency: default_read_concurrency(),
+            owned_identities: None,
         }
     }
 }
@@ -296,6 +340,19 @@ impl IamConfig {
         if !(1..=64).contains(&self.read_concurrency) {
             return Err(invalid("read_concurrency", "must be 1 to 64"));
         }
+        if let Some(owned) = &self.owned_identities {
+            let field = "owned_identities.owner_tag_key";
+            from_rule(field, names::tag_key(field, &owned.owner_tag_key))?;
+            let field = "owned_identities.previous_owner_tag_key";
+            from_rule(field, names::tag_key(field, &owned.previous_owner_tag_key))?;
+            from_rule("owned_identities.path_prefix", names::path("owned_identities.path_prefix", &owned.path_prefix))?;
+            if !keys.insert(owned.owner_tag_key.to_lowercase()) {
+                return Err(invalid("owned_identities.owner_tag_key", "must differ from every other tag key"));
+            }
+            if !keys.insert(owned.previous_owner_tag_key.to_lowercase()) {
+                return Err(invalid("owned_identities.previous_owner_tag_key", "must differ from every other tag key"));
+            }
+        }
         Ok(())
     }
 
@@ -345,6 +402,9 @@ mod tests {
             ("privileged_groups: ['adm ins']\n", "privileged_groups"),
             ("attribute_tags: {mail: 'lifecycle-mesh:person-id'}\n", "attribute_tags.mail"),
             ("max_attempts: 0\n", "max_attempts"),
+            ("owned_identities: { owner_tag_key: 'lifecycle-mesh:person-id' }\n", "owned_identities.owner_tag_key"),
+            ("owned_identities: { path_prefix: svc }\n", "owned_identities.path_prefix"),
+            ("owned_identities: { owner: x }\n", "owner"),
         ] {
             let error = IamConfig::from_yaml(yaml).expect_err(yaml);
             assert!(error.to_string().contains(field), "{yaml}: {error}");
@@ -358,6 +418,7 @@ mod tests {
         assert_eq!(config.target_id, "aws-iam-prod");
         assert!(!config.target_lacks_service_specific_credentials);
         assert!(config.policy_is_privileged("arn:aws:iam::aws:policy/AdministratorAccess"));
+        assert_eq!(config.owned_identities.map(|o| o.path_prefix).as_deref(), Some("/service-accounts/"));
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //! `user_path`, those without the correlation tag with an empty key; a link
 //! tags such a user with the person id once its fingerprint is as the caller
 //! listed it, then converges it.
+//!
+//! Owned identities (#20, [`crate::owned`]): when configured, Read lists the
+//! service users the person owns and Apply acts on a leaver's directive
+//! after converging the account.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -92,6 +96,9 @@ impl IamConnector {
         Self::check_account(&account)?;
         if desired.presence != pb::Presence::Present as i32 {
             return Ok(());
+        }
+        if let Some(directive) = desired.owned_identities.as_ref().filter(|d| !d.new_owner.is_empty()) {
+            names::tag_value("desired.owned_identities.new_owner", &directive.new_owner)?;
         }
         for (name, value) in &desired.attributes {
             names::tag_value(&format!("desired.attributes.{}", printable(name)), value)?;
@@ -284,7 +291,7 @@ impl IamConnector {
     /// is deleted (IAM cannot deactivate one) and every active access key,
     /// signing certificate, SSH public key and service-specific credential is
     /// set `Inactive`.
-    async fn deactivate_all(
+    pub(crate) async fn deactivate_all(
         &self,
         user_name: &str,
         held: &HeldCredentials,
@@ -483,6 +490,9 @@ impl IamConnector {
             }
             changes.push(change("add_entitlement", format!("{}:{}", entitlement.kind, entitlement.id)));
         }
+        if let Some(directive) = &desired.owned_identities {
+            self.act_on_owned(&account.person_id, directive, &mut changes).await?;
+        }
         if !changes.is_empty() {
             tracing::info!(changes = changes.len(), "IAM user converged");
         }
@@ -587,7 +597,7 @@ impl IamConnector {
 /// Whether any credential lets the user in: a console password, or an active
 /// access key, signing certificate, SSH public key or service-specific
 /// credential.
-fn usable(credentials: &HeldCredentials) -> bool {
+pub(crate) fn usable(credentials: &HeldCredentials) -> bool {
     credentials.login_profile
         || credentials.access_keys.iter().any(|c| c.active)
         || credentials.signing_certificates.iter().any(|c| c.active)
@@ -656,7 +666,7 @@ fn credential_kinds(config: &IamConfig) -> Vec<pb::CredentialKindSpec> {
 /// Every credential the user holds, as `kind:id` (never a secret); inactive
 /// ones end in `:inactive` (IAM lets an administrator reactivate them, so a
 /// revocation is only proven when they are gone).
-fn credential_labels(credentials: &HeldCredentials) -> Vec<String> {
+pub(crate) fn credential_labels(credentials: &HeldCredentials) -> Vec<String> {
     let mut labels = Vec::new();
     if credentials.login_profile {
         labels.push("login_profile".to_owned());
@@ -707,8 +717,10 @@ impl Connector for IamConnector {
                 credential_cutoff: true,
                 link: true,
                 scope_listing: true,
+                owned_identities: config.owned_identities.is_some(),
                 ..Default::default()
             }),
+            owned_identities: crate::owned::support(config.owned_identities.as_ref()),
             credential_kinds: credential_kinds(config),
             account_naming: Some(connector_kit::naming::rule(
                 &[('a', 'z'), ('A', 'Z'), ('0', '9')]
@@ -791,7 +803,12 @@ impl Connector for IamConnector {
     async fn read(&self, account: &pb::AccountRef) -> Result<pb::AccountState, ConnectorError> {
         Self::check_account(account)?;
         Ok(match self.read_owned(account).await? {
-            Some((user, holdings)) => self.state(&user, &account.person_id, &holdings),
+            Some((user, holdings)) => {
+                let mut state = self.state(&user, &account.person_id, &holdings);
+                (state.owned_identities, state.owned_identities_complete) =
+                    self.owned_identities(&account.person_id).await?;
+                state
+            }
             None => pb::AccountState { account: Some(account.clone()), exists: false, ..Default::default() },
         })
     }

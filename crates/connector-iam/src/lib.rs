@@ -52,6 +52,16 @@
 //! `:inactive`) and says `complete: true`, so an empty list proves nothing is
 //! left.
 //!
+//! # Non-human identities a person owns
+//!
+//! With `owned_identities` configured, service users (IAM users under a path
+//! prefix, tagged with an owner's person id, not carrying the person tag)
+//! are the person's owned identities: `Read` lists them with their owner,
+//! previous owner and credentials, and a leaver's directive transfers them to
+//! the manager (owner tag rewritten, previous-owner tag written), disables
+//! them (login profile deleted, keys set `Inactive`) or reports them
+//! ([`owned`]).
+//!
 //! # Safety
 //!
 //! Every name is checked against IAM's rules ([`names`]) before any call, so
@@ -65,8 +75,9 @@
 pub mod config;
 pub mod connector;
 pub mod names;
+pub mod owned;
 pub mod target;
 
-pub use config::{ConfigError, IamConfig};
+pub use config::{ConfigError, IamConfig, OwnedIdentitiesConfig};
 pub use connector::{IamConnector, KIND_GROUP, KIND_INLINE_POLICY, KIND_POLICY};
 pub use target::IamTarget;

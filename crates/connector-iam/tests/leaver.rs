@@ -49,6 +49,7 @@ fn joiner(account: &pb::AccountRef, policy_arn: &str) -> pb::DesiredAccount {
             pb::Entitlement { kind: KIND_POLICY.into(), id: policy_arn.into(), privileged: false },
         ],
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     }
 }
 
@@ -60,6 +61,7 @@ fn leaver(account: &pb::AccountRef) -> pb::DesiredAccount {
         attributes: Default::default(),
         entitlements: vec![],
         credentials: pb::CredentialAction::RevokeAll as i32,
+        owned_identities: None,
     }
 }
 

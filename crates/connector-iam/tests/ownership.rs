@@ -70,6 +70,7 @@ fn desired(account: &pb::AccountRef, presence: pb::Presence, credentials: pb::Cr
         attributes: Default::default(),
         entitlements: vec![pb::Entitlement { kind: KIND_GROUP.into(), id: "engineering".into(), privileged: false }],
         credentials: credentials as i32,
+        owned_identities: None,
     }
 }
 

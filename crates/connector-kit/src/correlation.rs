@@ -21,7 +21,8 @@ use crate::validate::printable;
 pub const ACCOUNT_NAME: &str = "account_name";
 
 /// A digest of `state` as read: every field but the account name (spelled as
-/// the caller asked), the correlation attributes and the fingerprint itself;
+/// the caller asked), the correlation attributes, the owned non-human
+/// identities (not the account's own state) and the fingerprint itself;
 /// entitlements and credentials sorted, so the order the target answered in
 /// does not matter.
 pub fn fingerprint(state: &AccountState) -> String {
@@ -31,6 +32,8 @@ pub fn fingerprint(state: &AccountState) -> String {
     }
     canonical.correlation_attributes.clear();
     canonical.fingerprint.clear();
+    canonical.owned_identities.clear();
+    canonical.owned_identities_complete = false;
     canonical.entitlements.sort_by(|a, b| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
     if let Some(credentials) = canonical.credentials.as_mut() {
         credentials.active.sort();

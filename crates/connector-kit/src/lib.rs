@@ -16,6 +16,8 @@
 //! - [`readback`]: normalisation and comparison of desired state with read-back.
 //! - [`correlation`]: fingerprints and the link decision for accounts not
 //!   managed yet.
+//! - [`owned`]: non-human identities a person owns (transfer, disable,
+//!   report) checked against `Describe` and proven by read-back.
 //! - [`metrics`]: Prometheus metrics on an HTTP endpoint.
 //! - [`conformance`]: the shared conformance suite every connector runs against
 //!   its real target.
@@ -32,6 +34,7 @@ pub mod fence;
 pub mod grpc;
 pub mod metrics;
 pub mod naming;
+pub mod owned;
 pub mod readback;
 pub mod server;
 pub mod telemetry;

@@ -44,6 +44,9 @@ pub enum Difference {
     Unreadable { field: String, target_attribute: String, reason: String },
     /// A leaver still belongs to a privileged group the connector does not manage.
     PrivilegedUnmanaged { kind: String, id: String },
+    /// The owned non-human identities do not show the directive done
+    /// ([`crate::owned::differences`]), in plain words.
+    OwnedIdentity { description: String },
 }
 
 impl fmt::Display for Difference {
@@ -70,6 +73,7 @@ impl fmt::Display for Difference {
             Self::PrivilegedUnmanaged { kind, id } => {
                 write!(f, "entitlement {kind}:{id}: privileged, not managed by the connector, still held")
             }
+            Self::OwnedIdentity { description } => f.write_str(description),
         }
     }
 }
@@ -237,6 +241,11 @@ pub fn compare(description: &DescribeResponse, desired: &DesiredAccount, actual:
             differences.push(Difference::CredentialsUnproven);
         }
     }
+    differences.extend(
+        crate::owned::differences(desired, actual)
+            .into_iter()
+            .map(|description| Difference::OwnedIdentity { description }),
+    );
     differences
 }
 
@@ -258,6 +267,7 @@ fn names_field(description: &DescribeResponse, desired: &DesiredAccount, path: &
         "unmanaged_entitlements" => is_leaver(desired),
         "credentials" => desired.credentials == CredentialAction::RevokeAll as i32,
         "last_activity" | "target_native_id" => false,
+        "owned_identities" => crate::owned::action(desired) != jml_contract::v1::OwnedIdentityAction::Unspecified,
         _ => true,
     }
 }
@@ -295,6 +305,7 @@ mod tests {
             attributes: [("mail".to_string(), "Alice@Example.org".to_string())].into(),
             entitlements: vec![group("cn=Staff,ou=Groups,dc=example,dc=org")],
             credentials: CredentialAction::Keep as i32,
+            owned_identities: None,
         }
     }
 

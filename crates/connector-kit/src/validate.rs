@@ -124,7 +124,7 @@ pub fn desired_account(description: &DescribeResponse, desired: Option<&DesiredA
             return Err(ConnectorError::invalid_argument(format!("{field}.id"), "duplicate entitlement"));
         }
     }
-    Ok(())
+    crate::owned::check_directive(description, desired)
 }
 
 /// A value made safe to echo in an error message: control characters escaped
@@ -164,6 +164,7 @@ mod tests {
             attributes: [("mail".to_string(), "a@example.org".to_string())].into(),
             entitlements: vec![Entitlement { kind: "group".into(), id: "staff".into(), privileged: false }],
             credentials: CredentialAction::Keep as i32,
+            owned_identities: None,
         }
     }
 

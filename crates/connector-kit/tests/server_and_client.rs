@@ -52,6 +52,7 @@ fn desired(name: &str) -> pb::DesiredAccount {
         attributes: Default::default(),
         entitlements: vec![pb::Entitlement { kind: "group".into(), id: "staff".into(), privileged: false }],
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     }
 }
 

@@ -192,6 +192,7 @@ async fn measure(slapd: &Slapd, ou: &str, group_name: &str, tag: &str, list_only
             .into(),
             entitlements: vec![pb::Entitlement { kind: "group".into(), id: group_name.into(), privileged: false }],
             credentials: pb::CredentialAction::Keep as i32,
+            owned_identities: None,
         };
         connector.apply(&format!("bench-{n}"), &desired).await?;
         let state = connector.read(desired.account.as_ref().ok_or_else(|| anyhow::anyhow!("account"))?).await?;

@@ -28,6 +28,7 @@ async fn apply_after_a_slapd_restart_succeeds() {
         attributes: BTreeMap::from([("display_name".to_string(), "Before Restart".to_string())]).into_iter().collect(),
         entitlements: vec![pb::Entitlement { kind: "group".into(), id: "staff".into(), privileged: false }],
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     };
     client.apply("restart-1", desired.clone()).await.expect("apply before the restart");
 

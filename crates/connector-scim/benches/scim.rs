@@ -44,6 +44,7 @@ fn desired(prefix: &str, n: usize) -> pb::DesiredAccount {
         .into(),
         entitlements: vec![pb::Entitlement { kind: "group".into(), id: GROUPS[0].into(), privileged: false }],
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     }
 }
 

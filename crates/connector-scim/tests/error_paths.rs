@@ -190,6 +190,7 @@ fn desired(display_name: &str) -> pb::DesiredAccount {
         attributes: [("display_name".to_string(), display_name.to_string())].into(),
         entitlements: vec![],
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     }
 }
 

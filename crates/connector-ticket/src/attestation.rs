@@ -316,6 +316,7 @@ mod tests {
             attributes: BTreeMap::new(),
             entitlements: vec![],
             credentials: pb::CredentialAction::RevokeAll as i32,
+            owned_identities: None,
         }
     }
 

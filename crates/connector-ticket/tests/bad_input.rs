@@ -18,6 +18,7 @@ fn leaver(person: &str, account: &str) -> pb::DesiredAccount {
         attributes: Default::default(),
         entitlements: vec![],
         credentials: pb::CredentialAction::RevokeAll as i32,
+        owned_identities: None,
     }
 }
 

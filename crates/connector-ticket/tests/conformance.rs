@@ -136,6 +136,7 @@ async fn same_command_again_files_nothing() {
         attributes: Default::default(),
         entitlements: vec![pb::Entitlement { kind: "role".into(), id: "clerk".into(), privileged: false }],
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     };
     let first = target.client.apply("idem-1", desired.clone()).await.expect("first");
     let again = target.client.apply("idem-1", desired).await.expect("again");

@@ -64,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
                                 .map(|id| pb::Entitlement { kind: "policy".into(), id: (*id).into(), privileged: true })
                                 .collect(),
                             credentials: credentials as i32,
+                            owned_identities: None,
                         };
                         client.apply(&format!("{run}-{step}-{n}"), desired).await?;
                     }

@@ -212,6 +212,12 @@ impl VaultConnector {
             "REVOKE_ALL on an account that stays enabled replaces its password with a new random value on every \
              apply that asks for it"
                 .into(),
+            "owned non-human identities (#20) are not supported (Capabilities.owned_identities is false): AppRole \
+             roles carry no metadata where an owner could be held (RustyVault 0.2.1 keeps metadata only on a \
+             secret id, fixed when it is issued), there is no identity store with entity metadata, and this \
+             connector keeps no owner record for them; a policy asking to transfer, disable or report a leaver's \
+             AppRoles on this target is refused at load"
+                .into(),
         ];
         if !self.shared_secrets.is_empty() {
             let paths: Vec<&str> = self.shared_secrets.iter().map(|s| s.path.as_str()).collect();

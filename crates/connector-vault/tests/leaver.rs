@@ -52,6 +52,7 @@ async fn leaver_loses_login_policies_and_tokens_or_is_not_verified() {
         attributes: Default::default(),
         entitlements: vec![policy("pam-admin"), policy("pam-ops")],
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     };
     client.apply(&format!("join-{suffix}"), joiner.clone()).await.expect("joiner applied");
     let joined = client.read(account.clone()).await.expect("read after joiner");

@@ -136,6 +136,7 @@ pub fn deletion_plan(leaver: &EventRecord, target_id: &str, policy: &Policy) -> 
                 attributes: BTreeMap::new(),
                 entitlements: Vec::new(),
                 credentials: pb::CredentialAction::RevokeAll as i32,
+                owned_identities: None,
             }),
             awaiting_approval: Vec::new(),
             approvals_required: 0,
@@ -238,6 +239,7 @@ pub fn prehire_plan(
                 attributes: desired.attributes.clone(),
                 entitlements: Vec::new(),
                 credentials,
+                owned_identities: None,
             }),
             awaiting_approval: Vec::new(),
             approvals_required: 0,
@@ -368,6 +370,7 @@ fn prehire_removal_plan(
                 attributes: BTreeMap::new(),
                 entitlements: Vec::new(),
                 credentials: pb::CredentialAction::RevokeAll as i32,
+                owned_identities: None,
             }),
             awaiting_approval: Vec::new(),
             approvals_required: 0,
@@ -589,11 +592,14 @@ pub async fn check_connectors(engine: &Engine, wait: Duration) -> Vec<PolicyIssu
     for target in &engine.policy().file.targets {
         let prehire = target.prehire.is_some()
             || engine.policy().file.workflows.iter().any(|w| w.prehire.is_some() && w.grants.contains_key(&target.id));
-        if target.delete_after.is_none() && !prehire {
+        if target.delete_after.is_none() && !prehire && target.owned_identities.is_none() {
             continue;
         }
         match tokio::time::timeout(wait, engine.target_connector(&target.id)).await {
-            Ok(Ok((_, description))) => issues.extend(check_description(engine.policy(), &target.id, &description)),
+            Ok(Ok((_, description))) => {
+                issues.extend(check_description(engine.policy(), &target.id, &description));
+                issues.extend(crate::owned::check_connector(engine.policy(), &target.id, &description));
+            }
             Ok(Err(error)) => tracing::warn!(
                 target = %target.id, %error,
                 "cannot check delete_after against the connector's Describe now; an unsupported deletion fails when it runs"

@@ -544,6 +544,7 @@ async fn revoke(
             attributes: current.attributes.clone(),
             entitlements: current.entitlements.iter().filter(|e| !(e.kind == kind && e.id == id)).cloned().collect(),
             credentials: pb::CredentialAction::Keep as i32,
+            owned_identities: None,
         },
         None => pb::DesiredAccount {
             account: Some(account),
@@ -552,6 +553,7 @@ async fn revoke(
             attributes: BTreeMap::new(),
             entitlements: Vec::new(),
             credentials: pb::CredentialAction::RevokeAll as i32,
+            owned_identities: None,
         },
     };
     let deadline = engine.policy().target_deadlines.get(&item.target_id).copied().unwrap_or(Duration::from_secs(3600));

@@ -448,6 +448,7 @@ pub fn link_desired(state: &pb::AccountState, person_id: &str) -> pb::DesiredAcc
         attributes: BTreeMap::new(),
         entitlements: state.entitlements.clone(),
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     }
 }
 

@@ -26,6 +26,7 @@ pub fn desired_json(desired: &pb::DesiredAccount) -> Value {
         "credentials": pb::CredentialAction::try_from(desired.credentials)
             .map(|c| c.as_str_name())
             .unwrap_or("CREDENTIAL_ACTION_UNSPECIFIED"),
+        "owned_identities": desired.owned_identities.as_ref().map(crate::owned::directive_json),
     })
 }
 
@@ -62,6 +63,8 @@ pub fn read_back_json(state: &pb::AccountState) -> Value {
         },
         "target_native_id": state.target_native_id,
         "attestation": state.attestation.as_ref().map(attestation_json),
+        "owned_identities": state.owned_identities.iter().map(crate::owned::identity_json).collect::<Vec<_>>(),
+        "owned_identities_complete": state.owned_identities_complete,
     })
 }
 

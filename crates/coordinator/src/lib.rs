@@ -48,6 +48,7 @@ pub mod leave;
 pub mod live_check;
 pub mod metrics;
 pub mod naming;
+pub mod owned;
 pub mod planner;
 pub mod policy;
 pub mod reconcile;

@@ -1,7 +1,8 @@
 //! The policy checked against the connectors it names: each target's
 //! `Describe` is fetched and the policy is refused when it grants an
 //! entitlement kind, or manages an attribute, that the connector does not
-//! declare. Run at coordinator start (a policy the targets cannot honour is
+//! declare, or asks for an owned-identity action (`owned_identities`) its
+//! connector does not declare. Run at coordinator start (a policy the targets cannot honour is
 //! never loaded) and by `jmlctl policy check --live`; each issue names the
 //! policy path, the target and what its connector declares instead.
 
@@ -64,6 +65,7 @@ pub fn check_target(policy: &Policy, target_id: &str, description: &pb::Describe
             }
         }
     }
+    issues.extend(crate::owned::check_connector(policy, target_id, description));
     issues
 }
 

@@ -8,7 +8,9 @@
 //!   account is disabled, stripped and its credentials revoked;
 //! - leaver: on *every* target of the policy the account is disabled, every
 //!   entitlement removed and every credential revoked (a leaver is never
-//!   silently skipped on a target).
+//!   silently skipped on a target); where the target's policy says so, the
+//!   non-human identities the person owns there are transferred to the
+//!   manager, disabled or reported ([`crate::owned`]).
 //!
 //! The same input gives the same plan byte for byte: targets and workflows in
 //! policy order, entitlements sorted, maps ordered (`BTreeMap`), and the plan
@@ -132,6 +134,7 @@ pub fn plan(input: PlanInput<'_>, policy: &Policy) -> Result<pb::Plan, InvalidEv
             entitlements: if grants_access { entitlements.iter().map(entitlement).collect() } else { Vec::new() },
             credentials: if grants_access { pb::CredentialAction::Keep } else { pb::CredentialAction::RevokeAll }
                 as i32,
+            owned_identities: None,
         };
         let target_deadline = policy.target_deadlines.get(&target.id).copied().unwrap_or(Duration::from_secs(900));
         let deadline = granting
@@ -149,6 +152,11 @@ pub fn plan(input: PlanInput<'_>, policy: &Policy) -> Result<pb::Plan, InvalidEv
         };
         if input.kind == EventKindName::Suspension {
             crate::leave::suspend(&mut planned, policy);
+        }
+        if input.kind == EventKindName::Leaver
+            && let Some(desired) = planned.desired.as_mut()
+        {
+            desired.owned_identities = crate::owned::directive(policy, &target.id, input.person_id, input.attributes)?;
         }
         targets.push(planned);
     }

@@ -121,6 +121,15 @@ pub struct TargetSpec {
     /// `strip`s its entitlements (default) or `keep`s them.
     #[serde(default, skip_serializing_if = "LeaveEntitlements::is_default")]
     pub on_leave: LeaveEntitlements,
+    /// What a leaver does with the non-human identities (service users,
+    /// access keys, AppRoles) the person owns on this target
+    /// (`crate::owned`): `transfer` them to the manager (identity attribute
+    /// `manager`, which the source of truth must declare), `disable` them,
+    /// or only `report` them. Absent: they are not looked at. The connector
+    /// must declare the action in `Describe` (checked when the coordinator
+    /// starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_identities: Option<OwnedIdentityPolicy>,
     /// TLS towards the connector.
     #[serde(default)]
     pub tls: Option<TargetTls>,
@@ -221,6 +230,18 @@ impl LeaveEntitlements {
     fn is_default(&self) -> bool {
         *self == Self::Strip
     }
+}
+
+/// What a leaver does with a target's non-human identities the person owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnedIdentityPolicy {
+    /// Make the leaver's manager their owner.
+    Transfer,
+    /// Make their credentials unusable.
+    Disable,
+    /// List them in the leaver's status and evidence; change nothing.
+    Report,
 }
 
 /// A condition on one attribute.
@@ -597,6 +618,17 @@ fn check(file: &PolicyFile, declared_targets: &BTreeSet<String>, issues: &mut Ve
             {
                 issue(format!("{path}.{field}"), message);
             }
+        }
+        if target.owned_identities == Some(OwnedIdentityPolicy::Transfer)
+            && !file.source_of_truth.attributes.iter().any(|a| a == crate::owned::MANAGER_ATTRIBUTE)
+        {
+            issue(
+                format!("{path}.owned_identities"),
+                format!(
+                    "transfer needs the leaver's manager: the source of truth must declare the attribute {:?}",
+                    crate::owned::MANAGER_ATTRIBUTE
+                ),
+            );
         }
         if target.concurrency == 0 {
             issue(format!("{path}.concurrency"), "must be at least 1".into());

@@ -1045,6 +1045,7 @@ async fn submit_fix(
                         attributes: BTreeMap::new(),
                         entitlements: Vec::new(),
                         credentials: pb::CredentialAction::RevokeAll as i32,
+                        owned_identities: None,
                     }),
                     awaiting_approval: Vec::new(),
                     approvals_required: 0,

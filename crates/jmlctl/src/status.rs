@@ -187,6 +187,7 @@ pub fn print_status(status: &pb::EventStatus) {
         for risk in &task.residual_risks {
             println!("      residual risk: {}", connector_kit::credentials::label(risk));
         }
+        coordinator::owned::status_lines(task).iter().for_each(|line| println!("      {line}"));
     }
     if !status.calendar_origin.is_empty() {
         println!("  scheduled by the calendar from event {}", status.calendar_origin);

@@ -36,6 +36,7 @@ fn expected(person_id: &str, account_name: &str) -> pb::DesiredAccount {
         attributes: [("display_name".to_string(), format!("Person {index}"))].into(),
         entitlements: vec![pb::Entitlement { kind: "group".into(), id: "staff".into(), privileged: false }],
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     }
 }
 

@@ -178,6 +178,9 @@ pub fn classify(
             vec![drift(&account, DriftClass::MissingAccount, privileged, "expected account does not exist".into())]
         }
         (Some(expected), Some(state)) => {
+            // Owned non-human identities (#20) are the leaver task's to prove
+            // (its read-back); `List` does not enumerate them.
+            let expected = &pb::DesiredAccount { owned_identities: None, ..expected.clone() };
             let account = expected.account.clone().unwrap_or_default();
             if is_leaver_state(expected) {
                 let differences = compare(description, expected, state);
@@ -218,7 +221,9 @@ pub fn classify(
                         Difference::Existence { .. } => {
                             Some(drift(&account, DriftClass::MissingAccount, false, detail))
                         }
-                        Difference::CredentialsRemain { .. } | Difference::CredentialsUnproven => None,
+                        Difference::CredentialsRemain { .. }
+                        | Difference::CredentialsUnproven
+                        | Difference::OwnedIdentity { .. } => None,
                     }
                 })
                 .collect()
@@ -356,6 +361,7 @@ mod tests {
             attributes: [("title".to_string(), "Engineer".to_string())].into(),
             entitlements: groups,
             credentials: pb::CredentialAction::Keep as i32,
+            owned_identities: None,
         }
     }
 

@@ -101,6 +101,7 @@ impl<'a> Run<'a> {
             attributes: (self.target.fixture.attributes)(&account.account_name).into_iter().collect(),
             entitlements,
             credentials: pb::CredentialAction::Keep as i32,
+            owned_identities: None,
         }
     }
 
@@ -112,6 +113,7 @@ impl<'a> Run<'a> {
             attributes: Default::default(),
             entitlements: vec![],
             credentials: pb::CredentialAction::Keep as i32,
+            owned_identities: None,
         }
     }
 

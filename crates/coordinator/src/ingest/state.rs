@@ -4,8 +4,9 @@
 //! ([`derive`]): joiner, mover, leaver, rehire or nothing.
 //!
 //! - A record is *terminated* when its employment status says so, or when it
-//!   carries a termination date not before its hire date (a termination in
-//!   the future waits until then).
+//!   carries a termination date (a termination in the future waits until
+//!   then). A hire date after the termination date is refused: the record
+//!   contradicts itself, and nothing is applied.
 //! - Effective times: a joiner's or rehire's hire date, a leaver's
 //!   termination date, when in the future; a date in the past means now, so a
 //!   retroactive termination is never ordered behind (and superseded by) a
@@ -111,6 +112,18 @@ pub fn parse_record(record: &pb::PersonRecord, policy: &Policy) -> Result<Source
     } else {
         Some(parse_time(&record.changed_at).map_err(|m| invalid("record.changed_at", m))?)
     };
+    if let (Some(end), Some(start)) = (terminated_at, hire_at)
+        && start > end
+    {
+        return Err(invalid(
+            "record.hire_date",
+            format!(
+                "{:?} is after the termination date {:?}: a record cannot end before it starts (a rehire's record \
+                 carries no termination date, or one after the new hire date); nothing was applied",
+                record.hire_date, record.termination_date
+            ),
+        ));
+    }
     let terminated_by_date = match (terminated_at, hire_at) {
         (Some(end), Some(start)) => end >= start,
         (Some(_), None) => true,
