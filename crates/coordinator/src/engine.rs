@@ -1232,16 +1232,25 @@ impl Scheduler {
             CoordinatorMetrics::get().deadline_breached(task);
             let inner = self.inner.clone();
             let (event_id, target_id) = (task.event_id.clone(), task.target_id.clone());
+            let mut payload = json!({
+                "target_id": target_id,
+                "state": task.state.as_str(),
+                "deadline_at": format_time(Some(task.deadline_at)),
+            });
+            if task.state == TaskState::AwaitingFulfilment {
+                // Nobody fulfilled the ticket in time: escalated to the
+                // owners answering for the access (manual.rs).
+                CoordinatorMetrics::get().fulfilment_escalated(task);
+                payload["escalated_to"] = json!(manual::escalation_owners(&inner.policy, task));
+                payload["last_error"] = json!(task.last_error);
+                tracing::warn!(%event_id, %target_id, "manual fulfilment overdue: escalated");
+            }
             let audit = AuditEntry {
                 at: now,
                 principal: "coordinator".into(),
                 event_id: event_id.clone(),
                 action: "task.deadline_breached".into(),
-                payload: json!({
-                    "target_id": target_id,
-                    "state": task.state.as_str(),
-                    "deadline_at": format_time(Some(task.deadline_at)),
-                }),
+                payload,
             };
             tracing::warn!(%event_id, %target_id, "propagation deadline breached");
             tokio::spawn(async move {
