@@ -386,7 +386,8 @@ async fn names_colliding_by_case_or_look_alike_are_refused_before_anything_is_wr
     // Ada holds her names on every target.
     let ada = Person::new(&mesh.run_id, 1, "Sales");
     let joined = mesh.submit(ada.event(&format!("{}-ada", mesh.run_id), pb::EventKind::Joiner)).await.expect("joiner");
-    let statuses = mesh.wait_finished(&[joined.event_id.clone()], Duration::from_secs(120)).await.expect("finished");
+    let statuses =
+        mesh.wait_finished(std::slice::from_ref(&joined.event_id), Duration::from_secs(120)).await.expect("finished");
     assert_eq!(
         statuses[&joined.event_id].state,
         pb::EventState::Verified as i32,
@@ -434,7 +435,8 @@ async fn names_colliding_by_case_or_look_alike_are_refused_before_anything_is_wr
     let mut moved = ada.event(&format!("{}-ada-mover", mesh.run_id), pb::EventKind::Mover);
     moved.attributes.insert("title".into(), "Manager".into());
     let mover = mesh.submit(moved).await.expect("Ada's mover is accepted under her own name");
-    let statuses = mesh.wait_finished(&[mover.event_id.clone()], Duration::from_secs(120)).await.expect("finished");
+    let statuses =
+        mesh.wait_finished(std::slice::from_ref(&mover.event_id), Duration::from_secs(120)).await.expect("finished");
     assert_eq!(statuses[&mover.event_id].state, pb::EventState::Verified as i32, "{:?}", statuses[&mover.event_id]);
     let verdict = mesh.verify_audit().await.expect("the audit chain verifies");
     assert!(verdict.contains("intact"), "{verdict}");
