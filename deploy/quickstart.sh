@@ -22,7 +22,8 @@
 #   7. submits the sample joiner, mover and leaver (deploy/quickstart/events/) with the HR
 #      integration's token, approves the joiner's privileged Vault grant with alice's token,
 #      waits for each event to finish, and prints per target: state, acknowledgement and read-back;
-#   8. verifies the audit hash chain and prints the jmlctl commands to look further.
+#   8. verifies the audit hash chain, prints the control evidence report of the sample's period
+#      (also as RUN_DIR/controls.html) and the jmlctl commands to look further.
 # Ctrl-C, or the end of a --no-wait run, stops everything it started. Exits non-zero when an
 # event does not verify or the audit chain is broken. One outcome is reported but not counted
 # as a failure unless JML_QUICKSTART_STRICT=1: an event verified with residual risk (a leaver's
@@ -211,6 +212,8 @@ print(" ".join(t["target_id"] for t in json.load(sys.stdin)["tasks"] if t["state
   esac
 }
 
+# The sample's period, for the control evidence report (a minute of slack for clock steps).
+PERIOD_FROM=$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%SZ)
 run_event deploy/quickstart/events/joiner.json alice
 run_event deploy/quickstart/events/mover.json
 run_event deploy/quickstart/events/leaver.json
@@ -218,6 +221,12 @@ run_event deploy/quickstart/events/leaver.json
 say "verifying the audit hash chain"
 if ! jmlctl audit verify | sed 's/^/    /'; then failures=$((failures + 1)); fi
 if ! jmlctl audit verify --db "$RUN_DIR/lifecycle-mesh.db" | sed 's/^/    (offline) /'; then failures=$((failures + 1)); fi
+
+say "control evidence report (NIST CSF PR.AA-01, PR.AC-4; OWASP NHI-03) for the sample's period"
+if ! jmlctl report controls --from "$PERIOD_FROM" --html "$RUN_DIR/controls.html" | sed 's/^/    /'; then
+  failures=$((failures + 1))
+fi
+echo "    the same as a page an auditor opens: $RUN_DIR/controls.html"
 
 cat <<EOF
 
@@ -230,6 +239,7 @@ cat <<EOF
     $BIN/jmlctl plan --file deploy/quickstart/events/joiner.json   dry run: the desired state per target
     $BIN/jmlctl overdue                             tasks past their propagation deadline
     $BIN/jmlctl audit verify                        walk the audit hash chain
+    $BIN/jmlctl report controls --from $PERIOD_FROM --json   control evidence, recomputable from the chain
     env -u JML_CERT_FILE -u JML_KEY_FILE $BIN/jmlctl --token-file $RUN_DIR/tokens/hr-integration.token submit --file YOUR_EVENT.json
     logs: $RUN_DIR/*.log   policy: $RUN_DIR/policy.yaml   target settings: $RUN_DIR/*.env
 EOF

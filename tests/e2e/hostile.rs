@@ -365,3 +365,81 @@ async fn the_hostile_corpus_gets_typed_errors_and_changes_nothing_else() {
     let verdict = mesh.verify_audit().await.expect("the audit chain verifies");
     assert!(verdict.contains("intact"), "{verdict}");
 }
+
+/// `name` with its digits swapped for the letters they look like (`0` → `O`,
+/// `1` → `l`): the same UTS #39 skeleton, every character ASCII, so every
+/// target's naming rule accepts it and only the collision check can refuse it.
+fn look_alike(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '0' => 'O',
+            '1' => 'l',
+            other => other,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_colliding_by_case_or_look_alike_are_refused_before_anything_is_written() {
+    let targets = Targets::from_env().await.expect("clients of the real targets");
+    let mesh = Mesh::start("names", MeshOptions::default()).await.expect("the mesh starts");
+    let mut client = mesh.client().await.expect("a client of the coordinator");
+
+    // Ada holds her names on every target.
+    let ada = Person::new(&mesh.run_id, 1, "Sales");
+    let joined = mesh.submit(ada.event(&format!("{}-ada", mesh.run_id), pb::EventKind::Joiner)).await.expect("joiner");
+    let statuses =
+        mesh.wait_finished(std::slice::from_ref(&joined.event_id), Duration::from_secs(120)).await.expect("finished");
+    assert_eq!(
+        statuses[&joined.event_id].state,
+        pb::EventState::Verified as i32,
+        "Ada's joiner verifies: {:?}",
+        statuses[&joined.event_id]
+    );
+
+    // Two other people whose usernames slapd would show as Ada's: one in
+    // capitals (slapd compares uid case-insensitively), one that looks the
+    // same (`0` for `O`, `1` for `l`: slapd declares that look-alikes collide).
+    let upper = ada.username.to_uppercase();
+    let alike = look_alike(&ada.username);
+    assert_ne!(alike, ada.username, "the username has digits to swap");
+    for (n, username, how) in [(2, upper, "ignoring case"), (3, alike, "look alike")] {
+        let mut other = Person::new(&mesh.run_id, n, "Sales");
+        other.username = username.clone();
+        let event = other.event(&format!("{}-other-{n}", mesh.run_id), pb::EventKind::Joiner);
+        let refused = client
+            .submit_event(pb::SubmitEventRequest { event: Some(event.clone()) })
+            .await
+            .expect_err("a colliding name is refused at submit");
+        assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+        let message = refused.message();
+        assert!(
+            message.contains("target ldap") && message.contains(&ada.username) && message.contains(how),
+            "the refusal names the target, the name it collides with and how: {message}"
+        );
+        // Nothing was recorded or written anywhere: slapd, scim2-server, moto
+        // and RustyVault read with their own clients.
+        let status = client.get_event(pb::GetEventRequest { event_id: event.event_id.clone() }).await;
+        assert_eq!(status.map_err(|s| s.code()).err(), Some(tonic::Code::NotFound), "no event was recorded");
+        let ada_on_ldap = targets.ldap.account(&ada.username).await.expect("ldap").expect("Ada's entry");
+        assert!(!ada_on_ldap.locked, "Ada's account is untouched");
+        for entry in targets.ldap.accounts(&username).await.expect("ldap") {
+            assert_eq!(entry.dn, ada_on_ldap.dn, "slapd holds no entry for {username:?} but Ada's");
+        }
+        assert!(targets.scim.account(&other.email).await.expect("scim").is_none(), "no SCIM user");
+        if username.to_lowercase() != ada.username {
+            assert!(targets.iam.account(&username).await.expect("iam").is_none(), "no IAM user {username}");
+            assert!(targets.vault.user(&username.to_lowercase()).await.expect("vault").is_none(), "no Vault user");
+        }
+    }
+
+    // Ada's own later events keep her name.
+    let mut moved = ada.event(&format!("{}-ada-mover", mesh.run_id), pb::EventKind::Mover);
+    moved.attributes.insert("title".into(), "Manager".into());
+    let mover = mesh.submit(moved).await.expect("Ada's mover is accepted under her own name");
+    let statuses =
+        mesh.wait_finished(std::slice::from_ref(&mover.event_id), Duration::from_secs(120)).await.expect("finished");
+    assert_eq!(statuses[&mover.event_id].state, pb::EventState::Verified as i32, "{:?}", statuses[&mover.event_id]);
+    let verdict = mesh.verify_audit().await.expect("the audit chain verifies");
+    assert!(verdict.contains("intact"), "{verdict}");
+}

@@ -213,9 +213,16 @@ pub fn compare(description: &DescribeResponse, desired: &DesiredAccount, actual:
                 .collect()
         };
         let expected = set(&desired.entitlements);
-        let actual_set = set(&actual.entitlements);
+        // In force on the target, plus (AccountState.dormant_entitlements)
+        // what enabling the account would restore: held in reserve for a
+        // disabled desired state, always excess when not desired.
+        let in_force = set(&actual.entitlements);
+        let dormant = set(&actual.dormant_entitlements);
+        let mut actual_set = in_force.clone();
+        actual_set.extend(dormant.iter().cloned());
         let expected_keys: BTreeSet<&String> = expected.iter().map(|(k, _)| k).collect();
-        let actual_keys: BTreeSet<&String> = actual_set.iter().map(|(k, _)| k).collect();
+        let held = if desired.enabled { &in_force } else { &actual_set };
+        let actual_keys: BTreeSet<&String> = held.iter().map(|(k, _)| k).collect();
         for (key, id) in &expected {
             if !actual_keys.contains(key) {
                 differences.push(Difference::MissingEntitlement { kind: kind.kind.clone(), id: id.clone() });

@@ -207,6 +207,62 @@ impl LdapConnector {
         }
     }
 
+    /// The managed account of `account`: the entry named as asked, else the
+    /// one entry carrying the person's correlation key under another name
+    /// (renamed on the directory after it was created or linked: the key
+    /// travels with the entry, so it is still this person's account, never
+    /// an orphan beside a missing one).
+    async fn find_managed(
+        &self,
+        directory: &mut Directory,
+        account: &pb::AccountRef,
+    ) -> Result<Option<DirectoryEntry>, TargetError> {
+        if let Some(entry) = self.find_account(directory, &account.account_name).await? {
+            return Ok(Some(entry));
+        }
+        if account.person_id.is_empty() {
+            return Ok(None);
+        }
+        let config = self.config();
+        let filter =
+            escape::class_and_equality(&self.inner.account_class, &config.person_id_attribute, &account.person_id);
+        let mut entries =
+            directory.search(&config.users_base_dn, Scope::Subtree, &filter, &self.inner.read_attributes).await?;
+        match entries.len() {
+            0 => Ok(None),
+            1 => Ok(entries.pop()),
+            n => Err(TargetError::typed(ConnectorError::conflict(format!(
+                "{n} entries carry the correlation key of the person of account {:?}",
+                printable(&account.account_name)
+            )))),
+        }
+    }
+
+    /// Gives a renamed account its planned name back: a new RDN where the
+    /// name is the RDN (OpenLDAP's `uid`), else the name attribute replaced
+    /// (AD's `sAMAccountName`). Answers the entry as it is now.
+    async fn rename_back(
+        &self,
+        directory: &mut Directory,
+        entry: &DirectoryEntry,
+        name: &str,
+    ) -> Result<DirectoryEntry, TargetError> {
+        let config = self.config();
+        let name_attribute = config.account_name_attribute();
+        if config.rdn_attribute().eq_ignore_ascii_case(&name_attribute) {
+            let rdn = format!("{}={}", config.rdn_attribute(), escape::dn_value(name));
+            directory.rename(&entry.dn, &rdn).await?;
+        } else {
+            let result = directory.modify(&entry.dn, vec![replace(&name_attribute, name)]).await?;
+            if result.rc != code::SUCCESS {
+                return Err(TargetError::typed(result_error("rename the account back", &result)));
+            }
+        }
+        self.find_account(directory, name).await?.ok_or_else(|| {
+            TargetError::typed(ConnectorError::internal("the account renamed back cannot be found by its name"))
+        })
+    }
+
     /// Refuses an entry that is not this person's managed account.
     fn check_owner(&self, entry: &DirectoryEntry, account: &pb::AccountRef) -> Result<(), TargetError> {
         let attribute = &self.config().person_id_attribute;
@@ -448,7 +504,7 @@ impl LdapConnector {
         let config = self.config();
         let account = desired.account.clone().unwrap_or_default();
         let name = account.account_name.as_str();
-        let existing = self.find_account(&mut directory, name).await?;
+        let mut existing = self.find_managed(&mut directory, &account).await?;
         if let Some(entry) = &existing {
             self.check_owner(entry, &account)?;
         }
@@ -459,6 +515,17 @@ impl LdapConnector {
             wanted.insert(entitlement.id.to_lowercase(), (entitlement.id.clone(), dn));
         }
         let mut changes = Vec::new();
+        if let Some(entry) = existing.take() {
+            let names = entry.values(&config.account_name_attribute());
+            existing = Some(if names.iter().any(|n| n.to_lowercase() == name.to_lowercase()) {
+                entry
+            } else {
+                // Renamed on the directory: the planned name is restored.
+                let renamed = self.rename_back(&mut directory, &entry, name).await?;
+                changes.push(change("rename", name));
+                renamed
+            });
+        }
         let entry = match existing {
             Some(entry) => entry,
             None => {
@@ -604,7 +671,7 @@ impl LdapConnector {
         mut directory: Directory,
         account: &pb::AccountRef,
     ) -> Result<pb::ApplyResponse, TargetError> {
-        let Some(entry) = self.find_account(&mut directory, &account.account_name).await? else {
+        let Some(entry) = self.find_managed(&mut directory, account).await? else {
             return Ok(pb::ApplyResponse::default());
         };
         self.check_owner(&entry, account)?;
@@ -624,7 +691,9 @@ impl LdapConnector {
         mut directory: Directory,
         account: &pb::AccountRef,
     ) -> Result<pb::AccountState, TargetError> {
-        match self.find_account(&mut directory, &account.account_name).await? {
+        // A renamed account is found by its key and read back under the name
+        // the directory shows, so the difference names the rename.
+        match self.find_managed(&mut directory, account).await? {
             None => Ok(pb::AccountState { account: Some(account.clone()), exists: false, ..Default::default() }),
             Some(entry) => {
                 self.check_owner(&entry, account)?;

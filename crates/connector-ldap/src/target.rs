@@ -423,6 +423,18 @@ impl Directory {
         self.ldap.with_timeout(self.timeout).modify(dn, mods).await.map_err(|e| ldap_error("modify", e))
     }
 
+    /// Renames an entry in place (modifyDN, the old RDN value removed).
+    #[tracing::instrument(name = "ldap.modifydn", skip_all)]
+    pub async fn rename(&mut self, dn: &str, new_rdn: &str) -> Result<(), TargetError> {
+        let result = self
+            .ldap
+            .with_timeout(self.timeout)
+            .modifydn(dn, new_rdn, true, None)
+            .await
+            .map_err(|e| ldap_error("modifydn", e))?;
+        if result.rc == code::SUCCESS { Ok(()) } else { Err(TargetError::typed(result_error("modifydn", &result))) }
+    }
+
     /// Compares one value of an attribute (RFC 4511 4.10); answers the raw
     /// result code: compareTrue, compareFalse, noSuchAttribute when the entry
     /// has no such attribute, or a refusal.

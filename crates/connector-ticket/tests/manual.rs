@@ -26,6 +26,7 @@ struct Manual {
     coordinator: RunningCoordinator,
     client: LifecycleClient<Channel>,
     connector: ConnectorClient,
+    store: Arc<SqliteStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -51,11 +52,12 @@ workflows:
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(SqliteStore::open(&dir.path().join("mesh.db")).await.expect("store"));
     let config = EngineConfig { fulfilment_poll: Duration::from_millis(300), ..EngineConfig::default() };
-    let engine = Engine::start(store, Arc::new(Policy::parse(&policy).expect("policy")), config).await.expect("engine");
+    let engine =
+        Engine::start(store.clone(), Arc::new(Policy::parse(&policy).expect("policy")), config).await.expect("engine");
     let coordinator = RunningCoordinator::bind("127.0.0.1:0".parse().expect("address"), engine).await.expect("bind");
     let client = LifecycleClient::connect(coordinator.endpoint()).await.expect("client");
     let connector = ConnectorClient::connect(&server.endpoint(), ClientOptions::default()).expect("connector client");
-    Manual { env, target_id, _connector: server, coordinator, client, connector, _dir: dir }
+    Manual { env, target_id, _connector: server, coordinator, client, connector, store, _dir: dir }
 }
 
 fn event(event_id: &str, kind: pb::EventKind, person: &str, username: &str) -> pb::LifecycleEvent {
@@ -268,4 +270,26 @@ async fn a_ticket_left_open_passes_its_deadline_and_shows_in_jmlctl_overdue() {
         .expect("the open ticket's task is overdue");
     assert_eq!(row["state"], "awaiting_fulfilment");
     assert_eq!(row["owners"][0], "payroll-owner@example.org");
+
+    // Escalated: the breach record names whom to, the metrics count it.
+    use coordinator::store::Store;
+    let audit = mesh.store.event_audit(&joiner).await.expect("audit");
+    let breach = audit.iter().find(|r| r.action == "task.deadline_breached").expect("the breach is in the audit chain");
+    let payload: serde_json::Value = serde_json::from_str(&breach.payload).expect("JSON");
+    assert_eq!(payload["state"], "awaiting_fulfilment", "{payload}");
+    assert_eq!(payload["escalated_to"], serde_json::json!(["payroll-owner@example.org"]), "{payload}");
+    let escalated =
+        format!("jml_fulfilment_escalations_total{{target=\"{}\",workflow=\"payroll-clerks\"}} 1", mesh.target_id);
+    let overdue = format!("jml_fulfilment_overdue{{target=\"{}\"}} 1", mesh.target_id);
+    let mut metrics = String::new();
+    // The gauges are refreshed by the scheduler about once a second.
+    for _ in 0..100 {
+        metrics = connector_kit::metrics::encode();
+        if metrics.contains(&escalated) && metrics.contains(&overdue) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(&escalated), "{escalated} not in:\n{metrics}");
+    assert!(metrics.contains(&overdue), "{overdue} not in:\n{metrics}");
 }

@@ -11,9 +11,13 @@
 //!   carry no metadata), the assigned policies and whether the account is
 //!   enabled. A user without a record is not managed and never touched; a
 //!   record naming another person is a conflict.
-//! - **Entitlements** are policies (kind `policy`, all privileged). While the
-//!   account is enabled they are the user's `token_policies`, read back from
-//!   the user itself; while disabled they are only assigned, in the record.
+//! - **Entitlements** are policies (kind `policy`, all privileged). Read
+//!   reports as held only what the server shows in force: the user's
+//!   `token_policies`. A disabled account has no user, so it holds none; the
+//!   policies enabling it would restore are only in the record and are
+//!   reported apart (`AccountState.dormant_entitlements`), so a leaver is
+//!   proven by the server (no user) and by an emptied record, and a policy
+//!   kept on leave is never mistaken for one in force.
 //! - **Disable** deletes the userpass user: no password login is possible,
 //!   provably (the user reads back as absent), and no policy is attached to any
 //!   login. **Enable** recreates it with a random password that is never
@@ -598,9 +602,13 @@ impl VaultConnector {
         user: Option<&UserEntry>,
         holders: Option<&LiveTokens>,
     ) -> pb::AccountState {
-        let policies: BTreeSet<&String> = match user {
-            Some(user) => user.policies.iter().collect(),
-            None => record.policies.iter().collect(),
+        // In force: the server's own userpass user (`token_policies`). A
+        // disabled account has no user, so no login carries any policy; what
+        // enabling it would restore is only in the record, reported apart as
+        // dormant, never as held.
+        let (policies, dormant): (BTreeSet<&String>, BTreeSet<&String>) = match user {
+            Some(user) => (user.policies.iter().collect(), BTreeSet::new()),
+            None => (BTreeSet::new(), record.policies.iter().collect()),
         };
         let mut active = Vec::new();
         if user.is_some() {
@@ -628,6 +636,7 @@ impl VaultConnector {
             enabled: user.is_some(),
             attributes: Default::default(),
             entitlements: policies.into_iter().map(|p| policy_entitlement(p)).collect(),
+            dormant_entitlements: dormant.into_iter().map(|p| policy_entitlement(p)).collect(),
             credentials: Some(pb::CredentialState {
                 active,
                 complete: holders.is_some_and(|live| live.unreadable == 0),

@@ -25,6 +25,7 @@ impl From<EngineError> for Status {
             EngineError::NotFound(_) => Status::not_found(error.to_string()),
             EngineError::PermissionDenied(_) => Status::permission_denied(error.to_string()),
             EngineError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
+            EngineError::NameCollision(_) => Status::already_exists(error.to_string()),
             EngineError::Target { .. } => Status::unavailable(error.to_string()),
             EngineError::Store(inner) => {
                 tracing::error!(error = %inner, "storage failure");

@@ -64,6 +64,10 @@ pub enum EngineError {
     /// The task is not in a state allowing this.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A desired account name collides with another person's on the same
+    /// target (`crate::naming`): the whole event is refused.
+    #[error(transparent)]
+    NameCollision(#[from] crate::naming::NameCollision),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -411,14 +415,15 @@ impl Engine {
             return Ok(SubmitOutcome { event: first, duplicate: true });
         }
         let (attributes, plan) = self.plan_for(&event).instrument(crate::tracing_context::plan_span()).await?;
-        self.check_naming(&plan).await?;
+        self.check_naming(&event.person_id, &plan).await?;
         self.accept_planned(event, attributes, plan, initiator).await
     }
 
     /// Every desired account name checked against its target's declared
-    /// naming rules (`crate::naming`): the whole event is refused before
-    /// anything is written.
-    async fn check_naming(&self, plan: &pb::Plan) -> Result<(), EngineError> {
+    /// naming rules and against the names other people hold there
+    /// (`crate::naming`): the whole event is refused before anything is
+    /// written.
+    async fn check_naming(&self, person_id: &str, plan: &pb::Plan) -> Result<(), EngineError> {
         for planned in &plan.targets {
             let Some(runtime) = self.inner.targets.get(&planned.target_id) else { continue };
             let description = runtime
@@ -427,6 +432,11 @@ impl Engine {
                 .map_err(|e| EngineError::Target { target: planned.target_id.clone(), message: e.to_string() })?;
             if let Some(refusal) = crate::naming::refusal(planned, description) {
                 return Err(refusal.into());
+            }
+            let Some(account) = planned.desired.as_ref().and_then(|d| d.account.as_ref()) else { continue };
+            let holders = self.inner.store.account_name_holders(&planned.target_id, &account.account_name).await?;
+            if let Some(collision) = crate::naming::collision(planned, description, person_id, &holders) {
+                return Err(collision.into());
             }
         }
         Ok(())
@@ -1234,16 +1244,25 @@ impl Scheduler {
             CoordinatorMetrics::get().deadline_breached(task);
             let inner = self.inner.clone();
             let (event_id, target_id) = (task.event_id.clone(), task.target_id.clone());
+            let mut payload = json!({
+                "target_id": target_id,
+                "state": task.state.as_str(),
+                "deadline_at": format_time(Some(task.deadline_at)),
+            });
+            if task.state == TaskState::AwaitingFulfilment {
+                // Nobody fulfilled the ticket in time: escalated to the
+                // owners answering for the access (manual.rs).
+                CoordinatorMetrics::get().fulfilment_escalated(task);
+                payload["escalated_to"] = json!(manual::escalation_owners(&inner.policy, task));
+                payload["last_error"] = json!(task.last_error);
+                tracing::warn!(%event_id, %target_id, "manual fulfilment overdue: escalated");
+            }
             let audit = AuditEntry {
                 at: now,
                 principal: "coordinator".into(),
                 event_id: event_id.clone(),
                 action: "task.deadline_breached".into(),
-                payload: json!({
-                    "target_id": target_id,
-                    "state": task.state.as_str(),
-                    "deadline_at": format_time(Some(task.deadline_at)),
-                }),
+                payload,
             };
             tracing::warn!(%event_id, %target_id, "propagation deadline breached");
             tokio::spawn(async move {

@@ -63,6 +63,11 @@ struct Args {
     /// Largest SCIM request body (bytes).
     #[arg(long, env = "JML_SCIM_MAX_BODY", default_value_t = 4 * 1024 * 1024)]
     scim_max_body: usize,
+    /// How often, in seconds, a task awaiting fulfilment on a manual target
+    /// reads its ticket back for an attestation (each read is one call to
+    /// the ticketing system per waiting task).
+    #[arg(long, env = "JML_FULFILMENT_POLL_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    fulfilment_poll_seconds: u64,
     /// TLS and caller authentication of the lifecycle API.
     #[command(flatten)]
     access: coordinator::auth::ApiAccessArgs,
@@ -89,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let config = EngineConfig {
         max_attempts: args.max_attempts.max(1),
         base_backoff: Duration::from_millis(args.base_backoff_ms),
+        fulfilment_poll: Duration::from_secs(args.fulfilment_poll_seconds),
         ..EngineConfig::default()
     };
     let engine = if postgres::is_postgres_url(&args.db) {

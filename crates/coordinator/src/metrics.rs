@@ -16,6 +16,8 @@
 //! | `jml_queue_depth` | gauge: unfinished tasks held by the scheduler | target, state |
 //! | `jml_tasks_awaiting_approval` | gauge | target |
 //! | `jml_tasks_overdue` | gauge: unfinished tasks past their deadline | target |
+//! | `jml_fulfilment_overdue` | gauge: manual tasks awaiting fulfilment past their deadline | target |
+//! | `jml_fulfilment_escalations_total` | counter: manual tasks escalated to their workflow owners when their deadline passed unfulfilled | target, workflow |
 //! | `jml_coordinator_connector_calls_total` | counter | target, operation, outcome |
 //! | `jml_coordinator_connector_call_duration_seconds` | histogram (client side) | target, operation |
 //! | `jml_drift_accounts`, `jml_accounts`, `jml_stale_accounts`, `jml_last_clean_reconciliation_timestamp_seconds` | gauges set by each reconciliation run (registered by [`crate::reconcile`]) | target (+ class, reason) |
@@ -169,6 +171,8 @@ pub struct CoordinatorMetrics {
     queue_depth: Family<QueueLabels, Gauge>,
     awaiting_approval: Family<TargetLabels, Gauge>,
     overdue: Family<TargetLabels, Gauge>,
+    fulfilment_overdue: Family<TargetLabels, Gauge>,
+    fulfilment_escalations: Family<WorkflowLabels, Counter>,
     calls: Family<CallOutcomeLabels, Counter>,
     call_duration: Family<CallLabels, Histogram>,
     /// Gauge label sets set on the last refresh, zeroed when they disappear.
@@ -210,6 +214,8 @@ impl CoordinatorMetrics {
                 queue_depth: Family::default(),
                 awaiting_approval: Family::default(),
                 overdue: Family::default(),
+                fulfilment_overdue: Family::default(),
+                fulfilment_escalations: Family::default(),
                 calls: Family::default(),
                 call_duration: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
                 gauges_seen: Mutex::new((HashSet::new(), HashSet::new())),
@@ -251,6 +257,16 @@ impl CoordinatorMetrics {
             register("jml_queue_depth", "Unfinished tasks held by the scheduler, by state", &metrics.queue_depth);
             register("jml_tasks_awaiting_approval", "Tasks awaiting approval", &metrics.awaiting_approval);
             register("jml_tasks_overdue", "Unfinished tasks past their deadline", &metrics.overdue);
+            register(
+                "jml_fulfilment_overdue",
+                "Manual tasks awaiting fulfilment past their deadline",
+                &metrics.fulfilment_overdue,
+            );
+            register(
+                "jml_fulfilment_escalations",
+                "Manual tasks escalated to their workflow owners when their deadline passed unfulfilled",
+                &metrics.fulfilment_escalations,
+            );
             register(
                 "jml_coordinator_connector_calls",
                 "Connector calls made by the coordinator, by operation and outcome",
@@ -344,6 +360,11 @@ impl CoordinatorMetrics {
         self.breaches.get_or_create(&workflow_labels(task)).inc();
     }
 
+    /// A manual task's deadline passed while it awaited fulfilment: escalated.
+    pub fn fulfilment_escalated(&self, task: &TaskRecord) {
+        self.fulfilment_escalations.get_or_create(&workflow_labels(task)).inc();
+    }
+
     /// A failed attempt will be retried.
     pub fn retry(&self, target: &str, error_kind: &str) {
         self.retries.get_or_create(&ErrorLabels { target: target.to_owned(), error_kind: error_kind.to_owned() }).inc();
@@ -374,6 +395,7 @@ impl CoordinatorMetrics {
         let mut depth: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
         let mut awaiting: BTreeMap<String, i64> = BTreeMap::new();
         let mut overdue: BTreeMap<String, i64> = BTreeMap::new();
+        let mut fulfilment_overdue: BTreeMap<String, i64> = BTreeMap::new();
         for task in tasks {
             *depth.entry((task.target_id.clone(), task.state.as_str())).or_default() += 1;
             if task.state == crate::store::TaskState::AwaitingApproval {
@@ -381,6 +403,9 @@ impl CoordinatorMetrics {
             }
             if task.deadline_breached || task.deadline_at < now_ms {
                 *overdue.entry(task.target_id.clone()).or_default() += 1;
+                if task.state == crate::store::TaskState::AwaitingFulfilment {
+                    *fulfilment_overdue.entry(task.target_id.clone()).or_default() += 1;
+                }
             }
         }
         let Ok(mut seen) = self.gauges_seen.lock() else { return };
@@ -391,6 +416,7 @@ impl CoordinatorMetrics {
         for labels in seen_targets.iter() {
             self.awaiting_approval.get_or_create(labels).set(0);
             self.overdue.get_or_create(labels).set(0);
+            self.fulfilment_overdue.get_or_create(labels).set(0);
         }
         for ((target, state), count) in depth {
             let labels = QueueLabels { target, state: state.to_owned() };
@@ -405,6 +431,11 @@ impl CoordinatorMetrics {
         for (target, count) in overdue {
             let labels = TargetLabels { target };
             self.overdue.get_or_create(&labels).set(count);
+            seen_targets.insert(labels);
+        }
+        for (target, count) in fulfilment_overdue {
+            let labels = TargetLabels { target };
+            self.fulfilment_overdue.get_or_create(&labels).set(count);
             seen_targets.insert(labels);
         }
     }

@@ -543,6 +543,55 @@ mod cases {
     }
 }
 
+mod names {
+    use super::*;
+
+    fn naming(mut task: TaskRecord, name: &str, presence: pb::Presence) -> TaskRecord {
+        task.planned.desired = Some(pb::DesiredAccount {
+            account: Some(pb::AccountRef { person_id: task.person_id.clone(), account_name: name.into() }),
+            presence: presence as i32,
+            enabled: presence == pb::Presence::Present,
+            ..Default::default()
+        });
+        task
+    }
+
+    /// The account-name index: an accepted event's present accounts reserve
+    /// their names (found again case-folded and by look-alike skeleton); a
+    /// proven deletion releases the name; nothing else does.
+    pub async fn account_names_are_reserved_on_acceptance_and_released_by_a_proven_deletion(fixture: Fixture) {
+        let store = fixture.store.as_ref();
+        let joiner = event("e1", "p1", EventKindName::Joiner, 1_000);
+        let tasks = vec![naming(task(&joiner, "ldap"), "ada.lovelace", pb::Presence::Present)];
+        match store.insert_event(joiner.clone(), tasks.clone(), vec![entry("e1", "event.accepted")]).await {
+            Ok(InsertOutcome::Inserted(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        for lookup in ["ada.lovelace", "ADA.Lovelace", "\u{430}da.lovelace"] {
+            let holders = store.account_name_holders("ldap", lookup).await.expect("holders");
+            let found: Vec<(&str, &str)> =
+                holders.iter().map(|h| (h.person_id.as_str(), h.account_name.as_str())).collect();
+            assert_eq!(found, vec![("p1", "ada.lovelace")], "{lookup:?}");
+        }
+        assert!(store.account_name_holders("scim", "ada.lovelace").await.expect("holders").is_empty());
+        assert!(store.account_name_holders("ldap", "ada.byron").await.expect("holders").is_empty());
+        // A later event for the same name keeps one row; a failed deletion releases nothing.
+        let deletion = event("e2", "p1", EventKindName::Leaver, 2_000);
+        let delete = naming(task(&deletion, "ldap"), "ada.lovelace", pb::Presence::Absent);
+        match store.insert_event(deletion.clone(), vec![delete.clone()], vec![entry("e2", "event.accepted")]).await {
+            Ok(InsertOutcome::Inserted(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        store.save_task(finished(delete.clone(), TaskState::Failed, 3_000), vec![]).await.expect("save");
+        assert_eq!(store.account_name_holders("ldap", "ada.lovelace").await.expect("holders").len(), 1);
+        store.save_task(finished(delete, TaskState::Verified, 4_000), vec![]).await.expect("save");
+        assert!(
+            store.account_name_holders("ldap", "ada.lovelace").await.expect("holders").is_empty(),
+            "a proven deletion frees the name"
+        );
+    }
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -580,6 +629,26 @@ on_both_backends!(
     baseline_identities_load_without_events,
     a_persons_events_in_arrival_order_and_a_prehire_leaves_the_identity_alone,
 );
+
+mod names_sqlite {
+    #[tokio::test]
+    async fn account_names_are_reserved_on_acceptance_and_released_by_a_proven_deletion() {
+        super::names::account_names_are_reserved_on_acceptance_and_released_by_a_proven_deletion(
+            super::Fixture::sqlite().await,
+        )
+        .await;
+    }
+}
+
+mod names_postgres {
+    #[tokio::test]
+    async fn account_names_are_reserved_on_acceptance_and_released_by_a_proven_deletion() {
+        super::names::account_names_are_reserved_on_acceptance_and_released_by_a_proven_deletion(
+            super::Fixture::postgres().await,
+        )
+        .await;
+    }
+}
 
 /// Two PostgreSQL stores on one database stand for two coordinator replicas.
 mod postgres_replicas {

@@ -34,6 +34,21 @@ use crate::store::{EventRecord, TaskState};
 /// How often a task awaiting fulfilment reads its ticket, by default.
 pub const DEFAULT_FULFILMENT_POLL: Duration = Duration::from_secs(15);
 
+/// Who a manual task past its deadline is escalated to: the owners of the
+/// workflows that planned it, else (a leaver's or a deletion's task, which no
+/// workflow grants) the owners of every workflow granting on its target.
+pub fn escalation_owners(policy: &crate::policy::Policy, task: &crate::store::TaskRecord) -> Vec<String> {
+    let workflows = &policy.file.workflows;
+    let mut owners: Vec<String> =
+        workflows.iter().filter(|w| task.planned.workflows.contains(&w.name)).map(|w| w.owner.clone()).collect();
+    if owners.is_empty() {
+        owners = workflows.iter().filter(|w| w.grants.contains_key(&task.target_id)).map(|w| w.owner.clone()).collect();
+    }
+    owners.sort();
+    owners.dedup();
+    owners
+}
+
 /// Whether an attestation read back may verify the task of `event` sent with
 /// `command_id` for the desired state of digest `desired_digest` (an
 /// attestation of another command that asked for exactly the same state
@@ -160,10 +175,14 @@ impl TaskRun {
         if !self.task.deadline_breached && now > self.task.deadline_at {
             self.task.deadline_breached = true;
             crate::metrics::CoordinatorMetrics::get().deadline_breached(&self.task);
+            // Unfulfilled in time: escalated to the owners answering for it.
+            crate::metrics::CoordinatorMetrics::get().fulfilment_escalated(&self.task);
             let payload = json!({
                 "target_id": self.task.target_id,
                 "state": self.task.state.as_str(),
                 "deadline_at": format_time(Some(self.task.deadline_at)),
+                "escalated_to": escalation_owners(&self.inner.policy, &self.task),
+                "last_error": reason,
             });
             if let Err(error) = self.save("task.deadline_breached", payload).await {
                 tracing::error!(%error, "cannot record a deadline breach");

@@ -10,6 +10,7 @@
 //! (`hash = sha256(prev_hash || canonical record)`) and batches concurrent
 //! writes into one transaction.
 
+pub mod account_names;
 pub mod baseline;
 pub mod postgres;
 mod reads;
@@ -21,6 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::future::BoxFuture;
 use jml_contract::v1 as pb;
 use sha2::{Digest, Sha256};
+
+pub use account_names::AccountNameRecord;
 
 use crate::policy::EventKindName;
 
@@ -609,6 +612,10 @@ pub trait Store: Send + Sync + 'static {
     /// HR ingestion documents of `space` with key > `after` (byte order), at
     /// most `limit`, in key order: (key, document).
     fn ingest_after(&self, space: &str, after: String, limit: u32) -> StoreFuture<'_, Vec<(String, String)>>;
+    /// The account-name index ([`account_names`]): the names on `target_id`
+    /// equal to `account_name`, or equal to it case-folded or by UTS #39
+    /// skeleton, with the person holding each.
+    fn account_name_holders(&self, target_id: &str, account_name: &str) -> StoreFuture<'_, Vec<AccountNameRecord>>;
 }
 
 /// Walks the whole audit chain of a store.

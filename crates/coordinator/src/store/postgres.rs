@@ -49,6 +49,8 @@ use crate::policy::EventKindName;
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
 
+super::account_names::account_name_writes!(PgConnection);
+
 /// Times a single write is retried after a deadlock or serialisation failure.
 const CONFLICT_RETRIES: usize = 5;
 
@@ -96,6 +98,13 @@ fn migrator() -> Migrator {
                 std::borrow::Cow::Borrowed("lane_epochs"),
                 MigrationType::Simple,
                 std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0008_lane_epochs.sql")),
+                false,
+            ),
+            Migration::new(
+                9,
+                std::borrow::Cow::Borrowed("account_names"),
+                MigrationType::Simple,
+                std::borrow::Cow::Borrowed(include_str!("../../migrations/postgres/0009_account_names.sql")),
                 false,
             ),
         ]),
@@ -602,6 +611,7 @@ async fn apply_op(
                 task.event_seq = seq;
                 batch.stage_task(task);
             }
+            reserve_names(conn, &super::account_names::reserved_by(tasks, event.received_at)).await?;
             batch.audit.extend(audit.iter().cloned());
             Ok(WriteResult::Inserted(InsertOutcome::Inserted(seq)))
         }
@@ -621,6 +631,7 @@ async fn apply_op(
             if task.state.is_terminal() {
                 batch.completions.push((task.event_id.clone(), index, task.finished_at.unwrap_or_default()));
             }
+            release_name(conn, task).await?;
             batch.stage_task((**task).clone());
             batch.audit.extend(audit.iter().cloned());
             Ok(WriteResult::Saved(None))

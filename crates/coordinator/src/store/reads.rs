@@ -350,6 +350,14 @@ macro_rules! store_reads {
         fn ingest_after(&self, space: &str, after: String, limit: u32) -> StoreFuture<'_, Vec<(String, String)>> {
             Box::pin($crate::store::reads::ingest_after(&self.pool, space.to_owned(), after, limit))
         }
+
+        fn account_name_holders(
+            &self,
+            target_id: &str,
+            account_name: &str,
+        ) -> StoreFuture<'_, Vec<$crate::store::AccountNameRecord>> {
+            Box::pin($crate::store::account_names::holders(&self.pool, target_id.to_owned(), account_name.to_owned()))
+        }
     };
 }
 pub(crate) use store_reads;

@@ -29,6 +29,8 @@ use super::{
 use crate::event::kind_name;
 use crate::policy::EventKindName;
 
+super::account_names::account_name_writes!(SqliteConnection);
+
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -54,6 +56,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed("residual_risks"),
                 MigrationType::Simple,
                 Cow::Borrowed(include_str!("../../migrations/sqlite/0006_residual_risks.sql")),
+                false,
+            ),
+            Migration::new(
+                9,
+                Cow::Borrowed("account_names"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../../migrations/sqlite/0009_account_names.sql")),
                 false,
             ),
         ]),
@@ -445,6 +454,7 @@ async fn apply_op(
                 task.event_seq = seq;
                 batch.stage_task(task);
             }
+            reserve_names(conn, &super::account_names::reserved_by(tasks, event.received_at)).await?;
             append_audit(&mut batch.chain, audit);
             Ok(WriteResult::Inserted(InsertOutcome::Inserted(seq)))
         }
@@ -452,6 +462,7 @@ async fn apply_op(
             if task.state.is_terminal() {
                 batch.completions.push((task.event_id.clone(), index, task.finished_at.unwrap_or_default()));
             }
+            release_name(conn, task).await?;
             batch.stage_task((**task).clone());
             append_audit(&mut batch.chain, audit);
             Ok(WriteResult::Saved(None))
