@@ -24,6 +24,7 @@ fn joiner(name: &str, groups: &[&str]) -> pb::DesiredAccount {
             .map(|g| pb::Entitlement { kind: "group".into(), id: (*g).into(), privileged: false })
             .collect(),
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     }
 }
 

@@ -47,6 +47,7 @@ async fn a_renamed_account_is_found_by_its_key_and_renamed_back() {
         attributes: BTreeMap::from([("display_name".to_string(), format!("Person {name}"))]).into_iter().collect(),
         entitlements: vec![pb::Entitlement { kind: "group".into(), id: "staff".into(), privileged: false }],
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     };
     let dn = connector.apply("c1", &desired).await.expect("create").target_native_id;
 

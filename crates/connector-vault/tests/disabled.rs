@@ -33,6 +33,7 @@ async fn a_disabled_account_holds_no_policy_in_force_and_its_kept_ones_are_dorma
         attributes: Default::default(),
         entitlements: vec![policy("pam-ops")],
         credentials: pb::CredentialAction::Keep as i32,
+        owned_identities: None,
     };
     client.apply(&format!("join-{suffix}"), joiner.clone()).await.expect("joiner applied");
     let joined = client.read(account.clone()).await.expect("read");

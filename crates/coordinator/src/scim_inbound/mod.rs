@@ -113,6 +113,10 @@ impl From<EngineError> for ScimError {
             EngineError::NotFound(_) => Self::status(404, error.to_string()),
             EngineError::PermissionDenied(_) => Self::status(403, error.to_string()),
             EngineError::FailedPrecondition(_) => Self::status(409, error.to_string()),
+            // RFC 7644 §3.12: a value that collides with an existing one.
+            EngineError::NameCollision(_) => {
+                Self { scim_type: Some("uniqueness"), ..Self::status(409, error.to_string()) }
+            }
             EngineError::Target { .. } => {
                 Self::status(503, format!("{error}; the outcome is unknown: send the same request again (always safe)"))
             }
@@ -130,6 +134,7 @@ impl From<tonic::Status> for ScimError {
             tonic::Code::Unauthenticated => Self::status(401, status.message()),
             tonic::Code::PermissionDenied => Self::status(403, status.message()),
             tonic::Code::InvalidArgument => Self::bad_request("invalidValue", status.message()),
+            tonic::Code::AlreadyExists => Self { scim_type: Some("uniqueness"), ..Self::status(409, status.message()) },
             _ => Self::status(500, status.message()),
         }
     }
