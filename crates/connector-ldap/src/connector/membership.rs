@@ -15,8 +15,9 @@
 //! `memberUid` by the exact account name (its schema's caseExactIA5Match).
 //! The page falls back to the per-account searches whenever the join cannot
 //! be trusted: a group the server returned that the join attributes to no
-//! entry of the batch (a DN spelled in a way the normalisation does not see
-//! as equal), an answer over the server's size limit, or a filter the client
+//! entry of the batch, or any member value returned that names no entry of
+//! the batch (a DN spelled in a way the normalisation does not see as equal,
+//! or a server that ignored the non-critical control), an answer over the server's size limit, or a filter the client
 //! cannot encode. AD's nested membership cannot be attributed from a batch
 //! (the group names the nested group, not the account), so on AD only the
 //! managed groups are batched.
@@ -75,7 +76,8 @@ impl PageMemberships {
     }
 
     /// Joins managed `groups` to the normalised member DNs in `wanted`;
-    /// `false` when a group holds none of them (the join cannot be trusted).
+    /// `false` when a group holds none of them or a member value that is
+    /// none of them (the join cannot be trusted: read per account).
     fn join_managed(
         &mut self,
         groups: Vec<DirectoryEntry>,
@@ -89,12 +91,18 @@ impl PageMemberships {
             let mut attributed = false;
             for member in group.values(member_attribute) {
                 let key = normalise_dn(member);
-                if wanted.contains(&key) {
-                    attributed = true;
-                    let held = self.managed.entry(key).or_default();
-                    if !held.iter().any(|(_, dn)| *dn == group.dn) {
-                        held.push((name.clone(), group.dn.clone()));
-                    }
+                if !wanted.contains(&key) {
+                    // The matched-values control returns only the values
+                    // that name the batch: a value the join cannot
+                    // attribute is an entry spelled in a form the
+                    // normalisation misses (or a server that ignored the
+                    // control). Its membership would be lost: read per account.
+                    return false;
+                }
+                attributed = true;
+                let held = self.managed.entry(key).or_default();
+                if !held.iter().any(|(_, dn)| *dn == group.dn) {
+                    held.push((name.clone(), group.dn.clone()));
                 }
             }
             if !attributed {
@@ -120,17 +128,21 @@ impl PageMemberships {
             for attribute in dn_attributes {
                 for member in group.values(attribute) {
                     let key = normalise_dn(member);
-                    if wanted.contains(&key) {
-                        attributed = true;
-                        unmanaged.by_dn.entry(key).or_default().push(index);
+                    if !wanted.contains(&key) {
+                        // As in `join_managed`: a value not attributed is a
+                        // membership the join would lose.
+                        return false;
                     }
+                    attributed = true;
+                    unmanaged.by_dn.entry(key).or_default().push(index);
                 }
             }
             for uid in group.values(MEMBER_UID) {
-                if names.contains(uid) {
-                    attributed = true;
-                    unmanaged.by_uid.entry(uid.clone()).or_default().push(index);
+                if !names.contains(uid) {
+                    return false;
                 }
+                attributed = true;
+                unmanaged.by_uid.entry(uid.clone()).or_default().push(index);
             }
             if !attributed {
                 return false;
