@@ -64,6 +64,9 @@ const REQUIRED_ENV: [(&str, &str); 10] = [
     ("rustyvault", "JML_TEST_VAULT_TOKEN_FILE"),
 ];
 
+/// Held while `deploy/quickstart/seed.py` runs (see `Mesh::start`).
+static SEEDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The groups the templates' workflows grant, seeded on SCIM and IAM.
 pub const SEEDED_GROUPS: &str = "staff,engineering,sales";
 
@@ -229,6 +232,11 @@ impl Mesh {
         let dir = std::env::temp_dir().join(format!("mesh-e2e-{run_id}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let root = workspace_root();
+        // Tests of one binary start their meshes at once; seed.py creates a
+        // group only when none has its name, so two seeds racing on fresh
+        // servers both create it, and the SCIM connector then (rightly)
+        // refuses the ambiguous name in every later test. One seed at a time.
+        let _seeding = SEEDING.lock().await;
         let seed = tokio::process::Command::new("python3")
             .arg(root.join("deploy/quickstart/seed.py"))
             .args(["--scim-groups", SEEDED_GROUPS, "--iam-groups", SEEDED_GROUPS])
