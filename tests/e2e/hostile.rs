@@ -222,8 +222,14 @@ fn assert_alive(mesh: &Mesh) {
     }
 }
 
+/// The corpus test checks that no account appeared on any target without a
+/// verified task: the other test of this file, which creates accounts, must
+/// not run beside it.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_hostile_corpus_gets_typed_errors_and_changes_nothing_else() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let corpus: Vec<Value> = serde_json::from_str(CORPUS).expect("the corpus is JSON");
     assert!(corpus.len() >= 200, "the corpus holds {} entries", corpus.len());
     let targets = Targets::from_env().await.expect("clients of the real targets");
@@ -381,6 +387,7 @@ fn look_alike(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn names_colliding_by_case_or_look_alike_are_refused_before_anything_is_written() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let targets = Targets::from_env().await.expect("clients of the real targets");
     let mesh = Mesh::start("names", MeshOptions::default()).await.expect("the mesh starts");
     let mut client = mesh.client().await.expect("a client of the coordinator");

@@ -91,7 +91,7 @@ for name, value in [
 # Only dots is within the event id alphabet: accepted, an opaque key (never a path).
 ev("event-id", "event_id: only dots", "handled", {"event_id": "..{n}.."})
 # --- kinds --------------------------------------------------------------------
-for value in [0, 4, 99, -1, 2147483647]:
+for value in [0, 7, 99, -1, 2147483647]:  # 1-6 are kinds (4 rehire, 5 suspension, 6 return)
     ev("kind", f"kind {value}", "INVALID_ARGUMENT", {"kind": value})
 # --- person ids ---------------------------------------------------------------
 for name, value in [
