@@ -192,5 +192,22 @@ async fn a_leavers_iam_service_user_goes_to_the_manager_and_vault_refuses_what_i
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains(&format!("owned identities: transfer to {manager}")), "{shown}");
     assert!(shown.contains(&format!("iam_user:{service_user} owner {manager}")), "{shown}");
+
+    // The control evidence report's NHI-03 lists the transfer, from the chain.
+    let report =
+        mesh.jmlctl(&["report", "controls", "--from", "2000-01-01T00:00:00Z", "--json"]).await.expect("report");
+    let report: Value = serde_json::from_slice(&report.stdout).expect("the report is JSON");
+    let rows = report["controls"]["NHI-03"]["non_human_identities_of_leavers"].as_array().cloned().unwrap_or_default();
+    let row = rows
+        .iter()
+        .find(|r| r["event_id"] == leaver.event_id.as_str() && r["target_id"] == "aws")
+        .unwrap_or_else(|| panic!("no NHI-03 row for the leaver on aws: {rows:?}"));
+    let listed = row["owned_identities"].as_array().cloned().unwrap_or_default();
+    assert!(
+        listed.iter().any(|i| i["id"] == service_user.as_str()
+            && i["owner"] == manager.as_str()
+            && i["previous_owner"] == ann.person_id.as_str()),
+        "{row}"
+    );
     mesh.stop_all().await.expect("stops");
 }

@@ -409,7 +409,18 @@ pub async fn status(engine: &Engine, campaign_id: &str) -> Result<pb::CampaignSt
     Ok(status)
 }
 
+/// One escalation at a time in this process: the sweep and a status read can
+/// both find a campaign past its deadline, and only the first may close it.
+static ESCALATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn escalate(engine: &Engine, status: &pb::CampaignStatus) -> Result<(), EngineError> {
+    let _one = ESCALATING.lock().await;
+    // Read again under the lock: another caller may have closed it meanwhile.
+    let all = records(engine).await?;
+    let Some(status) = fold(&status.campaign_id, &all) else { return Ok(()) };
+    if status.closed {
+        return Ok(());
+    }
     let undecided: Vec<&pb::CampaignItem> = status.items.iter().filter(|i| i.decision.is_empty()).collect();
     let audit = AuditEntry {
         at: now_ms(),

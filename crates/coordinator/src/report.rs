@@ -14,9 +14,11 @@
 //!   approvals recorded and the recertification campaigns with their
 //!   results;
 //! - **OWASP NHI-03** as the project's design maps it (lifecycle failures and
-//!   stale access of non-human identities): records about non-human
-//!   identities owned by leavers (`nhi.*`) where the chain holds any, and the
-//!   stale accounts per target from the latest reconciliation of each;
+//!   stale access of non-human identities): the non-human identities each
+//!   task's read-back showed its person owning (a leaver's service users,
+//!   keys and roles, transferred, disabled or reported: issue #20), records
+//!   `nhi.*` where the chain holds any, and the stale accounts per target
+//!   from the latest reconciliation of each;
 //! - the **manual targets**: each task's ticket and the attestation that
 //!   verified it (fulfiller, time, export digest);
 //! - the **audit chain**: its verification and the head hash at `to`.
@@ -165,8 +167,9 @@ pub fn build(
                     "task.fulfilment_pending" => {
                         line.reason = body["reason"].as_str().unwrap_or_default().to_owned();
                     }
-                    "task.verified" => {
-                        line.outcome = "verified";
+                    "task.verified" | "task.verified_with_residual_risk" => {
+                        line.outcome =
+                            if action == "task.verified" { "verified" } else { "verified_with_residual_risk" };
                         line.finished_at = Some(record.at);
                         line.attestation = body["read_back"]["attestation"].clone();
                         line.reason.clear();
@@ -185,6 +188,19 @@ pub fn build(
                         line.reason = body["error"].as_str().unwrap_or_default().to_owned();
                     }
                     _ => {}
+                }
+                // The non-human identities the person owned on the target, as
+                // the task's last read-back showed them (a leaver's transfer,
+                // disable or report: issue #20).
+                if let Some(owned) = body["read_back"]["owned_identities"].as_array().filter(|o| !o.is_empty()) {
+                    nhi.push(json!({
+                        "action": action,
+                        "event_id": record.event_id,
+                        "target_id": body["target_id"],
+                        "owned_identities": owned,
+                        "complete": body["read_back"]["owned_identities_complete"],
+                        "seq": record.seq,
+                    }));
                 }
             }
             "reconcile.finished" if in_period => {
@@ -227,14 +243,15 @@ pub fn build(
             }
             tasks_total += 1;
             let deadline = parse_time(&line.deadline_at).ok();
-            let in_time = line.outcome == "verified" && deadline.zip(line.finished_at).is_some_and(|(d, f)| f <= d);
-            tasks_verified += u64::from(line.outcome == "verified");
+            let proven = matches!(line.outcome, "verified" | "verified_with_residual_risk");
+            let in_time = proven && deadline.zip(line.finished_at).is_some_and(|(d, f)| f <= d);
+            tasks_verified += u64::from(proven);
             tasks_in_time += u64::from(in_time);
             if !in_time && line.outcome != "superseded" {
                 fully_revoked_in_time = false;
                 if event["kind"] == "leaver" {
                     let why = match line.outcome {
-                        "verified" => "verified after its deadline".to_owned(),
+                        "verified" | "verified_with_residual_risk" => "verified after its deadline".to_owned(),
                         "failed" => format!("failed: {}", line.reason),
                         "awaiting_fulfilment" => format!(
                             "awaiting fulfilment: {}",

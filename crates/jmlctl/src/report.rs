@@ -263,20 +263,34 @@ pub fn render_html(report: &Value) -> String {
             )
         })
         .collect();
-    let nhi_rows: Vec<String> = nhi["non_human_identities_of_leavers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|n| {
-            format!(
-                "<tr>{}{}<td>{}</td></tr>",
-                cell(&n["action"]),
+    let mut nhi_rows: Vec<String> = Vec::new();
+    for n in nhi["non_human_identities_of_leavers"].as_array().cloned().unwrap_or_default() {
+        let Some(owned) = n["owned_identities"].as_array() else {
+            // An `nhi.*` record of the chain.
+            nhi_rows.push(format!(
+                "<tr>{}{}<td>-</td><td colspan=\"4\">{}</td><td class=\"seq\">{}</td></tr>",
                 cell(&n["event_id"]),
-                escape(&n["payload"].to_string())
-            )
-        })
-        .collect();
+                cell(&n["action"]),
+                escape(&n["payload"].to_string()),
+                escape(&text(&n["seq"]))
+            ));
+            continue;
+        };
+        for identity in owned {
+            nhi_rows.push(format!(
+                "<tr>{}{}{}<td>{}:{}</td>{}{}{}<td class=\"seq\">{}</td></tr>",
+                cell(&n["event_id"]),
+                cell(&n["action"]),
+                cell(&n["target_id"]),
+                escape(&text(&identity["kind"])),
+                escape(&text(&identity["id"])),
+                cell(&identity["owner"]),
+                cell(&identity["previous_owner"]),
+                cell(&identity["enabled"]),
+                escape(&text(&n["seq"]))
+            ));
+        }
+    }
 
     format!(
         r#"<!DOCTYPE html>
@@ -344,7 +358,10 @@ th {{ background: #eef2f7; }} tr.late td {{ background: #fff3e0; }} td.seq {{ co
         ),
         nhi_title = escape(&text(&nhi["title"])),
         nhi_summary = summary(nhi),
-        nhi = table(&["record", "event", "details"], nhi_rows),
+        nhi = table(
+            &["event", "record", "target", "identity", "owner", "previous owner", "enabled", "audit seq"],
+            nhi_rows
+        ),
         stale = table(&["target", "stale accounts", "inactive accounts", "reconciled at"], stale_rows),
         manual = table(
             &[

@@ -19,6 +19,11 @@
 #                         username, display_name, email) loaded with
 #                         `jmlctl identities load` before the runs; the
 #                         target then correlates by `mail equals {email}`
+#   JML_BENCH_CORRELATE=1 seeds the N entries without employeeNumber (no
+#                         correlation key) and with a mail each, and writes
+#                         N identity records whose emails match them (as
+#                         JML_BENCH_IDENTITIES): every account is unlinked
+#                         and correlates to exactly one person by mail
 set -euo pipefail
 
 count="${1:-10000}"
@@ -54,11 +59,24 @@ else
 bench_ou="$ou"
 {
   printf 'dn: %s\nobjectClass: organizationalUnit\nou: %s\n\n' "$ou" "$tag"
+  if [ "${JML_BENCH_CORRELATE:-}" = 1 ]; then
+    # No correlation key; a mail each, matched by one identity record each.
+    awk -v n="$count" -v tag="$tag" -v ou="$ou" 'BEGIN { for (i = 1; i <= n; i++)
+      printf "dn: uid=%s-%06d,%s\nobjectClass: inetOrgPerson\nuid: %s-%06d\ncn: Bench %d\nsn: Bench\nmail: %s-%06d@bench.example\ndisplayName: Bench %d\n\n", tag, i, ou, tag, i, i, tag, i, i }'
+  else
   for i in $(seq 1 "$count"); do
     printf 'dn: uid=%s-%05d,%s\nobjectClass: inetOrgPerson\nuid: %s-%05d\ncn: Bench %d\nsn: Bench\nemployeeNumber: B-%s-%05d\ndisplayName: Bench %d\n\n' \
       "$tag" "$i" "$ou" "$tag" "$i" "$i" "$tag" "$i" "$i"
   done
+  fi
 } > "$work/entries.ldif"
+if [ "${JML_BENCH_CORRELATE:-}" = 1 ]; then
+  # The person's username differs from the account's uid, so only the mail rule correlates.
+  awk -v n="$count" -v tag="$tag" 'BEGIN { for (i = 1; i <= n; i++)
+    printf "{\"person_id\":\"P-%s-%06d\",\"username\":\"person-%06d\",\"display_name\":\"Bench %d\",\"email\":\"%s-%06d@bench.example\"}\n", tag, i, i, i, tag, i }' \
+    > "$work/identities.jsonl"
+  JML_BENCH_IDENTITIES="$work/identities.jsonl"
+fi
 ldap ldapadd -f "$work/entries.ldif" >/dev/null
 echo "seeded $count entries under $ou"
 fi

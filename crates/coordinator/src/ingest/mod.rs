@@ -102,7 +102,11 @@ enum Verdict {
 struct Assessed {
     record: SourceRecord,
     hash: String,
-    prior: Option<Prior>,
+    /// The hash of the record it follows (none: the person was known only
+    /// from events or a baseline, or not at all).
+    prior_hash: Option<String>,
+    /// Whether the person was employed before (none: never known).
+    prior_employment: Option<Employment>,
     verdict: Verdict,
 }
 
@@ -171,34 +175,67 @@ fn prior_from(stored: Option<&StoredRecord>, identity: Option<&IdentityRecord>) 
     }
 }
 
-fn assess(record: SourceRecord, stored: Option<&StoredRecord>, prior: Option<Prior>, now: i64) -> Assessed {
+/// The last record accepted for a person, as far as assessing needs it.
+#[derive(Debug, Clone, Copy)]
+struct Accepted<'a> {
+    record_hash: &'a str,
+    /// The event it derived (empty: none).
+    event_id: &'a str,
+}
+
+impl<'a> From<&'a StoredRecord> for Accepted<'a> {
+    fn from(stored: &'a StoredRecord) -> Self {
+        Self { record_hash: &stored.record_hash, event_id: &stored.event_id }
+    }
+}
+
+fn assess(record: SourceRecord, stored: Option<Accepted<'_>>, prior: Option<&Prior>, now: i64) -> Assessed {
     let hash = record.hash();
     let verdict = match stored {
         Some(stored) if stored.record_hash == hash && !stored.event_id.is_empty() => {
-            Verdict::Duplicate(stored.event_id.clone())
+            Verdict::Duplicate(stored.event_id.to_owned())
         }
         Some(stored) if stored.record_hash == hash => Verdict::SameRecord,
-        _ if state::is_stale(&record, prior.as_ref()) => Verdict::Stale,
-        _ => match state::derive(&record, prior.as_ref(), now) {
+        _ if state::is_stale(&record, prior) => Verdict::Stale,
+        _ => match state::derive(&record, prior, now) {
             Derived::Event { kind, effective_at } => {
-                Verdict::Derived { kind, effective_at, event_id: state::event_id(&record, &hash, prior.as_ref()) }
+                Verdict::Derived { kind, effective_at, event_id: state::event_id(&record, &hash, prior) }
             }
             Derived::Unchanged(reason) => Verdict::Unchanged(reason),
             Derived::Ignored(reason) => Verdict::Ignored(reason),
         },
     };
-    Assessed { record, hash, prior, verdict }
+    Assessed {
+        record,
+        hash,
+        prior_hash: prior.and_then(|p| p.record_hash.clone()),
+        prior_employment: prior.map(|p| p.employment),
+        verdict,
+    }
+}
+
+/// What the store knows of one person, kept compact: one attribute map
+/// (the prior's), not the stored record's and the identity record's both.
+struct KnownPerson {
+    /// The last record accepted from the source: its hash and the event it
+    /// derived (empty: none).
+    accepted: Option<(String, String)>,
+    /// When that record was accepted.
+    accepted_at: i64,
+    /// What was known of the person ([`prior_from`]).
+    prior: Option<Prior>,
 }
 
 /// What the store knows of the persons of one source, loaded once for a
 /// large batch (paged reads) instead of two reads per record.
 #[derive(Default)]
 struct Known {
-    stored: HashMap<String, StoredRecord>,
-    identities: HashMap<String, IdentityRecord>,
+    people: HashMap<String, KnownPerson>,
 }
 
 impl Known {
+    /// Folds the stored records, then the identity records, page by page, to
+    /// the same priors as [`prior_from`] without holding either whole.
     async fn load(store: &dyn Store, source: &str) -> Result<Self, EngineError> {
         let mut known = Self::default();
         let prefix = key(source, "");
@@ -211,7 +248,20 @@ impl Known {
                 let Some(person) = key.strip_prefix(&prefix) else { break 'pages };
                 let stored: StoredRecord =
                     serde_json::from_str(&value).map_err(|e| corrupt("ingest_state.source_record", &e))?;
-                known.stored.insert(person.to_owned(), stored);
+                let prior = Prior {
+                    employment: stored.record.employment,
+                    attributes: stored.record.attributes,
+                    changed_at: stored.record.changed_at,
+                    record_hash: Some(stored.record_hash.clone()),
+                };
+                known.people.insert(
+                    person.to_owned(),
+                    KnownPerson {
+                        accepted: Some((stored.record_hash, stored.event_id)),
+                        accepted_at: stored.accepted_at,
+                        prior: Some(prior),
+                    },
+                );
             }
         }
         let mut after = String::new();
@@ -220,27 +270,49 @@ impl Known {
             let Some((last, _)) = page.last() else { break };
             after = last.person_id.clone();
             for (identity, _) in page {
-                known.identities.insert(identity.person_id.clone(), identity);
+                let employment = if identity.has_left { Employment::Terminated } else { Employment::Active };
+                match known.people.get_mut(&identity.person_id) {
+                    // Written after the last record accepted: it says what the person is.
+                    Some(person) if identity.updated_at > person.accepted_at => {
+                        if let Some(prior) = person.prior.as_mut() {
+                            prior.employment = employment;
+                            prior.attributes = identity.attributes;
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        let prior =
+                            Prior { employment, attributes: identity.attributes, changed_at: None, record_hash: None };
+                        known.people.insert(
+                            identity.person_id,
+                            KnownPerson { accepted: None, accepted_at: 0, prior: Some(prior) },
+                        );
+                    }
+                }
             }
         }
         Ok(known)
     }
 
-    fn prior(&self, person: &str) -> (Option<&StoredRecord>, Option<Prior>) {
-        let stored = self.stored.get(person);
-        (stored, prior_from(stored, self.identities.get(person)))
+    fn prior(&self, person: &str) -> (Option<Accepted<'_>>, Option<&Prior>) {
+        match self.people.get(person) {
+            None => (None, None),
+            Some(known) => (
+                known.accepted.as_ref().map(|(hash, event)| Accepted { record_hash: hash, event_id: event }),
+                known.prior.as_ref(),
+            ),
+        }
     }
 
     /// Persons known as active.
-    fn active(&self) -> Vec<String> {
-        let mut people: HashSet<&String> = self.stored.keys().collect();
-        people.extend(self.identities.keys());
-        let mut active: Vec<String> = people
-            .into_iter()
-            .filter(|person| self.prior(person).1.is_some_and(|p| p.employment == Employment::Active))
-            .cloned()
+    fn active(&self) -> Vec<&str> {
+        let mut active: Vec<&str> = self
+            .people
+            .iter()
+            .filter(|(_, known)| known.prior.as_ref().is_some_and(|p| p.employment == Employment::Active))
+            .map(|(person, _)| person.as_str())
             .collect();
-        active.sort();
+        active.sort_unstable();
         active
     }
 }
@@ -329,7 +401,7 @@ impl Ingest {
         let stored = self.stored(&record.source_system, &record.person_id).await?;
         let identity = self.engine.store().identity(&record.person_id).await?;
         let prior = prior_from(stored.as_ref(), identity.as_ref());
-        Ok(assess(record, stored.as_ref(), prior, now))
+        Ok(assess(record, stored.as_ref().map(Accepted::from), prior.as_ref(), now))
     }
 
     /// One record: derive, submit, remember. Safe to repeat.
@@ -428,8 +500,8 @@ impl Ingest {
                         "kind": kind_name(*kind),
                         "record": assessed.record,
                         "record_hash": assessed.hash,
-                        "prior_record_hash": assessed.prior.as_ref().and_then(|p| p.record_hash.clone()),
-                        "prior_employment": assessed.prior.as_ref().map(|p| p.employment),
+                        "prior_record_hash": assessed.prior_hash,
+                        "prior_employment": assessed.prior_employment,
                     }),
                 };
                 self.engine.store().ingest_put(vec![Self::remember(&assessed, event_id, now)], vec![audit]).await?;
@@ -484,26 +556,32 @@ impl Ingest {
         }
         let bulk = batch.full_snapshot || batch.records.len() > 200;
         let known = if bulk { Some(Known::load(store.as_ref(), &batch.source_system).await?) } else { None };
-        let mut assessed = Vec::with_capacity(batch.records.len());
-        for record in &batch.records {
+        // Persons known as active and not named: they have left.
+        let missing: Vec<String> = match &known {
+            Some(known) if batch.full_snapshot => {
+                known.active().into_iter().filter(|person| !seen.contains(person)).map(str::to_owned).collect()
+            }
+            _ => Vec::new(),
+        };
+        drop(seen);
+        let Batch { records, full_snapshot, dry_run, source_system, label } = batch;
+        let named = records.len();
+        // The records move into their assessments (a roster is held once).
+        let mut assessed = Vec::with_capacity(named + missing.len());
+        for record in records {
             assessed.push(match &known {
                 Some(known) => {
                     let (stored, prior) = known.prior(&record.person_id);
-                    assess(record.clone(), stored, prior, now)
+                    assess(record, stored, prior, now)
                 }
-                None => self.assess_one(record.clone(), now).await?,
+                None => self.assess_one(record, now).await?,
             });
         }
-        if batch.full_snapshot
-            && let Some(known) = &known
-        {
-            let named: HashSet<&str> = batch.records.iter().map(|r| r.person_id.as_str()).collect();
-            for person in known.active() {
-                if !named.contains(person.as_str()) {
-                    let (stored, prior) = known.prior(&person);
-                    let record = SourceRecord::missing_from_snapshot(&person, &batch.source_system);
-                    assessed.push(assess(record, stored, prior, now));
-                }
+        if let Some(known) = &known {
+            for person in missing {
+                let (stored, prior) = known.prior(&person);
+                let record = SourceRecord::missing_from_snapshot(&person, &source_system);
+                assessed.push(assess(record, stored, prior, now));
             }
         }
         let mut counts = pb::StateCounts::default();
@@ -529,7 +607,7 @@ impl Ingest {
         let listed = |item: &Assessed| {
             !matches!(item.verdict, Verdict::SameRecord | Verdict::Unchanged(_) | Verdict::Ignored(_))
         };
-        if batch.dry_run {
+        if dry_run {
             let receipts = assessed
                 .iter()
                 .filter(|i| listed(i))
@@ -542,9 +620,17 @@ impl Ingest {
             if counts.leavers > 0 && max.is_some() {
                 let population = match &known {
                     Some(known) => known.active().len() as u64,
-                    None => Known::load(store.as_ref(), &batch.source_system).await?.active().len() as u64,
+                    None => Known::load(store.as_ref(), &source_system).await?.active().len() as u64,
                 };
                 if let Some(limit) = guard::must_hold(max.as_ref(), counts.leavers, population) {
+                    // The batch as it came (its records, without the leavers a snapshot implies).
+                    let batch = Batch {
+                        records: assessed.iter().take(named).map(|item| item.record.clone()).collect(),
+                        full_snapshot,
+                        dry_run,
+                        source_system: source_system.clone(),
+                        label: label.clone(),
+                    };
                     let held = self.hold(&batch, initiator, counts.leavers, population, limit, now).await?;
                     let receipts = assessed
                         .iter()
