@@ -239,6 +239,37 @@ async fn users_and_bulk_derive_joiner_mover_leaver_and_rehire_on_the_targets() {
     assert_eq!(response["Operations"].as_array().map(Vec::len), Some(1), "{response}");
     assert!(mesh.target("ldap").get("val").is_none());
 
+    // A Bulk of joiners sent twice (the sender saw no answer): the second
+    // answers each POST as the first creation, with its bulkId and event.
+    let joiners = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [{"method": "POST", "path": "/Users", "bulkId": "w1", "data": user("W1", "wes", "Sales")}],
+    });
+    let (status, first, _) = mesh.send(reqwest::Method::POST, "/Bulk", Some(&joiners)).await;
+    assert_eq!((status, first["Operations"][0]["status"].as_str()), (200, Some("201")), "{first}");
+    let (status, retried, _) = mesh.send(reqwest::Method::POST, "/Bulk", Some(&joiners)).await;
+    let (op, again) = (&retried["Operations"][0], &first["Operations"][0]);
+    assert_eq!((status, op["status"].as_str(), op["outcome"].as_str()), (200, Some("200"), Some("duplicate")), "{retried}");
+    assert_eq!((&op["bulkId"], &op["eventId"], &op["location"]), (&again["bulkId"], &again["eventId"], &again["location"]));
+    // A different record for an existing User is still a conflict.
+    let changed = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [{"method": "POST", "path": "/Users", "bulkId": "w1", "data": user("W1", "wes", "Engineering")}],
+    });
+    let (_, conflict, _) = mesh.send(reqwest::Method::POST, "/Bulk", Some(&changed)).await;
+    assert_eq!(conflict["Operations"][0]["status"].as_str(), Some("409"), "{conflict}");
+    // Removing `active` would read as employed: refused, nothing changes.
+    let (status, _, _) = mesh.send(reqwest::Method::PATCH, "/Users/W1", Some(&json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": false}]}))).await;
+    assert_eq!(status, 200, "active false: the termination");
+    let (status, error, _) = mesh.send(reqwest::Method::PATCH, "/Users/W1", Some(&json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "remove", "path": "active"}]}))).await;
+    assert_eq!((status, error["scimType"].as_str()), (400, Some("mutability")), "{error}");
+    let (_, still, _) = mesh.send(reqwest::Method::GET, "/Users/W1", None).await;
+    assert_eq!(still["active"], false, "{still}");
+
     // The person deleted comes back: a rehire.
     let (status, back, rehired) = mesh.send(reqwest::Method::POST, "/Users", Some(&user("T1", "tia", "Sales"))).await;
     assert_eq!(status, 201, "{back}");

@@ -37,7 +37,7 @@ async fn run(
     let data = operation.get("data");
     let need_data = || data.ok_or_else(|| ScimError::bad_request("invalidSyntax", "data: is required"));
     match (method.as_str(), segments.as_slice()) {
-        ("POST", ["Users"]) => users::create(state, ctx, need_data()?).await,
+        ("POST", ["Users"]) => users::create_in_bulk(state, ctx, need_data()?).await,
         (method, ["Users", id]) if method != "POST" => {
             let id = match id.strip_prefix("bulkId:") {
                 Some(bulk_id) => created.get(bulk_id).cloned().ok_or_else(|| {

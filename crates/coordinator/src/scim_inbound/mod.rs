@@ -387,6 +387,20 @@ fn percent_decode(text: &str) -> Result<String, ScimError> {
     String::from_utf8(out).map_err(|_| ScimError::status(404, "the path is not UTF-8"))
 }
 
+/// Encodes a path segment: every byte but RFC 3986's unreserved characters
+/// as `%XX` (the inverse of [`percent_decode`]).
+pub(crate) fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// The SCIM server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ScimServeError {
@@ -469,5 +483,17 @@ impl RunningScim {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_path_segment_round_trips_through_its_encoding() {
+        for id in ["P1", "a b/c?d#e%f", "é-ü_~.", "x\u{1f}y"] {
+            let encoded = super::percent_encode(id);
+            assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)), "{encoded}");
+            assert_eq!(super::percent_decode(&encoded).expect("decodes"), id);
+        }
     }
 }

@@ -47,7 +47,7 @@ pub struct Outcome {
 }
 
 fn location(ctx: &Ctx, id: &str) -> String {
-    format!("{}/Users/{id}", ctx.base)
+    format!("{}/Users/{}", ctx.base, super::percent_encode(id))
 }
 
 fn version(user: &Map<String, Value>) -> String {
@@ -189,6 +189,28 @@ pub async fn create(state: &ScimState, ctx: &Ctx, body: &Value) -> Result<Outcom
     write(state, ctx, &id, user, prior, 201).await
 }
 
+/// A `POST /Users` of a `/Bulk` request: as [`create`], except that the very
+/// record already kept is answered as that earlier creation (200, outcome
+/// `duplicate`), so that a retried request keeps its `bulkId`s (a `POST` of
+/// a different record for an existing User is still a 409).
+pub async fn create_in_bulk(state: &ScimState, ctx: &Ctx, body: &Value) -> Result<Outcome, ScimError> {
+    let user = schema::check_user(body)?;
+    let id = person_of(state, &user, None)?;
+    {
+        let _person = state.lock(&id).lock().await;
+        if let Some(kept) = load(state, &id).await?.filter(|p| !p.deleted && p.user == user) {
+            return Ok(Outcome {
+                status: 200,
+                resource: Some(resource(ctx, &id, &kept)),
+                event_id: kept.event_id.clone(),
+                outcome: "duplicate".into(),
+                location: location(ctx, &id),
+            });
+        }
+    }
+    create(state, ctx, body).await
+}
+
 async fn existing(state: &ScimState, id: &str) -> Result<Kept, ScimError> {
     match load(state, id).await? {
         Some(kept) if !kept.deleted => Ok(kept),
@@ -210,6 +232,13 @@ pub async fn patch(state: &ScimState, ctx: &Ctx, id: &str, body: &Value) -> Resu
     let _person = state.lock(id).lock().await;
     let prior = existing(state, id).await?;
     let patched = super::patch::apply(&prior.user, body)?;
+    // Fail closed: a User without `active` would read as employed.
+    if prior.user.contains_key("active") && !patched.contains_key("active") {
+        return Err(ScimError::bad_request(
+            "mutability",
+            "active: may not be removed (replace it with false to end the employment)",
+        ));
+    }
     let user = schema::check_user(&Value::Object(patched))?;
     person_of(state, &user, Some(id))?;
     write(state, ctx, id, user, Some(prior), 200).await
