@@ -15,8 +15,8 @@ import httpx2
 from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_tester import Status, check_server
 
-# (check title, what the refusal says, why it does not apply). Each is a write that
-# changes the person id, which the endpoint publishes as `immutable` (and `required`)
+# (check title, what the refusal says, why it does not apply). The first two are writes
+# that change the person id, which the endpoint publishes as `immutable` (and `required`)
 # and refuses to change (400 mutability, fail closed): scim2-tester fills immutable
 # attributes nested in the Enterprise extension with new random values.
 NOT_APPLICABLE = [
@@ -24,6 +24,10 @@ NOT_APPLICABLE = [
      "its PUT fills every attribute anew, the person id (employeeNumber) included"),
     ("check_replace_attribute", "cannot change",
      "its PATCH replaces the whole Enterprise extension, the person id (employeeNumber) included"),
+    # Fail closed: a User without `active` would read as employed, so a PATCH may set
+    # it to false (the termination) but not remove it (400 mutability).
+    ("check_remove_attribute", "active: may not be removed",
+     "removing `active` would read as employed; it may be set to false, not removed"),
 ]
 
 

@@ -47,7 +47,6 @@ use std::sync::Arc;
 use connector_kit::contract as pb;
 use connector_kit::validate::printable;
 use connector_kit::{AccountStream, CONTRACT_VERSION, Connector, ConnectorError, correlation};
-use futures::{StreamExt, TryStreamExt};
 use ldap3::Scope;
 use rand::Rng;
 
@@ -61,6 +60,8 @@ use crate::target::{
     replace, result_error,
 };
 
+mod credentials;
+mod listing;
 mod membership;
 
 /// The entitlement kind this connector manages.
@@ -308,75 +309,6 @@ impl LdapConnector {
         }
     }
 
-    /// The password's state as the bind can prove it. OpenLDAP: a
-    /// `userPassword` that is not returned is absent only if a compare says
-    /// "no such attribute"; otherwise it is hidden from this bind.
-    async fn password_state(
-        &self,
-        directory: &mut Directory,
-        entry: &DirectoryEntry,
-    ) -> Result<PasswordState, TargetError> {
-        if entry.has(USER_PASSWORD) || self.config().mode == DirectoryMode::ActiveDirectory {
-            return Ok(match self.config().mode {
-                DirectoryMode::ActiveDirectory if !entry.has(PWD_LAST_SET) => PasswordState::Unknown(
-                    PWD_LAST_SET,
-                    "not returned to the connector's bind, although every Active Directory account has one".into(),
-                ),
-                _ if self.password_usable(entry) => PasswordState::Usable,
-                _ => PasswordState::Unusable,
-            });
-        }
-        let probe = random_token();
-        Ok(match directory.compare(&entry.dn, USER_PASSWORD, probe.as_bytes()).await? {
-            code::NO_SUCH_ATTRIBUTE => PasswordState::Unusable,
-            code::COMPARE_FALSE | code::COMPARE_TRUE => PasswordState::Unknown(
-                USER_PASSWORD,
-                "the entry has a password the connector's bind may not read (hidden by an ACL)".into(),
-            ),
-            rc => PasswordState::Unknown(
-                USER_PASSWORD,
-                format!("not returned to the connector's bind, and a compare was refused (LDAP result {rc})"),
-            ),
-        })
-    }
-
-    /// Whether the password can still be used to log in.
-    fn password_usable(&self, entry: &DirectoryEntry) -> bool {
-        match self.config().mode {
-            DirectoryMode::Openldap => {
-                entry.binary.contains(&USER_PASSWORD.to_ascii_lowercase())
-                    || entry.values(USER_PASSWORD).iter().any(|v| !v.starts_with(REVOKED_SCHEME))
-            }
-            DirectoryMode::ActiveDirectory => entry.first(PWD_LAST_SET) != Some("0"),
-        }
-    }
-
-    /// Credentials still usable, as the contract names them, and whether
-    /// every one could be seen (otherwise what could not is in `unreadable`).
-    async fn credential_state(
-        &self,
-        directory: &mut Directory,
-        entry: &DirectoryEntry,
-        unreadable_fields: &mut Vec<pb::UnreadableField>,
-    ) -> Result<pb::CredentialState, TargetError> {
-        let mut active = Vec::new();
-        let mut complete = true;
-        match self.password_state(directory, entry).await? {
-            PasswordState::Usable => active.push("password".to_owned()),
-            PasswordState::Unusable => {}
-            PasswordState::Unknown(attribute, reason) => {
-                complete = false;
-                unreadable_fields.push(unreadable("credentials", attribute, reason));
-            }
-        }
-        for attribute in self.config().credential_attributes() {
-            if entry.has(&attribute) {
-                active.push(format!("attribute:{attribute}"));
-            }
-        }
-        Ok(pb::CredentialState { active, complete, ..Default::default() })
-    }
-
     /// The read-back of one entry.
     async fn account_state(
         &self,
@@ -384,6 +316,7 @@ impl LdapConnector {
         entry: &DirectoryEntry,
         requested_name: Option<&str>,
         page: Option<&PageMemberships>,
+        passwords_absent: Option<&HashSet<String>>,
     ) -> Result<pb::AccountState, TargetError> {
         let config = self.config();
         let names = entry.values(&config.account_name_attribute());
@@ -435,7 +368,7 @@ impl LdapConnector {
             // Unknown reads as the unsafe value.
             true
         });
-        let credentials = self.credential_state(directory, entry, &mut unreadable_fields).await?;
+        let credentials = self.credential_state(directory, entry, passwords_absent, &mut unreadable_fields).await?;
         Ok(pb::AccountState {
             account: Some(pb::AccountRef {
                 person_id: entry.first(&config.person_id_attribute).unwrap_or_default().to_owned(),
@@ -697,7 +630,7 @@ impl LdapConnector {
             None => Ok(pb::AccountState { account: Some(account.clone()), exists: false, ..Default::default() }),
             Some(entry) => {
                 self.check_owner(&entry, account)?;
-                self.account_state(&mut directory, &entry, Some(&account.account_name), None).await
+                self.account_state(&mut directory, &entry, Some(&account.account_name), None, None).await
             }
         }
     }
@@ -711,7 +644,7 @@ impl LdapConnector {
         requested: &[String],
     ) -> Result<Option<(DirectoryEntry, pb::AccountState)>, TargetError> {
         let Some(entry) = self.find_account(directory, account_name).await? else { return Ok(None) };
-        let mut state = self.account_state(directory, &entry, None, None).await?;
+        let mut state = self.account_state(directory, &entry, None, None, None).await?;
         let name = state.account.as_ref().map(|a| a.account_name.clone()).unwrap_or_default();
         state.correlation_attributes = correlation::collect(requested, &name, |a| entry.values(a).to_vec());
         Ok(Some((entry, state)))
@@ -993,73 +926,7 @@ impl Connector for LdapConnector {
     }
 
     fn list_scope(&self, page_size: u32, correlation_attributes: &[String]) -> AccountStream {
-        let requested: Arc<[String]> = correlation_attributes.into();
-        enum Listing {
-            Start,
-            Running(Directory, Box<PagedSearch>),
-            Done,
-        }
-        let this = self.clone();
-        let page_size = page_size.max(1);
-        Box::pin(futures::stream::unfold(Listing::Start, move |state| {
-            let this = this.clone();
-            let requested = requested.clone();
-            async move {
-                let (directory, mut search) = match state {
-                    Listing::Done => return None,
-                    Listing::Running(directory, search) => (directory, *search),
-                    Listing::Start => match this.start_list(page_size).await {
-                        Ok(started) => started,
-                        Err(error) => return Some((Err(error), Listing::Done)),
-                    },
-                };
-                let mut entries = Vec::new();
-                let mut finished = false;
-                while entries.len() < page_size as usize {
-                    match search.next().await {
-                        Ok(Some(entry)) => entries.push(entry),
-                        Ok(None) => {
-                            finished = true;
-                            break;
-                        }
-                        Err(error) => return Some((Err(error.error), Listing::Done)),
-                    }
-                }
-                if entries.is_empty() {
-                    return None;
-                }
-                let concurrency = this.config().list_concurrency;
-                let memberships = match this.page_memberships(&mut directory.clone(), &entries).await {
-                    Ok(memberships) => memberships.map(Arc::new),
-                    Err(error) => return Some((Err(error.error), Listing::Done)),
-                };
-                let page: Result<Vec<pb::AccountState>, TargetError> = futures::stream::iter(entries)
-                    .map(|entry| {
-                        let this = this.clone();
-                        let mut directory = directory.clone();
-                        let requested = requested.clone();
-                        let memberships = memberships.clone();
-                        async move {
-                            let mut state =
-                                this.account_state(&mut directory, &entry, None, memberships.as_deref()).await?;
-                            let name = state.account.as_ref().map(|a| a.account_name.clone()).unwrap_or_default();
-                            state.correlation_attributes =
-                                correlation::collect(&requested, &name, |attribute| entry.values(attribute).to_vec());
-                            Ok::<_, TargetError>(state)
-                        }
-                    })
-                    .buffered(concurrency)
-                    .try_collect()
-                    .await;
-                match page {
-                    Ok(page) => {
-                        let next = if finished { Listing::Done } else { Listing::Running(directory, Box::new(search)) };
-                        Some((Ok(page), next))
-                    }
-                    Err(error) => Some((Err(error.error), Listing::Done)),
-                }
-            }
-        }))
+        self.list_pages(page_size, correlation_attributes)
     }
 }
 

@@ -39,7 +39,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   if [ -n "${ou:-}" ]; then
     # The entries, then the OU (ldapdelete -r stops at slapd's size limit).
-    ldap ldapsearch -LLL -b "$ou" -s one '(objectClass=*)' 1.1 2>/dev/null | sed -n 's/^dn: //p' > "$work/dns" || true
+    ldap ldapsearch -LLL -o ldif-wrap=no -E pr=1000/noprompt -b "$ou" -s one '(objectClass=*)' 1.1 2>/dev/null | sed -n 's/^dn: //p' > "$work/dns" || true
     ldap ldapdelete -c -f "$work/dns" >/dev/null 2>&1 || true
     ldap ldapdelete "$ou" >/dev/null 2>&1 || true
   fi
@@ -149,7 +149,14 @@ for run in 1 2 3; do
   code=0
   "$bin/jmlctl" --coordinator "$coordinator" --principal bench reconcile --target ldap --json > "$work/report.json" || code=$?
   t2="$(now)"
-  listed="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; c=r["counts"]; print(c["accounts_listed"], {k: v for k, v in c.items() if v and k != "accounts_listed"})' "$work/report.json")"
+  listed="$(python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))[0]
+c = r["counts"]
+s = (r.get("correlation") or {}).get("counts", {}).get("by_situation", {})
+drift = {k: v for k, v in c.get("by_class", {}).items() if v}
+print(c["accounts_listed"], "keyed,", sum(s.values()), "by situation", {k: v for k, v in s.items() if v}, "drift", drift)
+' "$work/report.json")"
   found="$(grep -c '^dn:' "$work/search.ldif")"
   python3 - "$t0" "$t1" "$t2" "$listed" "$found" "$code" "$run" <<'EOF'
 import sys
