@@ -53,6 +53,17 @@ async fn admin_modify(slapd: &Slapd, dn: &str, mods: Vec<Mod<&str>>) {
     admin.modify(dn, mods).await.expect("modify").success().expect("the admin's modify succeeds");
 }
 
+/// The account named `name` as the connector's `List` shows it.
+async fn listed(connector: &connector_ldap::LdapConnector, name: &str) -> pb::AccountState {
+    use futures::TryStreamExt;
+    let pages: Vec<Vec<pb::AccountState>> = connector.list(100).try_collect().await.expect("List");
+    pages
+        .into_iter()
+        .flatten()
+        .find(|s| s.account.as_ref().is_some_and(|a| a.account_name == name))
+        .unwrap_or_else(|| panic!("List shows no {name}"))
+}
+
 #[tokio::test]
 async fn a_password_hidden_from_the_bind_is_unknown_not_revoked() {
     let slapd = Slapd::from_env();
@@ -72,6 +83,16 @@ async fn a_password_hidden_from_the_bind_is_unknown_not_revoked() {
     assert!(
         state.unreadable.iter().any(|u| u.field == "credentials" && u.target_attribute == "userPassword"),
         "the read-back says which attribute could not be read: {state:?}"
+    );
+
+    // List proves absent passwords a page at a time (one search of
+    // `(!(userPassword=*))`): a password the bind may not search is never
+    // taken for an absent one there either.
+    let hidden = listed(&connector, &name).await;
+    assert!(!hidden.credentials.clone().unwrap_or_default().complete, "List: {hidden:?}");
+    assert!(
+        hidden.unreadable.iter().any(|u| u.field == "credentials" && u.target_attribute == "userPassword"),
+        "List: {hidden:?}"
     );
 
     // The revocation is written (slapd accepts it), but the read-back cannot
@@ -122,6 +143,9 @@ async fn a_password_hidden_from_the_bind_is_unknown_not_revoked() {
         "{state:?}"
     );
     assert!(state.unreadable.is_empty(), "{state:?}");
+    let absent = listed(&root, &other).await;
+    assert_eq!(absent.credentials, state.credentials, "List proves the absence as Read does: {absent:?}");
+    assert!(absent.unreadable.is_empty(), "{absent:?}");
 
     let mut gone = leaver(&name);
     gone.presence = pb::Presence::Absent as i32;

@@ -17,6 +17,12 @@
 //! before each phase.
 //!
 //! `cargo bench -p coordinator --bench ingest -- [--people N] [--churn-percent P]`
+//!
+//! With `--db FILE` the store is that SQLite file and one part runs per
+//! process, so that a phase's peak is its own and not what an earlier phase
+//! left allocated in the same process: `--only seed` (the first load), then
+//! `--only churn` in a new process (engine start, the churn roster built and
+//! diffed; the baseline phase is skipped).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +33,11 @@ use connector_memory::{MemoryConfig, MemoryConnector, MemoryTarget};
 use coordinator::ingest::state::{Employment, SourceRecord};
 use coordinator::ingest::{Batch, Ingest};
 use coordinator::{Engine, EngineConfig, Policy, SqliteStore};
+
+fn text_arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -94,6 +105,12 @@ async fn main() -> anyhow::Result<()> {
     let people = arg("--people", 100_000);
     let churn = arg("--churn-percent", 1);
     let dir = tempfile::tempdir()?;
+    let db = text_arg("--db").map_or_else(|| dir.path().join("bench.db"), std::path::PathBuf::from);
+    let only = text_arg("--only");
+    if let Some(only) = &only {
+        anyhow::ensure!(matches!(only.as_str(), "seed" | "churn"), "--only: seed or churn");
+        anyhow::ensure!(text_arg("--db").is_some(), "--only needs --db FILE (the store the parts share)");
+    }
     let target = Arc::new(MemoryTarget::new(&MemoryConfig::default().entitlements, None));
     let server = ConnectorServer::new(MemoryConnector::new("ldap", target)).bind("127.0.0.1:0".parse()?).await?;
     let policy = Policy::parse(&format!(
@@ -107,14 +124,20 @@ workflows:
 "#,
         server.endpoint()
     ))?;
-    let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db")).await?);
+    let store = Arc::new(SqliteStore::open(&db).await?);
     let engine = Engine::start(store, Arc::new(policy), EngineConfig::default()).await?;
     let ingest = Ingest::new(engine);
     println!("{people} people, {churn}% churn (release build: cargo bench)");
 
     let roster: Vec<SourceRecord> = (0..people).map(|i| person(i, "Sales")).collect();
-    phase(&ingest, "seed", roster.clone()).await?;
-    phase(&ingest, "baseline", roster.clone()).await?;
+    match only.as_deref() {
+        Some("seed") => return phase(&ingest, "seed", roster).await,
+        Some(_) => {}
+        None => {
+            phase(&ingest, "seed", roster.clone()).await?;
+            phase(&ingest, "baseline", roster.clone()).await?;
+        }
+    }
     let changed = people * churn / 100;
     let third = changed / 3;
     let mut next: Vec<SourceRecord> = roster;

@@ -128,12 +128,21 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// The policy's mapping (checked at load, so parsing cannot fail here;
-    /// a path that would is left out and logged).
+    /// The policy's mapping. It was checked at load ([`check_policy`]), so
+    /// parsing cannot fail here; were a path not to parse, there is no
+    /// mapping at all (the endpoint then accepts no writes) rather than one
+    /// that silently drops an attribute.
     pub fn from_policy(mapping: &ScimMapping) -> Option<Self> {
-        let person_id = ScimPath::parse(&mapping.person_id).ok()?;
-        let attributes =
-            mapping.attributes.iter().filter_map(|(k, p)| ScimPath::parse(p).ok().map(|p| (k.clone(), p))).collect();
+        let parse = |at: &str, path: &str| {
+            ScimPath::parse(path)
+                .inspect_err(|error| tracing::error!(at, %error, "SCIM mapping path does not parse: no writes"))
+                .ok()
+        };
+        let person_id = parse("source_of_truth.scim.person_id", &mapping.person_id)?;
+        let mut attributes = Vec::with_capacity(mapping.attributes.len());
+        for (name, path) in &mapping.attributes {
+            attributes.push((name.clone(), parse(&format!("source_of_truth.scim.attributes.{name}"), path)?));
+        }
         Some(Self { person_id, attributes })
     }
 
