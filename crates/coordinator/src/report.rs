@@ -230,6 +230,7 @@ pub fn build(
     let mut event_rows = Vec::new();
     let (mut tasks_total, mut tasks_verified, mut tasks_in_time) = (0u64, 0u64, 0u64);
     let mut leavers = Vec::new();
+    let mut leavers_pending = 0usize;
     let mut leavers_late = Vec::new();
     let mut manual = Vec::new();
     for event_id in &order {
@@ -237,6 +238,7 @@ pub fn build(
         let received = event["received_ms"].as_i64().unwrap_or_default();
         let mut rows = Vec::new();
         let mut fully_revoked_in_time = true;
+        let mut pending_event = false;
         for ((id, target), line) in targets.range((event_id.clone(), String::new())..) {
             if id != event_id {
                 break;
@@ -247,7 +249,14 @@ pub fn build(
             let in_time = proven && deadline.zip(line.finished_at).is_some_and(|(d, f)| f <= d);
             tasks_verified += u64::from(proven);
             tasks_in_time += u64::from(in_time);
-            if !in_time && line.outcome != "superseded" {
+            // Not finished and its deadline after the period: not late (yet),
+            // e.g. a deletion after retention scheduled weeks ahead.
+            let pending =
+                !proven && !matches!(line.outcome, "failed" | "superseded") && deadline.is_some_and(|d| d > to);
+            if pending {
+                pending_event = true;
+                fully_revoked_in_time = false;
+            } else if !in_time && line.outcome != "superseded" {
                 fully_revoked_in_time = false;
                 if event["kind"] == "leaver" {
                     let why = match line.outcome {
@@ -279,16 +288,23 @@ pub fn build(
                 "target_id": target,
                 "deadline_at": line.deadline_at,
                 "acknowledged_at": format_time(line.acknowledged_at),
-                "outcome": line.outcome,
+                "outcome": if pending { "pending" } else { line.outcome },
                 "finished_at": format_time(line.finished_at),
                 "seconds_to_outcome": line.finished_at.map(|f| (f - received) as f64 / 1000.0),
                 "within_deadline": in_time,
+                "pending": pending,
                 "reason": line.reason,
                 "audit_seqs": line.seqs,
             }));
         }
         if event["kind"] == "leaver" {
-            leavers.push(json!({ "event_id": event_id, "person_id": event["person_id"], "fully_revoked_in_time": fully_revoked_in_time }));
+            // Pending: some task's deadline is after the period (and none late).
+            let pending = pending_event && leavers_late.iter().all(|l| l["event_id"] != event_id.as_str());
+            leavers_pending += usize::from(pending);
+            leavers.push(json!({
+                "event_id": event_id, "person_id": event["person_id"],
+                "fully_revoked_in_time": fully_revoked_in_time, "pending": pending,
+            }));
         }
         let mut row = event.clone();
         if let Some(object) = row.as_object_mut() {
@@ -350,7 +366,8 @@ pub fn build(
                 "summary": {
                     "leavers": leavers.len(),
                     "leavers_fully_revoked_in_time": leavers_in_time,
-                    "leavers_not_fully_revoked_in_time": leavers.len() - leavers_in_time,
+                    "leavers_not_fully_revoked_in_time": leavers.len() - leavers_in_time - leavers_pending,
+                    "leavers_pending_deadline_after_period": leavers_pending,
                     "approvals": approvals.values().map(Vec::len).sum::<usize>(),
                     "campaigns": campaigns.len(),
                 },
@@ -370,4 +387,53 @@ pub fn build(
         },
         "manual_targets": manual,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::build;
+    use crate::event::format_time;
+    use crate::store::AuditRecord;
+
+    fn record(seq: i64, at: i64, event_id: &str, action: &str, payload: serde_json::Value) -> AuditRecord {
+        AuditRecord {
+            seq,
+            at,
+            principal: "hr".into(),
+            event_id: event_id.into(),
+            action: action.into(),
+            payload: payload.to_string(),
+            prev_hash: String::new(),
+            hash: format!("h{seq}"),
+        }
+    }
+
+    #[test]
+    fn a_leaver_whose_deadline_is_after_the_period_is_pending_not_late() {
+        let (from, to) = (1_000, 10_000);
+        let task = |deadline: i64| {
+            json!({ "kind": "leaver", "person_id": "P1",
+            "tasks": [{ "target_id": "ldap", "deadline_at": format_time(Some(deadline)) }] })
+        };
+        let records = [
+            // Scheduled weeks ahead: nothing done yet, deadline after `to`.
+            record(1, 2_000, "retention-1", "event.accepted", task(50_000)),
+            // Due within the period and not finished: late.
+            record(2, 2_000, "leaver-2", "event.accepted", task(5_000)),
+            // Verified with residual risk before its deadline: revoked in time.
+            record(3, 2_000, "leaver-3", "event.accepted", task(5_000)),
+            record(4, 3_000, "leaver-3", "task.verified_with_residual_risk", json!({ "target_id": "ldap" })),
+        ];
+        let report = build(&records, from, to, true, 4, None);
+        let summary = &report["controls"]["PR.AC-4"]["summary"];
+        assert_eq!(summary["leavers"], 3, "{summary}");
+        assert_eq!(summary["leavers_fully_revoked_in_time"], 1, "{summary}");
+        assert_eq!(summary["leavers_not_fully_revoked_in_time"], 1, "{summary}");
+        assert_eq!(summary["leavers_pending_deadline_after_period"], 1, "{summary}");
+        let late = report["controls"]["PR.AC-4"]["leavers_not_revoked_in_time"].as_array().cloned().unwrap_or_default();
+        assert_eq!(late.iter().map(|l| l["event_id"].clone()).collect::<Vec<_>>(), [json!("leaver-2")]);
+        assert_eq!(report["controls"]["PR.AA-01"]["summary"]["tasks_verified"], 1);
+    }
 }

@@ -249,8 +249,15 @@ async fn users_and_bulk_derive_joiner_mover_leaver_and_rehire_on_the_targets() {
     assert_eq!((status, first["Operations"][0]["status"].as_str()), (200, Some("201")), "{first}");
     let (status, retried, _) = mesh.send(reqwest::Method::POST, "/Bulk", Some(&joiners)).await;
     let (op, again) = (&retried["Operations"][0], &first["Operations"][0]);
-    assert_eq!((status, op["status"].as_str(), op["outcome"].as_str()), (200, Some("200"), Some("duplicate")), "{retried}");
-    assert_eq!((&op["bulkId"], &op["eventId"], &op["location"]), (&again["bulkId"], &again["eventId"], &again["location"]));
+    assert_eq!(
+        (status, op["status"].as_str(), op["outcome"].as_str()),
+        (200, Some("200"), Some("duplicate")),
+        "{retried}"
+    );
+    assert_eq!(
+        (&op["bulkId"], &op["eventId"], &op["location"]),
+        (&again["bulkId"], &again["eventId"], &again["location"])
+    );
     // A different record for an existing User is still a conflict.
     let changed = json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
@@ -259,13 +266,25 @@ async fn users_and_bulk_derive_joiner_mover_leaver_and_rehire_on_the_targets() {
     let (_, conflict, _) = mesh.send(reqwest::Method::POST, "/Bulk", Some(&changed)).await;
     assert_eq!(conflict["Operations"][0]["status"].as_str(), Some("409"), "{conflict}");
     // Removing `active` would read as employed: refused, nothing changes.
-    let (status, _, _) = mesh.send(reqwest::Method::PATCH, "/Users/W1", Some(&json!({
+    let (status, _, _) = mesh
+        .send(
+            reqwest::Method::PATCH,
+            "/Users/W1",
+            Some(&json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [{"op": "replace", "path": "active", "value": false}]}))).await;
+        "Operations": [{"op": "replace", "path": "active", "value": false}]})),
+        )
+        .await;
     assert_eq!(status, 200, "active false: the termination");
-    let (status, error, _) = mesh.send(reqwest::Method::PATCH, "/Users/W1", Some(&json!({
+    let (status, error, _) = mesh
+        .send(
+            reqwest::Method::PATCH,
+            "/Users/W1",
+            Some(&json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [{"op": "remove", "path": "active"}]}))).await;
+        "Operations": [{"op": "remove", "path": "active"}]})),
+        )
+        .await;
     assert_eq!((status, error["scimType"].as_str()), (400, Some("mutability")), "{error}");
     let (_, still, _) = mesh.send(reqwest::Method::GET, "/Users/W1", None).await;
     assert_eq!(still["active"], false, "{still}");

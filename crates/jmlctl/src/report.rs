@@ -172,7 +172,8 @@ pub fn render_html(report: &Value) -> String {
             })
             .unwrap_or_default();
         for target in event["targets"].as_array().cloned().unwrap_or_default() {
-            let ok = target["within_deadline"] == true;
+            // Pending (its deadline after the period) is not late.
+            let ok = target["within_deadline"] == true || target["pending"] == true;
             event_rows.push(format!(
                 "<tr class=\"{}\">{}{}{}<td>{}</td>{}<td>{}</td>{}{}{}{}{}<td class=\"seq\">{}</td></tr>",
                 if ok { "ok" } else { "late" },

@@ -56,13 +56,14 @@ impl LdapConnector {
             let filter = format!("(&(!({USER_PASSWORD}=*))(|{terms}))");
             // An answer refused (a size limit under the batch, say) proves
             // nothing: those entries get the per-account compare.
-            let found = match directory.search(&config.users_base_dn, Scope::Subtree, &filter, &["1.1".to_owned()]).await {
-                Ok(found) => found,
-                Err(error) => {
-                    tracing::debug!(error = %error.error, "absence search refused: passwords compared per account");
-                    continue;
-                }
-            };
+            let found =
+                match directory.search(&config.users_base_dn, Scope::Subtree, &filter, &["1.1".to_owned()]).await {
+                    Ok(found) => found,
+                    Err(error) => {
+                        tracing::debug!(error = %error.error, "absence search refused: passwords compared per account");
+                        continue;
+                    }
+                };
             for entry in found {
                 let dn = normalise_dn(&entry.dn);
                 if wanted.contains(&dn) {
