@@ -122,8 +122,9 @@ async fn a_scim_bulk_with_a_joiner_a_mover_and_a_termination_drives_the_real_tar
     let iam = targets.iam.account(&leaver.username).await.expect("iam");
     assert!(iam.as_ref().is_none_or(|a| a.groups.is_empty() && a.disabled_tag), "{iam:?}");
 
-    // The same Bulk again changes nothing: the joiner exists (409), the
-    // mover and the termination are the records accepted before.
+    // The same Bulk again changes nothing: the joiner's POST is answered as
+    // its first creation (200, duplicate, the same event and bulkId), the
+    // mover is the record accepted before, the terminated User is gone (404).
     let again = tokio::process::Command::new(&python)
         .arg(mesh_harness::workspace_root().join("tests/scim/bulk.py"))
         .arg(&endpoint)
@@ -134,6 +135,9 @@ async fn a_scim_bulk_with_a_joiner_a_mover_and_a_termination_drives_the_real_tar
         .await
         .expect("scim2-client runs");
     let again: Value = serde_json::from_slice(&again.stdout).expect("the BulkResponse");
-    assert_eq!(again["Operations"][0]["status"], "409", "{again}");
+    let (retried, first) = (&again["Operations"][0], &response["Operations"][0]);
+    assert_eq!((&retried["status"], &retried["outcome"]), (&json!("200"), &json!("duplicate")), "{again}");
+    assert_eq!((&retried["eventId"], &retried["bulkId"]), (&first["eventId"], &first["bulkId"]), "{again}");
+    assert_eq!(again["Operations"][1]["outcome"], "duplicate", "{again}");
     mesh.verify_audit().await.expect("audit chain intact");
 }
