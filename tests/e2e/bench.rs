@@ -13,12 +13,20 @@
 //! account disabled and stripped; retrying would only add backoff.
 //!
 //!   JML_BENCH_EVENTS=1000 cargo bench -p mesh-e2e --bench e2e
+//!
+//! With `JML_BENCH_URGENT=1` it measures instead an urgent leaver's time to
+//! revoke as each target's own client sees it (slapd: locked and in no
+//! group; scim2-server: inactive; moto: disabled tag and in no group;
+//! RustyVault: none of the joiner's policies left), from its submission:
+//! first with nothing else queued (idle), then submitted right after N
+//! joiners were accepted (the backlog), and prints loaded / idle per target.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use jml_contract::v1 as pb;
 use mesh_e2e::mesh::{millis, task};
-use mesh_e2e::{Mesh, MeshOptions, Person};
+use mesh_e2e::{Mesh, MeshOptions, Person, Targets};
 
 const UNPROVEN: &str = "credentials: the target cannot prove that none remain";
 
@@ -72,11 +80,101 @@ async fn phase(
     Ok(statuses)
 }
 
+/// Polls each target with its own client until it shows `person`'s access
+/// revoked; per target, the time from `since`.
+async fn seen_revoked(
+    targets: &Targets,
+    person: &Person,
+    vault_policies: &BTreeSet<String>,
+    since: Instant,
+) -> anyhow::Result<BTreeMap<&'static str, Duration>> {
+    let mut seen = BTreeMap::new();
+    let limit = Duration::from_secs(1800);
+    while seen.len() < 4 {
+        anyhow::ensure!(since.elapsed() < limit, "not revoked everywhere within {limit:?}: {seen:?}");
+        if !seen.contains_key("ldap")
+            && targets.ldap.account(&person.username).await?.is_none_or(|a| a.locked && a.groups.is_empty())
+        {
+            seen.insert("ldap", since.elapsed());
+        }
+        if !seen.contains_key("scim") && targets.scim.account(&person.email).await?.is_none_or(|a| !a.active) {
+            seen.insert("scim", since.elapsed());
+        }
+        if !seen.contains_key("aws")
+            && targets.iam.account(&person.username).await?.is_none_or(|a| a.disabled_tag && a.groups.is_empty())
+        {
+            seen.insert("aws", since.elapsed());
+        }
+        if !seen.contains_key("vault")
+            && targets.vault.user(&person.username).await?.is_none_or(|p| p.is_disjoint(vault_policies))
+        {
+            seen.insert("vault", since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(seen)
+}
+
+/// An urgent leaver for `person`, submitted now; per target, when its own
+/// client saw the access revoked.
+async fn urgent_leaver(
+    mesh: &Mesh,
+    targets: &Targets,
+    person: &Person,
+    label: &str,
+) -> anyhow::Result<BTreeMap<&'static str, Duration>> {
+    let vault_policies = targets.vault.user(&person.username).await?.unwrap_or_default();
+    anyhow::ensure!(!vault_policies.is_empty(), "{} holds no Vault policy before leaving", person.username);
+    let mut event = person.event(&format!("{}-{label}", person.username), pb::EventKind::Leaver);
+    event.urgent = true;
+    let since = Instant::now();
+    mesh.submit(event).await?;
+    seen_revoked(targets, person, &vault_policies, since).await
+}
+
+async fn urgent(mesh: &Mesh, n: usize) -> anyhow::Result<()> {
+    let targets = Targets::from_env().await?;
+    let idle = Person::new(&mesh.run_id, n, "Sales");
+    let loaded = Person::new(&mesh.run_id, n + 1, "Sales");
+    phase(mesh, &[idle.clone(), loaded.clone()], pb::EventKind::Joiner, "first").await?;
+    let at_idle = urgent_leaver(mesh, &targets, &idle, "urgent-idle").await?;
+    let persons: Vec<Person> = (0..n).map(|i| Person::new(&mesh.run_id, i, "Sales")).collect();
+    let ids: Vec<String> = persons.iter().map(|p| format!("{}-backlog", p.username)).collect();
+    let started = Instant::now();
+    mesh.submit_all(persons.iter().zip(&ids).map(|(p, id)| p.event(id, pb::EventKind::Joiner)).collect()).await?;
+    println!("{n} joiners accepted in {:.1} s; the urgent leaver follows", started.elapsed().as_secs_f64());
+    let at_load = urgent_leaver(mesh, &targets, &loaded, "urgent-loaded").await?;
+    let mut unfinished = 0;
+    for id in &ids {
+        let state = mesh.status(id).await?.state;
+        if state != pb::EventState::Verified as i32 && state != pb::EventState::Failed as i32 {
+            unfinished += 1;
+        }
+    }
+    println!("when the urgent leaver was revoked everywhere, {unfinished} of the {n} joiners were unfinished");
+    println!("target   idle (ms)   with the backlog (ms)   ratio");
+    for (target, idle_time) in &at_idle {
+        let load_time = at_load[target];
+        println!(
+            "{target:<8} {:>9} {:>23} {:>7.2}",
+            idle_time.as_millis(),
+            load_time.as_millis(),
+            load_time.as_secs_f64() / idle_time.as_secs_f64().max(0.001)
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n: usize = std::env::var("JML_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let options = MeshOptions { deadline: "1h".into(), max_attempts: 8, base_backoff_ms: 200 };
     let mut mesh = Mesh::start("bench", options).await?;
+    if std::env::var("JML_BENCH_URGENT").is_ok_and(|v| v == "1") {
+        let result = urgent(&mesh, n).await;
+        mesh.stop_all().await?;
+        return result;
+    }
     let persons: Vec<Person> = (0..n).map(|i| Person::new(&mesh.run_id, i, "Sales")).collect();
 
     let joined = phase(&mesh, &persons, pb::EventKind::Joiner, "joiners").await?;

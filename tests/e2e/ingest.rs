@@ -98,10 +98,35 @@ async fn rosters_drive_the_real_targets_and_a_mass_leaver_roster_waits_for_appro
     );
     assert!(targets.ldap.account(&staff[0].username).await.expect("ldap").is_none(), "nothing applied");
 
-    // First roster: everyone joins.
-    let (code, summary, output) = import(&mesh, &dir, "roster-1.csv", &staff).await;
+    // People employed before the mesh, recorded as a baseline by an admin
+    // (`import --baseline`): nothing is provisioned for them, and the first
+    // roster that names them derives nothing for them.
+    let existing: Vec<Person> = (0..2).map(|i| Person::new(&mesh.run_id, 1000 + i, "Sales")).collect();
+    let before = dir.join("roster-0-baseline.csv");
+    std::fs::write(&before, roster(&existing)).expect("write");
+    let recorded = mesh
+        .jmlctl_as(
+            "ops-admin",
+            &["import", "--file", before.to_str().expect("path"), "--source", "workday", "--baseline", "--json"],
+        )
+        .await
+        .expect("runs");
+    assert!(recorded.status.success(), "{recorded:?}");
+    let recorded: serde_json::Value = serde_json::from_slice(&recorded.stdout).expect("json");
+    assert_eq!((recorded["employed"].as_u64(), recorded["loaded"].as_u64()), (Some(2), Some(2)), "{recorded}");
+    for p in &existing {
+        assert!(targets.ldap.account(&p.username).await.expect("ldap").is_none(), "a baseline provisions nothing");
+    }
+    let with_existing = |staff: &[Person]| [staff, existing.as_slice()].concat();
+
+    // First roster: everyone joins, except the people of the baseline.
+    let (code, summary, output) = import(&mesh, &dir, "roster-1.csv", &with_existing(&staff)).await;
     assert_eq!(code, 0, "{output}");
     assert_eq!(summary["counts"]["joiners"], n as u64, "{output}");
+    assert_eq!(summary["counts"]["unchanged"], 2, "the baseline's people: {output}");
+    for p in &existing {
+        assert!(targets.ldap.account(&p.username).await.expect("ldap").is_none(), "{output}");
+    }
     mesh.wait_finished(&event_ids(&summary), within).await.expect("joiners finish");
     for p in &staff {
         let ldap = targets.ldap.account(&p.username).await.expect("ldap").expect("LDAP account");
@@ -113,7 +138,7 @@ async fn rosters_drive_the_real_targets_and_a_mass_leaver_roster_waits_for_appro
     staff[0].display_name = format!("Renamed {}", staff[0].username);
     let gone = staff.remove(1);
     staff.push(Person::new(&mesh.run_id, n, "Sales"));
-    let (code, summary, output) = import(&mesh, &dir, "roster-2.csv", &staff).await;
+    let (code, summary, output) = import(&mesh, &dir, "roster-2.csv", &with_existing(&staff)).await;
     assert_eq!(code, 0, "{output}");
     let counts = &summary["counts"];
     assert_eq!(
@@ -137,7 +162,7 @@ async fn rosters_drive_the_real_targets_and_a_mass_leaver_roster_waits_for_appro
     // Third roster: 30% missing. Held whole: nothing changes on any target.
     let keep = staff.len() - (staff.len() * 3).div_ceil(10);
     let missing: Vec<Person> = staff[keep..].to_vec();
-    let (code, summary, output) = import(&mesh, &dir, "roster-3.csv", &staff[..keep]).await;
+    let (code, summary, output) = import(&mesh, &dir, "roster-3.csv", &with_existing(&staff[..keep])).await;
     assert_eq!(code, 6, "held exits 6: {output}");
     let batch_id = summary["held"]["batch_id"].as_str().expect("held batch id").to_owned();
     for p in &missing {

@@ -15,7 +15,7 @@ use std::path::Path;
 use jml_contract::v1 as pb;
 use serde_json::{Value, json};
 
-use crate::connection::connect;
+use crate::connection::{Client, connect};
 use crate::failure::{Failure, bad_input, from_status};
 use crate::print_json;
 
@@ -181,18 +181,27 @@ pub enum IdentitiesCommand {
     },
 }
 
+/// Loads `records` in calls of [`CHUNK`]: the records stored (new or
+/// changed) and the unchanged ones. On an error, the index of the first
+/// record of the call that failed (the calls before it were stored: loading
+/// again is safe, a record equal to the stored one is unchanged).
+pub async fn load(mut client: Client, records: &[pb::IdentityRecord]) -> Result<(u64, u64), (usize, tonic::Status)> {
+    let (mut loaded, mut unchanged) = (0u64, 0u64);
+    for (index, chunk) in records.chunks(CHUNK).enumerate() {
+        let request = pb::LoadIdentitiesRequest { identities: chunk.to_vec() };
+        let response = client.load_identities(request).await.map_err(|status| (index * CHUNK, status))?.into_inner();
+        loaded += response.loaded;
+        unchanged += response.unchanged;
+    }
+    Ok((loaded, unchanged))
+}
+
 /// `jmlctl identities ...`.
 pub async fn run(coordinator: &str, command: IdentitiesCommand) -> Result<(), Failure> {
     let IdentitiesCommand::Load { file, source_system, json } = command;
     let records = read(&file, &source_system).map_err(bad_input)?;
-    let mut client = connect(coordinator).await?;
-    let (mut loaded, mut unchanged) = (0u64, 0u64);
-    for chunk in records.chunks(CHUNK) {
-        let request = pb::LoadIdentitiesRequest { identities: chunk.to_vec() };
-        let response = client.load_identities(request).await.map_err(from_status)?.into_inner();
-        loaded += response.loaded;
-        unchanged += response.unchanged;
-    }
+    let client = connect(coordinator).await?;
+    let (loaded, unchanged) = load(client, &records).await.map_err(|(_, status)| from_status(status))?;
     if json {
         print_json(&json!({ "records": records.len(), "loaded": loaded, "unchanged": unchanged }));
     } else {

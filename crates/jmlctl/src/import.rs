@@ -16,9 +16,14 @@
 //! refused are then listed and the rest is sent). A UTF-8 byte-order mark is
 //! accepted and ignored.
 //!
-//! The parsed rows ([`parse`]) carry the person, the attributes and the
-//! source system, which is what a baseline (`LoadIdentities`, issue #17)
-//! records; `--baseline` is refused until that rpc exists.
+//! `--baseline` records the people the roster shows as employed today as
+//! identity records (`LoadIdentities`, role `admin`) and provisions nothing:
+//! for a first run on directories and apps that already hold their
+//! accounts, so that reconciliation correlates them and the next roster
+//! derives only what changed. A row is employed when its status is `active`,
+//! its hire date (if any) is not in the future and its termination date (if
+//! any) is; other rows are counted and not recorded. `--full` is refused
+//! with it (a baseline says nothing about who left).
 //!
 //! Exit codes: as every command, plus [`HELD`] when the mass-change guard
 //! held the batch (nothing applied; `jmlctl held` lists it).
@@ -64,9 +69,9 @@ pub struct ImportArgs {
     /// the whole file.
     #[arg(long)]
     skip_invalid: bool,
-    /// Record identities without provisioning: not available yet (needs the
-    /// coordinator's `LoadIdentities`, issue #17); refused.
-    #[arg(long)]
+    /// Record the people employed today as identity records without
+    /// provisioning anything (admin), for a first run on existing accounts.
+    #[arg(long, conflicts_with = "full")]
     baseline: bool,
     /// Print one JSON document.
     #[arg(long)]
@@ -271,7 +276,12 @@ fn is_json_lines(file: &std::path::Path, bytes: &[u8]) -> bool {
 
 /// The index `N` of a coordinator refusal naming `records[N]`.
 fn refused_index(message: &str) -> Option<usize> {
-    let start = message.find("records[")? + "records[".len();
+    refused_index_of(message, "records[")
+}
+
+/// The index `N` of a coordinator refusal naming `{field}N]`.
+fn refused_index_of(message: &str, field: &str) -> Option<usize> {
+    let start = message.find(field)? + field.len();
     let end = message[start..].find(']')? + start;
     message[start..end].parse().ok()
 }
@@ -349,11 +359,6 @@ async fn send(
 
 /// Runs `jmlctl import`.
 pub async fn run(coordinator: &str, principal: &Option<String>, args: ImportArgs) -> Result<(), Failure> {
-    if args.baseline {
-        return Err(bad_input(
-            "--baseline is not available yet: it needs the coordinator's LoadIdentities (issue #17); nothing was sent",
-        ));
-    }
     let bytes = std::fs::read(&args.file).map_err(|e| bad_input(format!("{}: {e}", args.file.display())))?;
     let json_lines = is_json_lines(&args.file, &bytes);
     let name = args.file.display().to_string();
@@ -366,6 +371,9 @@ pub async fn run(coordinator: &str, principal: &Option<String>, args: ImportArgs
             first.message,
             parsed.refused.len()
         )));
+    }
+    if args.baseline {
+        return baseline(coordinator, &args, parsed, &name).await;
     }
     // The coordinator validates every record before it writes anything; a
     // refusal names `records[N]`, which is a line of this file.
@@ -396,6 +404,102 @@ pub async fn run(coordinator: &str, principal: &Option<String>, args: ImportArgs
             code: HELD,
             message: "held by the mass-change guard: nothing applied until an admin approves (jmlctl held)".into(),
         });
+    }
+    Ok(())
+}
+
+/// Whether a row shows the person employed at `now` (Unix ms).
+fn employed(record: &pb::PersonRecord, now: i64) -> Result<bool, String> {
+    use coordinator::ingest::state::{Employment, map_status, parse_date};
+    let date = |field: &str, text: &str| {
+        if text.is_empty() { Ok(None) } else { parse_date(text).map(Some).map_err(|e| format!("{field}: {e}")) }
+    };
+    let status = map_status(&record.employment_status.trim().to_ascii_lowercase())
+        .map_err(|e| format!("employment_status: {e}"))?;
+    let hired = date("hire_date", &record.hire_date)?;
+    let ends = date("termination_date", &record.termination_date)?;
+    Ok(status == Employment::Active && hired.is_none_or(|at| at <= now) && ends.is_none_or(|at| at > now))
+}
+
+/// `jmlctl import --baseline`: the employed rows become identity records.
+async fn baseline(coordinator: &str, args: &ImportArgs, mut parsed: Parsed, name: &str) -> Result<(), Failure> {
+    let now = coordinator::event::now_ms();
+    let mut records = Vec::with_capacity(parsed.rows.len());
+    let mut lines = Vec::with_capacity(parsed.rows.len());
+    let mut not_employed = 0usize;
+    for row in &parsed.rows {
+        match employed(&row.record, now) {
+            Ok(true) => {
+                records.push(pb::IdentityRecord {
+                    person_id: row.record.person_id.clone(),
+                    attributes: row.record.attributes.clone(),
+                    source_system: row.record.source_system.clone(),
+                });
+                lines.push(row.line);
+            }
+            Ok(false) => not_employed += 1,
+            Err(message) => parsed.refused.push(Refused { line: row.line, message }),
+        }
+    }
+    parsed.refused.sort_by_key(|r| r.line);
+    if let Some(first) = parsed.refused.first()
+        && !args.skip_invalid
+    {
+        return Err(bad_input(format!(
+            "{name}: line {}: {} ({} invalid row(s); nothing recorded; --skip-invalid records the rest)",
+            first.line,
+            first.message,
+            parsed.refused.len()
+        )));
+    }
+    let (loaded, unchanged) = if args.dry_run || records.is_empty() {
+        (0, 0)
+    } else {
+        let client = connect(coordinator).await?;
+        crate::identities::load(client, &records).await.map_err(|(offset, status)| {
+            let mut failure = from_status(status);
+            if let Some(index) = refused_index_of(&failure.message, "identities[") {
+                let line = lines.get(offset + index).copied().unwrap_or_default();
+                failure.message = format!("{name}: line {line}: refused by the coordinator: {}", failure.message);
+            }
+            if offset > 0 {
+                failure
+                    .message
+                    .push_str(&format!(" ({offset} records before it were recorded; recording them again is safe)"));
+            } else {
+                failure.message.push_str(" (nothing recorded)");
+            }
+            failure
+        })?
+    };
+    if args.json {
+        print_json(&json!({
+            "file": args.file.display().to_string(),
+            "baseline": true,
+            "dry_run": args.dry_run,
+            "rows": parsed.rows.len(),
+            "employed": records.len(),
+            "not_employed": not_employed,
+            "loaded": loaded,
+            "unchanged": unchanged,
+            "skipped": parsed.refused.iter().map(|r| json!({ "line": r.line, "message": r.message })).collect::<Vec<_>>(),
+        }));
+    } else if args.dry_run {
+        println!(
+            "dry run (nothing recorded): {} rows: {} employed would be recorded, {not_employed} not employed",
+            parsed.rows.len(),
+            records.len()
+        );
+    } else {
+        println!(
+            "baseline: {} rows: {} employed ({loaded} recorded, {unchanged} unchanged), {not_employed} not employed \
+             (not recorded); nothing provisioned",
+            parsed.rows.len(),
+            records.len()
+        );
+    }
+    for refused in &parsed.refused {
+        println!("  skipped   line {}: {}", refused.line, refused.message);
     }
     Ok(())
 }

@@ -45,7 +45,7 @@ use crate::engine::{Engine, EngineError};
 use crate::event::{InvalidEvent, ValidEvent, format_time, kind_name, kind_to_proto, now_ms};
 use crate::policy::EventKindName;
 use crate::store::{AuditEntry, IdentityRecord, IngestPut, Store, StoreError};
-use state::{Derived, Employment, Prior, SourceRecord};
+use state::{Derived, Digest32, Employment, Prior, SourceRecord, attributes_digest, parse_hash};
 
 const SOURCE_RECORD: &str = "source_record";
 const HELD_BATCH: &str = "held_batch";
@@ -101,10 +101,11 @@ enum Verdict {
 #[derive(Debug, Clone)]
 struct Assessed {
     record: SourceRecord,
-    hash: String,
+    /// The record's digest ([`SourceRecord::digest`]).
+    digest: Digest32,
     /// The hash of the record it follows (none: the person was known only
     /// from events or a baseline, or not at all).
-    prior_hash: Option<String>,
+    prior_hash: Option<Digest32>,
     /// Whether the person was employed before (none: never known).
     prior_employment: Option<Employment>,
     verdict: Verdict,
@@ -151,55 +152,61 @@ fn encode<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
+/// The stored hash of a stored record, as bytes; a hash that does not
+/// parse is a corrupt store, never "no prior".
+fn stored_digest(stored: &StoredRecord) -> Result<Digest32, EngineError> {
+    parse_hash(&stored.record_hash).ok_or_else(|| {
+        EngineError::Store(StoreError::Corrupt {
+            what: "ingest_state.source_record",
+            message: "record_hash is not 64 hex digits".into(),
+        })
+    })
+}
+
 /// What was known of a person: the last record accepted from the source,
 /// unless an identity record was written after it (an event classified by
 /// its sender, a baseline), which then says whether the person is active and
 /// with which attributes.
-fn prior_from(stored: Option<&StoredRecord>, identity: Option<&IdentityRecord>) -> Option<Prior> {
+fn prior_from(stored: Option<&StoredRecord>, identity: Option<&IdentityRecord>) -> Result<Option<Prior>, EngineError> {
+    let record_hash = stored.map(stored_digest).transpose()?;
     let from_identity = |identity: &IdentityRecord| Prior {
         employment: if identity.has_left { Employment::Terminated } else { Employment::Active },
-        attributes: identity.attributes.clone(),
+        attributes: attributes_digest(&identity.attributes),
         changed_at: stored.and_then(|s| s.record.changed_at),
-        record_hash: stored.map(|s| s.record_hash.clone()),
+        record_hash,
     };
-    match (stored, identity) {
+    Ok(match (stored, identity) {
         (Some(stored), Some(identity)) if identity.updated_at > stored.accepted_at => Some(from_identity(identity)),
         (Some(stored), _) => Some(Prior {
             employment: stored.record.employment,
-            attributes: stored.record.attributes.clone(),
+            attributes: attributes_digest(&stored.record.attributes),
             changed_at: stored.record.changed_at,
-            record_hash: Some(stored.record_hash.clone()),
+            record_hash,
         }),
         (None, Some(identity)) => Some(from_identity(identity)),
         (None, None) => None,
-    }
+    })
 }
 
 /// The last record accepted for a person, as far as assessing needs it.
 #[derive(Debug, Clone, Copy)]
 struct Accepted<'a> {
-    record_hash: &'a str,
+    record_hash: Digest32,
     /// The event it derived (empty: none).
     event_id: &'a str,
 }
 
-impl<'a> From<&'a StoredRecord> for Accepted<'a> {
-    fn from(stored: &'a StoredRecord) -> Self {
-        Self { record_hash: &stored.record_hash, event_id: &stored.event_id }
-    }
-}
-
 fn assess(record: SourceRecord, stored: Option<Accepted<'_>>, prior: Option<&Prior>, now: i64) -> Assessed {
-    let hash = record.hash();
+    let digest = record.digest();
     let verdict = match stored {
-        Some(stored) if stored.record_hash == hash && !stored.event_id.is_empty() => {
+        Some(stored) if stored.record_hash == digest && !stored.event_id.is_empty() => {
             Verdict::Duplicate(stored.event_id.to_owned())
         }
-        Some(stored) if stored.record_hash == hash => Verdict::SameRecord,
+        Some(stored) if stored.record_hash == digest => Verdict::SameRecord,
         _ if state::is_stale(&record, prior) => Verdict::Stale,
         _ => match state::derive(&record, prior, now) {
             Derived::Event { kind, effective_at } => {
-                Verdict::Derived { kind, effective_at, event_id: state::event_id(&record, &hash, prior) }
+                Verdict::Derived { kind, effective_at, event_id: state::event_id(&record, &hex::encode(digest), prior) }
             }
             Derived::Unchanged(reason) => Verdict::Unchanged(reason),
             Derived::Ignored(reason) => Verdict::Ignored(reason),
@@ -207,19 +214,20 @@ fn assess(record: SourceRecord, stored: Option<Accepted<'_>>, prior: Option<&Pri
     };
     Assessed {
         record,
-        hash,
-        prior_hash: prior.and_then(|p| p.record_hash.clone()),
+        digest,
+        prior_hash: prior.and_then(|p| p.record_hash),
         prior_employment: prior.map(|p| p.employment),
         verdict,
     }
 }
 
-/// What the store knows of one person, kept compact: one attribute map
-/// (the prior's), not the stored record's and the identity record's both.
+/// What the store knows of one person, kept compact: digests of the record
+/// and of the prior's attributes, not the stored record's and the identity
+/// record's attribute maps (a roster of 100,000 is held beside them).
 struct KnownPerson {
     /// The last record accepted from the source: its hash and the event it
     /// derived (empty: none).
-    accepted: Option<(String, String)>,
+    accepted: Option<(Digest32, String)>,
     /// When that record was accepted.
     accepted_at: i64,
     /// What was known of the person ([`prior_from`]).
@@ -248,16 +256,17 @@ impl Known {
                 let Some(person) = key.strip_prefix(&prefix) else { break 'pages };
                 let stored: StoredRecord =
                     serde_json::from_str(&value).map_err(|e| corrupt("ingest_state.source_record", &e))?;
+                let digest = stored_digest(&stored)?;
                 let prior = Prior {
                     employment: stored.record.employment,
-                    attributes: stored.record.attributes,
+                    attributes: attributes_digest(&stored.record.attributes),
                     changed_at: stored.record.changed_at,
-                    record_hash: Some(stored.record_hash.clone()),
+                    record_hash: Some(digest),
                 };
                 known.people.insert(
                     person.to_owned(),
                     KnownPerson {
-                        accepted: Some((stored.record_hash, stored.event_id)),
+                        accepted: Some((digest, stored.event_id)),
                         accepted_at: stored.accepted_at,
                         prior: Some(prior),
                     },
@@ -276,13 +285,13 @@ impl Known {
                     Some(person) if identity.updated_at > person.accepted_at => {
                         if let Some(prior) = person.prior.as_mut() {
                             prior.employment = employment;
-                            prior.attributes = identity.attributes;
+                            prior.attributes = attributes_digest(&identity.attributes);
                         }
                     }
                     Some(_) => {}
                     None => {
-                        let prior =
-                            Prior { employment, attributes: identity.attributes, changed_at: None, record_hash: None };
+                        let attributes = attributes_digest(&identity.attributes);
+                        let prior = Prior { employment, attributes, changed_at: None, record_hash: None };
                         known.people.insert(
                             identity.person_id,
                             KnownPerson { accepted: None, accepted_at: 0, prior: Some(prior) },
@@ -298,7 +307,7 @@ impl Known {
         match self.people.get(person) {
             None => (None, None),
             Some(known) => (
-                known.accepted.as_ref().map(|(hash, event)| Accepted { record_hash: hash, event_id: event }),
+                known.accepted.as_ref().map(|(hash, event)| Accepted { record_hash: *hash, event_id: event }),
                 known.prior.as_ref(),
             ),
         }
@@ -400,8 +409,12 @@ impl Ingest {
     async fn assess_one(&self, record: SourceRecord, now: i64) -> Result<Assessed, EngineError> {
         let stored = self.stored(&record.source_system, &record.person_id).await?;
         let identity = self.engine.store().identity(&record.person_id).await?;
-        let prior = prior_from(stored.as_ref(), identity.as_ref());
-        Ok(assess(record, stored.as_ref().map(Accepted::from), prior.as_ref(), now))
+        let prior = prior_from(stored.as_ref(), identity.as_ref())?;
+        let accepted = match &stored {
+            Some(stored) => Some(Accepted { record_hash: stored_digest(stored)?, event_id: &stored.event_id }),
+            None => None,
+        };
+        Ok(assess(record, accepted, prior.as_ref(), now))
     }
 
     /// One record: derive, submit, remember. Safe to repeat.
@@ -434,7 +447,7 @@ impl Ingest {
     fn remember(assessed: &Assessed, event_id: &str, now: i64) -> IngestPut {
         let stored = StoredRecord {
             record: assessed.record.clone(),
-            record_hash: assessed.hash.clone(),
+            record_hash: hex::encode(assessed.digest),
             event_id: event_id.to_owned(),
             accepted_at: now,
         };
@@ -455,7 +468,7 @@ impl Ingest {
     async fn apply(&self, assessed: Assessed, initiator: &str) -> Result<pb::StateReceipt, EngineError> {
         let mut receipt = pb::StateReceipt {
             person_id: assessed.record.person_id.clone(),
-            record_hash: assessed.hash.clone(),
+            record_hash: hex::encode(assessed.digest),
             ..Default::default()
         };
         let now = now_ms();
@@ -468,7 +481,7 @@ impl Ingest {
                     receipt.kind = kind_to_proto(event.kind) as i32;
                     receipt.effective_at = format_time(Some(event.effective_at));
                 }
-                receipt.receipt = first;
+                receipt.receipt = first.map(Box::new);
             }
             Verdict::SameRecord => {
                 receipt.outcome = pb::StateOutcome::Unchanged as i32;
@@ -499,8 +512,8 @@ impl Ingest {
                     payload: json!({
                         "kind": kind_name(*kind),
                         "record": assessed.record,
-                        "record_hash": assessed.hash,
-                        "prior_record_hash": assessed.prior_hash,
+                        "record_hash": hex::encode(assessed.digest),
+                        "prior_record_hash": assessed.prior_hash.map(hex::encode),
                         "prior_employment": assessed.prior_employment,
                     }),
                 };
@@ -512,7 +525,7 @@ impl Ingest {
                 receipt.kind = kind_to_proto(*kind) as i32;
                 receipt.event_id = event_id.clone();
                 receipt.effective_at = format_time(Some(outcome.event.effective_at));
-                receipt.receipt = Some(crate::api::receipt(&outcome.event, outcome.duplicate));
+                receipt.receipt = Some(Box::new(crate::api::receipt(&outcome.event, outcome.duplicate)));
             }
         }
         Ok(receipt)
@@ -675,7 +688,7 @@ impl Ingest {
 fn preview(item: &Assessed, outcome: pb::StateOutcome) -> pb::StateReceipt {
     let mut receipt = pb::StateReceipt {
         person_id: item.record.person_id.clone(),
-        record_hash: item.hash.clone(),
+        record_hash: hex::encode(item.digest),
         ..Default::default()
     };
     match &item.verdict {

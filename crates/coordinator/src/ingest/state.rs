@@ -162,11 +162,33 @@ impl SourceRecord {
         }
     }
 
+    /// The SHA-256 of the record's canonical JSON.
+    pub fn digest(&self) -> Digest32 {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(&canonical).into()
+    }
+
     /// The hex SHA-256 of the record's canonical JSON.
     pub fn hash(&self) -> String {
-        let canonical = serde_json::to_vec(self).unwrap_or_default();
-        hex::encode(Sha256::digest(&canonical))
+        hex::encode(self.digest())
     }
+}
+
+/// A SHA-256 digest, kept as bytes (a roster of 100,000 people holds one or
+/// two per person).
+pub type Digest32 = [u8; 32];
+
+/// A record hash as stored (64 hex digits) back to its bytes.
+pub fn parse_hash(hex_text: &str) -> Option<Digest32> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut digest).ok().map(|()| digest)
+}
+
+/// The digest of an attribute set (its canonical JSON: the map is sorted),
+/// which is all [`derive`] needs of a prior's attributes.
+pub fn attributes_digest(attributes: &BTreeMap<String, String>) -> Digest32 {
+    let canonical = serde_json::to_vec(attributes).unwrap_or_default();
+    Sha256::digest(&canonical).into()
 }
 
 /// What the coordinator knew of the person before this record.
@@ -174,13 +196,13 @@ impl SourceRecord {
 pub struct Prior {
     /// Employed or left.
     pub employment: Employment,
-    /// The attributes then.
-    pub attributes: BTreeMap<String, String>,
+    /// The digest of the attributes then ([`attributes_digest`]).
+    pub attributes: Digest32,
     /// The change time of the last record accepted from the source.
     pub changed_at: Option<i64>,
     /// The hash of the last record accepted from the source (none when the
     /// person is known only from events or a baseline).
-    pub record_hash: Option<String>,
+    pub record_hash: Option<Digest32>,
 }
 
 /// What a record means.
@@ -224,7 +246,7 @@ pub fn derive(record: &SourceRecord, prior: Option<&Prior>, now: i64) -> Derived
             Derived::Event { kind: EventKindName::Leaver, effective_at: future(record.terminated_at, now) }
         }
         (Some(Active), Active) => {
-            if prior.is_some_and(|p| p.attributes == record.attributes) {
+            if prior.is_some_and(|p| p.attributes == attributes_digest(&record.attributes)) {
                 Derived::Unchanged("the attributes are the same")
             } else {
                 Derived::Event { kind: EventKindName::Mover, effective_at: None }
@@ -236,14 +258,10 @@ pub fn derive(record: &SourceRecord, prior: Option<&Prior>, now: i64) -> Derived
 /// The derived event's id: from the source, the person, the record and the
 /// record it follows. 43 bytes, `st-` and 40 hex digits.
 pub fn event_id(record: &SourceRecord, record_hash: &str, prior: Option<&Prior>) -> String {
+    let prior_hash = prior.and_then(|p| p.record_hash).map_or_else(|| "-".to_owned(), hex::encode);
     let mut digest = Sha256::new();
     digest.update(b"jml-state-v1\n");
-    for part in [
-        record.source_system.as_str(),
-        record.person_id.as_str(),
-        record_hash,
-        prior.and_then(|p| p.record_hash.as_deref()).unwrap_or("-"),
-    ] {
+    for part in [record.source_system.as_str(), record.person_id.as_str(), record_hash, prior_hash.as_str()] {
         digest.update(part.as_bytes());
         digest.update(b"\n");
     }
@@ -271,9 +289,9 @@ mod tests {
     fn prior_of(record: &SourceRecord) -> Prior {
         Prior {
             employment: record.employment,
-            attributes: record.attributes.clone(),
+            attributes: attributes_digest(&record.attributes),
             changed_at: record.changed_at,
-            record_hash: Some(record.hash()),
+            record_hash: Some(record.digest()),
         }
     }
 
@@ -325,6 +343,9 @@ mod tests {
     fn statuses_and_dates() {
         assert_eq!(map_status("active"), Ok(Employment::Active));
         assert!(map_status("leave").is_err());
+        let record = record(Employment::Active, "Sales");
+        assert_eq!(parse_hash(&record.hash()), Some(record.digest()));
+        assert_eq!(parse_hash("zz"), None);
         assert_eq!(parse_date("2026-01-02"), parse_time("2026-01-02T00:00:00Z"));
         assert!(parse_date("02/01/2026").is_err());
     }
