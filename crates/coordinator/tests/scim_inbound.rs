@@ -265,6 +265,34 @@ async fn users_and_bulk_derive_joiner_mover_leaver_and_rehire_on_the_targets() {
     });
     let (_, conflict, _) = mesh.send(reqwest::Method::POST, "/Bulk", Some(&changed)).await;
     assert_eq!(conflict["Operations"][0]["status"].as_str(), Some("409"), "{conflict}");
+    // A Bulk that creates a User and then patches it, sent twice: the
+    // retried POST is answered as the creation (not a 409, though the kept
+    // User is the patched one), the retried PATCH as the same change.
+    let create_then_patch = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": "x1", "data": user("X1", "xia", "Sales")},
+            {"method": "PATCH", "path": "/Users/X1", "data": {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "title", "value": "Lead"}]}},
+        ],
+    });
+    let (_, first, _) = mesh.send(reqwest::Method::POST, "/Bulk", Some(&create_then_patch)).await;
+    let statuses = |r: &serde_json::Value| {
+        r["Operations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| o["status"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(statuses(&first), [Some("201".to_owned()), Some("200".to_owned())], "{first}");
+    let (_, retried, _) = mesh.send(reqwest::Method::POST, "/Bulk", Some(&create_then_patch)).await;
+    assert_eq!(statuses(&retried), [Some("200".to_owned()), Some("200".to_owned())], "{retried}");
+    for index in 0..2 {
+        let (op, again) = (&retried["Operations"][index], &first["Operations"][index]);
+        assert_eq!(op["outcome"], "duplicate", "{retried}");
+        assert_eq!(op["eventId"], again["eventId"], "{retried}");
+    }
     // Removing `active` would read as employed: refused, nothing changes.
     let (status, _, _) = mesh
         .send(

@@ -29,6 +29,13 @@ struct Kept {
     deleted: bool,
     /// The event the last write derived (empty: none).
     event_id: String,
+    /// The digest ([`digest`]) of the User as created, and the event its
+    /// creation derived: a retried `/Bulk` whose `POST` was followed by a
+    /// `PATCH` finds its `POST` answered as that creation, not as a 409.
+    #[serde(default)]
+    created_from: String,
+    #[serde(default)]
+    created_event: String,
 }
 
 /// What a write did.
@@ -48,6 +55,11 @@ pub struct Outcome {
 
 fn location(ctx: &Ctx, id: &str) -> String {
     format!("{}/Users/{}", ctx.base, super::percent_encode(id))
+}
+
+/// The hex SHA-256 of a User's JSON (the map is sorted).
+fn digest(user: &Map<String, Value>) -> String {
+    hex::encode(Sha256::digest(Value::Object(user.clone()).to_string().as_bytes()))
 }
 
 fn version(user: &Map<String, Value>) -> String {
@@ -159,8 +171,19 @@ async fn write(
 ) -> Result<Outcome, ScimError> {
     let receipt = submit(state, ctx, id, &user, false).await?;
     let now = now_ms();
-    let created = prior.as_ref().filter(|p| !p.deleted).map_or(now, |p| p.created);
-    let kept = Kept { user, created, modified: now, deleted: false, event_id: receipt.event_id.clone() };
+    let (created, created_from, created_event) = match prior.filter(|p| !p.deleted) {
+        Some(prior) => (prior.created, prior.created_from, prior.created_event),
+        None => (now, digest(&user), receipt.event_id.clone()),
+    };
+    let kept = Kept {
+        user,
+        created,
+        modified: now,
+        deleted: false,
+        event_id: receipt.event_id.clone(),
+        created_from,
+        created_event,
+    };
     keep(state, id, &kept).await?;
     let outcome = outcome_name(&receipt);
     let status = if outcome == "held" { 202 } else { status };
@@ -189,23 +212,34 @@ pub async fn create(state: &ScimState, ctx: &Ctx, body: &Value) -> Result<Outcom
     write(state, ctx, &id, user, prior, 201).await
 }
 
-/// A `POST /Users` of a `/Bulk` request: as [`create`], except that the very
-/// record already kept is answered as that earlier creation (200, outcome
-/// `duplicate`), so that a retried request keeps its `bulkId`s (a `POST` of
-/// a different record for an existing User is still a 409).
+/// A `POST /Users` of a `/Bulk` request: as [`create`], except that a `POST`
+/// of the very User kept, or of the very User the kept one was created from
+/// (a retried request whose `PATCH` followed its `POST`), is answered as
+/// that earlier write (200, outcome `duplicate`, its event), so that a
+/// retried request keeps its `bulkId`s. A `POST` of a different User for
+/// an existing one is still a 409.
 pub async fn create_in_bulk(state: &ScimState, ctx: &Ctx, body: &Value) -> Result<Outcome, ScimError> {
     let user = schema::check_user(body)?;
     let id = person_of(state, &user, None)?;
     {
         let _person = state.lock(&id).lock().await;
-        if let Some(kept) = load(state, &id).await?.filter(|p| !p.deleted && p.user == user) {
-            return Ok(Outcome {
-                status: 200,
-                resource: Some(resource(ctx, &id, &kept)),
-                event_id: kept.event_id.clone(),
-                outcome: "duplicate".into(),
-                location: location(ctx, &id),
-            });
+        if let Some(kept) = load(state, &id).await?.filter(|p| !p.deleted) {
+            let event_id = if kept.user == user {
+                Some(kept.event_id.clone())
+            } else if !kept.created_from.is_empty() && kept.created_from == digest(&user) {
+                Some(kept.created_event.clone())
+            } else {
+                None
+            };
+            if let Some(event_id) = event_id {
+                return Ok(Outcome {
+                    status: 200,
+                    resource: Some(resource(ctx, &id, &kept)),
+                    event_id,
+                    outcome: "duplicate".into(),
+                    location: location(ctx, &id),
+                });
+            }
         }
     }
     create(state, ctx, body).await
