@@ -24,6 +24,9 @@
 //! `--only churn` in a new process (engine start, the churn roster built and
 //! diffed; the baseline phase is skipped).
 
+#[global_allocator]
+static GLOBAL: coordinator::Allocator = coordinator::Allocator;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;

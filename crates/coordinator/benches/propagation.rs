@@ -16,6 +16,9 @@
 //! OTLP/gRPC, always sampled, to a receiver in this process that accepts and
 //! drops them: the overhead of tracing export, for the on/off ratio.
 
+#[global_allocator]
+static GLOBAL: coordinator::Allocator = coordinator::Allocator;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -62,3 +62,7 @@ pub use engine::{Engine, EngineConfig, EngineError};
 pub use policy::{Policy, PolicyError};
 pub use store::postgres::PostgresStore;
 pub use store::sqlite::SqliteStore;
+
+/// The allocator the coordinator binary (and its benchmarks) run on:
+/// `#[global_allocator] static GLOBAL: coordinator::Allocator = coordinator::Allocator;`.
+pub use mimalloc::MiMalloc as Allocator;

@@ -2,6 +2,9 @@
 //! and a database: a SQLite file (one coordinator), or PostgreSQL shared by
 //! several replicas that split the work by lane leases (`coordinator::claims`).
 
+#[global_allocator]
+static GLOBAL: coordinator::Allocator = coordinator::Allocator;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;

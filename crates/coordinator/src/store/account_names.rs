@@ -137,8 +137,12 @@ pub(crate) async fn holders<P: super::reads::ReadPool>(
     let skeleton_key = crate::naming::skeleton_key(&account_name);
     let rows = pool
         .fetch_all(
-            "SELECT * FROM account_names WHERE target_id = $1 \
-             AND (account_name = $2 OR name_key = $3 OR skeleton_key = $4) \
+            // Three indexed lookups, not one `OR`: without table statistics
+            // SQLite answers the `OR` by walking every name of the target
+            // (one submit then costs O(names), the whole population O(n^2)).
+            "SELECT * FROM account_names WHERE target_id = $1 AND account_name = $2 \
+             UNION SELECT * FROM account_names WHERE target_id = $1 AND name_key = $3 \
+             UNION SELECT * FROM account_names WHERE target_id = $1 AND skeleton_key = $4 \
              ORDER BY recorded_at, person_id",
             vec![Bind::Text(target_id), Bind::Text(account_name), Bind::Text(name_key), Bind::Text(skeleton_key)],
         )
