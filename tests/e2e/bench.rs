@@ -90,27 +90,51 @@ async fn seen_revoked(
 ) -> anyhow::Result<BTreeMap<&'static str, Duration>> {
     let mut seen = BTreeMap::new();
     let limit = Duration::from_secs(1800);
+    // A target saturated by the backlog may refuse a read now and then: a
+    // failed read proves nothing, and the next round reads again.
+    let mut failed_reads = 0usize;
     while seen.len() < 4 {
         anyhow::ensure!(since.elapsed() < limit, "not revoked everywhere within {limit:?}: {seen:?}");
-        if !seen.contains_key("ldap")
-            && targets.ldap.account(&person.username).await?.is_none_or(|a| a.locked && a.groups.is_empty())
-        {
-            seen.insert("ldap", since.elapsed());
+        if !seen.contains_key("ldap") {
+            match targets.ldap.account(&person.username).await {
+                Ok(a) if a.as_ref().is_none_or(|a| a.locked && a.groups.is_empty()) => {
+                    seen.insert("ldap", since.elapsed());
+                }
+                Ok(_) => {}
+                Err(_) => failed_reads += 1,
+            }
         }
-        if !seen.contains_key("scim") && targets.scim.account(&person.email).await?.is_none_or(|a| !a.active) {
-            seen.insert("scim", since.elapsed());
+        if !seen.contains_key("scim") {
+            match targets.scim.account(&person.email).await {
+                Ok(a) if a.as_ref().is_none_or(|a| !a.active) => {
+                    seen.insert("scim", since.elapsed());
+                }
+                Ok(_) => {}
+                Err(_) => failed_reads += 1,
+            }
         }
-        if !seen.contains_key("aws")
-            && targets.iam.account(&person.username).await?.is_none_or(|a| a.disabled_tag && a.groups.is_empty())
-        {
-            seen.insert("aws", since.elapsed());
+        if !seen.contains_key("aws") {
+            match targets.iam.account(&person.username).await {
+                Ok(a) if a.as_ref().is_none_or(|a| a.disabled_tag && a.groups.is_empty()) => {
+                    seen.insert("aws", since.elapsed());
+                }
+                Ok(_) => {}
+                Err(_) => failed_reads += 1,
+            }
         }
-        if !seen.contains_key("vault")
-            && targets.vault.user(&person.username).await?.is_none_or(|p| p.is_disjoint(vault_policies))
-        {
-            seen.insert("vault", since.elapsed());
+        if !seen.contains_key("vault") {
+            match targets.vault.user(&person.username).await {
+                Ok(p) if p.as_ref().is_none_or(|p| p.is_disjoint(vault_policies)) => {
+                    seen.insert("vault", since.elapsed());
+                }
+                Ok(_) => {}
+                Err(_) => failed_reads += 1,
+            }
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if failed_reads > 0 {
+        println!("({failed_reads} reads of a target failed while polling and were repeated)");
     }
     Ok(seen)
 }
@@ -122,14 +146,14 @@ async fn urgent_leaver(
     targets: &Targets,
     person: &Person,
     label: &str,
+    vault_policies: &BTreeSet<String>,
 ) -> anyhow::Result<BTreeMap<&'static str, Duration>> {
-    let vault_policies = targets.vault.user(&person.username).await?.unwrap_or_default();
     anyhow::ensure!(!vault_policies.is_empty(), "{} holds no Vault policy before leaving", person.username);
     let mut event = person.event(&format!("{}-{label}", person.username), pb::EventKind::Leaver);
     event.urgent = true;
     let since = Instant::now();
     mesh.submit(event).await?;
-    seen_revoked(targets, person, &vault_policies, since).await
+    seen_revoked(targets, person, vault_policies, since).await
 }
 
 async fn urgent(mesh: &Mesh, n: usize) -> anyhow::Result<()> {
@@ -137,13 +161,18 @@ async fn urgent(mesh: &Mesh, n: usize) -> anyhow::Result<()> {
     let idle = Person::new(&mesh.run_id, n, "Sales");
     let loaded = Person::new(&mesh.run_id, n + 1, "Sales");
     phase(mesh, &[idle.clone(), loaded.clone()], pb::EventKind::Joiner, "first").await?;
-    let at_idle = urgent_leaver(mesh, &targets, &idle, "urgent-idle").await?;
+    // Read before any backlog: the policies each holds, to see them go.
+    let idle_policies = targets.vault.user(&idle.username).await?.unwrap_or_default();
+    let loaded_policies = targets.vault.user(&loaded.username).await?.unwrap_or_default();
+    let at_idle = urgent_leaver(mesh, &targets, &idle, "urgent-idle", &idle_policies).await?;
+    println!("idle: {at_idle:?}");
     let persons: Vec<Person> = (0..n).map(|i| Person::new(&mesh.run_id, i, "Sales")).collect();
     let ids: Vec<String> = persons.iter().map(|p| format!("{}-backlog", p.username)).collect();
     let started = Instant::now();
     mesh.submit_all(persons.iter().zip(&ids).map(|(p, id)| p.event(id, pb::EventKind::Joiner)).collect()).await?;
     println!("{n} joiners accepted in {:.1} s; the urgent leaver follows", started.elapsed().as_secs_f64());
-    let at_load = urgent_leaver(mesh, &targets, &loaded, "urgent-loaded").await?;
+    let at_load = urgent_leaver(mesh, &targets, &loaded, "urgent-loaded", &loaded_policies).await?;
+    println!("with the backlog: {at_load:?}");
     let mut unfinished = 0;
     for id in &ids {
         let state = mesh.status(id).await?.state;
@@ -188,7 +217,10 @@ async fn main() -> anyhow::Result<()> {
     for status in &left {
         for target in ["ldap", "aws"] {
             let task = task(status, target);
-            anyhow::ensure!(task.state == pb::TaskState::Verified as i32, "leaver on {target}: {task:?}");
+            // LDAP's revocation is proven with a residual risk (connections
+            // bound before it stay bound): verified either way.
+            let proven = [pb::TaskState::Verified as i32, pb::TaskState::VerifiedWithResidualRisk as i32];
+            anyhow::ensure!(proven.contains(&task.state), "leaver on {target}: {task:?}");
         }
         for target in ["scim", "vault"] {
             let task = task(status, target);
