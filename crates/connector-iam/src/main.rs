@@ -1,5 +1,8 @@
 //! `connector-iam`: serves the AWS IAM connector.
 
+#[global_allocator]
+static GLOBAL: connector_kit::Allocator = connector_kit::Allocator;
+
 use clap::Parser;
 use connector_iam::{IamConfig, IamConnector};
 

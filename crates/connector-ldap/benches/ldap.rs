@@ -13,6 +13,9 @@
 //! cargo bench -p connector-ldap` (`-- list`: the List figure only, three runs). Everything is created under a fresh OU and
 //! group and deleted afterwards.
 
+#[global_allocator]
+static GLOBAL: connector_kit::Allocator = connector_kit::Allocator;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,5 +1,8 @@
 //! `connector-ldap`: serves the LDAP / Active Directory connector.
 
+#[global_allocator]
+static GLOBAL: connector_kit::Allocator = connector_kit::Allocator;
+
 use clap::Parser;
 use connector_ldap::{LdapConfig, LdapConnector};
 

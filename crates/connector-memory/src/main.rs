@@ -1,5 +1,8 @@
 //! `connector-memory`: serves the in-memory reference connector.
 
+#[global_allocator]
+static GLOBAL: connector_kit::Allocator = connector_kit::Allocator;
+
 use std::sync::Arc;
 use std::time::Duration;
 

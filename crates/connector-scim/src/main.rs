@@ -1,5 +1,8 @@
 //! `connector-scim`: serves the SCIM 2.0 connector over the jml.v1 contract.
 
+#[global_allocator]
+static GLOBAL: connector_kit::Allocator = connector_kit::Allocator;
+
 use anyhow::Context;
 use clap::Parser;
 use connector_scim::{ScimConfig, ScimConnector};

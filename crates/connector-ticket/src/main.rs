@@ -1,6 +1,9 @@
 //! `connector-ticket`: serves the ticket connector (manual targets over
 //! Request Tracker) over the jml.v1 contract.
 
+#[global_allocator]
+static GLOBAL: connector_kit::Allocator = connector_kit::Allocator;
+
 use anyhow::Context;
 use clap::Parser;
 use connector_ticket::{TicketConfig, TicketConnector};

@@ -1,5 +1,8 @@
 //! `connector-vault`: serves the Vault connector over the jml.v1 contract.
 
+#[global_allocator]
+static GLOBAL: connector_kit::Allocator = connector_kit::Allocator;
+
 use clap::Parser;
 use connector_vault::{VaultConfig, VaultConnector};
 

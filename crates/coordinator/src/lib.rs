@@ -65,4 +65,4 @@ pub use store::sqlite::SqliteStore;
 
 /// The allocator the coordinator binary (and its benchmarks) run on:
 /// `#[global_allocator] static GLOBAL: coordinator::Allocator = coordinator::Allocator;`.
-pub use mimalloc::MiMalloc as Allocator;
+pub use connector_kit::Allocator;
