@@ -52,11 +52,18 @@ impl LdapConnector {
                     return None;
                 }
                 let concurrency = this.config().list_concurrency;
-                let memberships = match this.page_memberships(&mut directory.clone(), &entries).await {
+                // The page's membership searches and its password-absence
+                // search are independent: both in flight at once.
+                let (mut for_groups, mut for_passwords) = (directory.clone(), directory.clone());
+                let (memberships, absent) = tokio::join!(
+                    this.page_memberships(&mut for_groups, &entries),
+                    this.page_passwords_absent(&mut for_passwords, &entries)
+                );
+                let memberships = match memberships {
                     Ok(memberships) => memberships.map(Arc::new),
                     Err(error) => return Some((Err(error.error), Listing::Done)),
                 };
-                let absent = match this.page_passwords_absent(&mut directory.clone(), &entries).await {
+                let absent = match absent {
                     Ok(absent) => Arc::new(absent),
                     Err(error) => return Some((Err(error.error), Listing::Done)),
                 };

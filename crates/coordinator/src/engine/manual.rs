@@ -145,18 +145,7 @@ impl TaskRun {
         self.task.next_attempt_at = None;
         self.task.last_error.clear();
         self.task.deadline_breached |= now > self.task.deadline_at;
-        let payload = json!({
-            "target_id": self.task.target_id,
-            "attempts": self.task.attempts,
-            "read_back": self.task.read_back.as_ref().map(read_back_json),
-            "deadline_breached": self.task.deadline_breached,
-            "timings": {
-                "planned_at": format_time(Some(self.task.planned_at)),
-                "dispatched_at": format_time(self.task.dispatched_at),
-                "acknowledged_at": format_time(self.task.acknowledged_at),
-                "verified_at": format_time(Some(now)),
-            },
-        });
+        let payload = super::task::proven_payload(&self.task, now);
         if let Err(error) = self.save("task.verified", payload).await {
             tracing::error!(%error, "cannot record a verification");
         }

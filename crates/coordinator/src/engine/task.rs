@@ -204,19 +204,7 @@ impl TaskRun {
             self.task.finished_at = Some(now);
             self.task.last_error.clear();
             self.task.deadline_breached |= now > self.task.deadline_at;
-            let payload = json!({
-                "target_id": self.task.target_id,
-                "attempts": self.task.attempts,
-                "read_back": self.task.read_back.as_ref().map(read_back_json),
-                "deadline_breached": self.task.deadline_breached,
-                "residual_risks": self.task.residual_risks.iter().map(crate::credentials::risk_json).collect::<Vec<_>>(),
-                "timings": {
-                    "planned_at": format_time(Some(self.task.planned_at)),
-                    "dispatched_at": format_time(self.task.dispatched_at),
-                    "acknowledged_at": format_time(self.task.acknowledged_at),
-                    "verified_at": format_time(Some(now)),
-                },
-            });
+            let payload = proven_payload(&self.task, now);
             if let Err(error) = self.save(crate::credentials::proven_action(self.task.state), payload).await {
                 tracing::error!(%error, "cannot record a verification");
             }
@@ -260,4 +248,24 @@ pub(super) async fn run_task(inner: Arc<Inner>, runtime: Arc<TargetRuntime>, mut
     }
     crate::tracing_context::task_settled(&inner.dispatch_spans, &run.task, breached_before, run.error_kind);
     let _ = inner.scheduler.send(SchedulerMessage::Finished(Box::new(run.task), outcome));
+}
+
+/// The audit payload of a task proven at `now` (`task.verified`, or
+/// `task.verified_with_residual_risk`): the read-back it was proven by,
+/// the attempts, the deadline and the timings. One shape for tasks proven by
+/// a connector's read-back and by a fulfilled ticket's attestation.
+pub(super) fn proven_payload(task: &crate::store::TaskRecord, now: i64) -> serde_json::Value {
+    json!({
+        "target_id": task.target_id,
+        "attempts": task.attempts,
+        "read_back": task.read_back.as_ref().map(read_back_json),
+        "deadline_breached": task.deadline_breached,
+        "residual_risks": task.residual_risks.iter().map(crate::credentials::risk_json).collect::<Vec<_>>(),
+        "timings": {
+            "planned_at": format_time(Some(task.planned_at)),
+            "dispatched_at": format_time(task.dispatched_at),
+            "acknowledged_at": format_time(task.acknowledged_at),
+            "verified_at": format_time(Some(now)),
+        },
+    })
 }
