@@ -80,6 +80,24 @@ async fn phase(
     Ok(statuses)
 }
 
+/// Records what one poll of a target showed: revoked (when), not yet, or a
+/// failed read (counted, read again next round).
+fn note(
+    seen: &mut BTreeMap<&'static str, Duration>,
+    failed_reads: &mut usize,
+    target: &'static str,
+    revoked: anyhow::Result<bool>,
+    since: Instant,
+) {
+    match revoked {
+        Ok(true) => {
+            seen.insert(target, since.elapsed());
+        }
+        Ok(false) => {}
+        Err(_) => *failed_reads += 1,
+    }
+}
+
 /// Polls each target with its own client until it shows `person`'s access
 /// revoked; per target, the time from `since`.
 async fn seen_revoked(
@@ -96,40 +114,23 @@ async fn seen_revoked(
     while seen.len() < 4 {
         anyhow::ensure!(since.elapsed() < limit, "not revoked everywhere within {limit:?}: {seen:?}");
         if !seen.contains_key("ldap") {
-            match targets.ldap.account(&person.username).await {
-                Ok(a) if a.as_ref().is_none_or(|a| a.locked && a.groups.is_empty()) => {
-                    seen.insert("ldap", since.elapsed());
-                }
-                Ok(_) => {}
-                Err(_) => failed_reads += 1,
-            }
+            let read = targets.ldap.account(&person.username).await;
+            let revoked = read.map(|a| a.is_none_or(|a| a.locked && a.groups.is_empty()));
+            note(&mut seen, &mut failed_reads, "ldap", revoked, since);
         }
         if !seen.contains_key("scim") {
-            match targets.scim.account(&person.email).await {
-                Ok(a) if a.as_ref().is_none_or(|a| !a.active) => {
-                    seen.insert("scim", since.elapsed());
-                }
-                Ok(_) => {}
-                Err(_) => failed_reads += 1,
-            }
+            let revoked = targets.scim.account(&person.email).await.map(|a| a.is_none_or(|a| !a.active));
+            note(&mut seen, &mut failed_reads, "scim", revoked, since);
         }
         if !seen.contains_key("aws") {
-            match targets.iam.account(&person.username).await {
-                Ok(a) if a.as_ref().is_none_or(|a| a.disabled_tag && a.groups.is_empty()) => {
-                    seen.insert("aws", since.elapsed());
-                }
-                Ok(_) => {}
-                Err(_) => failed_reads += 1,
-            }
+            let read = targets.iam.account(&person.username).await;
+            let revoked = read.map(|a| a.is_none_or(|a| a.disabled_tag && a.groups.is_empty()));
+            note(&mut seen, &mut failed_reads, "aws", revoked, since);
         }
         if !seen.contains_key("vault") {
-            match targets.vault.user(&person.username).await {
-                Ok(p) if p.as_ref().is_none_or(|p| p.is_disjoint(vault_policies)) => {
-                    seen.insert("vault", since.elapsed());
-                }
-                Ok(_) => {}
-                Err(_) => failed_reads += 1,
-            }
+            let read = targets.vault.user(&person.username).await;
+            let revoked = read.map(|p| p.is_none_or(|p| p.is_disjoint(vault_policies)));
+            note(&mut seen, &mut failed_reads, "vault", revoked, since);
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
